@@ -1,0 +1,26 @@
+# The two commands of the README. Each creates .venv itself on a machine with Python >= 3.10 and pip.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed-%: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$*]"
+	touch $@
+
+# The main job on the embedded data: no download, about a minute on 2 CPU cores.
+demo: $(VENV)/.installed-test
+	$(PY) experiments/train.py --preset=smoke --workdir=runs/demo
+
+# The whole test suite, the TFDS path included (tensorflow-datasets is installed for it).
+test: $(VENV)/.installed-test,tfds
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed-test
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,61 @@
+"""What every absl program shares: one-line errors, the workdir claim, key streams."""
+
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app
+
+# Key streams: fold_in(key(seed), STREAM_*) (STYLE.md: streams addressed by index).
+STREAM_TRAIN, STREAM_KEEP = 0, 1
+
+
+def run(main):
+  """app.run(main), with every expected error (bad input, missing data, a foreign
+  checkpoint) reported as one line on stderr and exit status 2, no traceback."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError) as e:  # DataError and CheckpointError are ValueErrors
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+    except KeyboardInterrupt:
+      print("interrupted: the last finished epoch is checkpointed; rerun with the same --workdir to resume",
+            file=sys.stderr, flush=True)
+      sys.exit(130)
+  def quiet(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # hides JAX's "no TPU found" INFO line
+    return guarded(argv)
+  app.run(quiet)
+
+
+def arch_family(arch: str) -> str:
+  from mlpriv_jax.models import canonical_name
+  name = canonical_name(arch)
+  if name.startswith("wrn"):
+    return "wrn"
+  if name.startswith("resnet") and name not in ("resnet18", "resnet18_imagenet"):
+    return "resnet_cifar"
+  return "other"
+
+
+def claim_workdir(workdir: str, config: dict, keys) -> None:
+  """Writes config.json, or checks that an existing one describes the same run."""
+  from mlpriv_jax.utils import write_json
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    for k in keys:
+      if k in old and old[k] != config[k]:
+        raise ValueError(f"{workdir} holds a run with {k}={old[k]!r}, not {config[k]!r}; "
+                         f"use another --workdir (nothing was overwritten)")
+  os.makedirs(workdir, exist_ok=True)
+  write_json(path, config)
+
+
+def save_npy(path: str, array) -> None:
+  from mlpriv_jax.utils import atomic_write
+  atomic_write(path, lambda f: np.save(f, np.asarray(array)))

@@ -1,0 +1,180 @@
+"""The CIFAR model zoo as Flax Linen modules.
+
+Every module takes images in [0, 1], f[N, H, W, 3], and normalises them itself
+with per-channel `mean` and `std`, so that attacks (adversarial queries, MemGuard)
+work in pixel space and a victim is a function of the pixels alone.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mlpriv_jax.models.layers import Conv, batch_norm, dense
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class _Normalise(nn.Module):
+  mean: Sequence[float]
+  std: Sequence[float]
+  dtype: Any
+
+  def __call__(self, x):
+    x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    return x.astype(self.dtype)
+
+
+def _max_pool_2x2(x):
+  # A reshape-max instead of nn.max_pool: its backward avoids select_and_scatter,
+  # which is slow on XLA:CPU (and under vmap).
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-k, pre-activation (Zagoruyko & Komodakis 2016, Table 1)."""
+  depth: int
+  widen_factor: int
+  num_classes: int
+  dropout_rate: float = 0.0
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 4) % 6:
+      raise ValueError(f"WRN depth must be 6n + 4, got {self.depth}")
+    n = (self.depth - 4) // 6
+    widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
+    conv = lambda f, s=1, k=3: Conv(f, k, s, dtype=self.dtype, conv_impl=self.conv_impl)
+    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    x = conv(16)(x)
+    for g, width in enumerate(widths):
+      for b in range(n):
+        stride = 2 if (g > 0 and b == 0) else 1
+        o = nn.relu(batch_norm(train, self.dtype)(x))
+        # The original shortcut takes the pre-activated input when shapes change.
+        shortcut = conv(width, stride, 1)(o) if x.shape[-1] != width or stride != 1 else x
+        y = conv(width, stride)(o)
+        y = nn.relu(batch_norm(train, self.dtype)(y))
+        if self.dropout_rate > 0:
+          y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        x = shortcut + conv(width)(y)
+    x = nn.relu(batch_norm(train, self.dtype)(x))
+    x = x.mean(axis=(1, 2))
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+
+
+class CifarResNet(nn.Module):
+  """ResNet-(6n+2) for CIFAR (He et al. 2016, section 4.2), option-A shortcuts."""
+  depth: int
+  num_classes: int
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 2) % 6:
+      raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {self.depth}")
+    n = (self.depth - 2) // 6
+    conv = lambda f, s=1: Conv(f, 3, s, dtype=self.dtype, conv_impl=self.conv_impl)
+    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    x = nn.relu(batch_norm(train, self.dtype)(conv(16)(x)))
+    for g, width in enumerate((16, 32, 64)):
+      for b in range(n):
+        stride = 2 if (g > 0 and b == 0) else 1
+        y = nn.relu(batch_norm(train, self.dtype)(conv(width, stride)(x)))
+        y = batch_norm(train, self.dtype)(conv(width)(y))
+        if stride != 1 or x.shape[-1] != width:
+          # Option A: subsample and zero-pad the channels (no parameters).
+          pad = (width - x.shape[-1]) // 2
+          x = jnp.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, width - x.shape[-1] - pad)))
+        x = nn.relu(x + y)
+    x = x.mean(axis=(1, 2))
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+
+
+class ResNet18(nn.Module):
+  """ResNet-18 (He et al. 2016). stem='cifar': 3x3/1 conv, no max-pool (kuangliu);
+  stem='imagenet': 7x7/2 conv + 3x3/2 max-pool (torchvision), kept to measure the
+  survey's anomalous res18 rows (algorithms.md, section 12)."""
+  num_classes: int
+  stem: str = "cifar"
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, s=1, k=3: Conv(f, k, s, dtype=self.dtype, conv_impl=self.conv_impl)
+    bn = lambda: batch_norm(train, self.dtype)
+    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    if self.stem == "cifar":
+      x = nn.relu(bn()(conv(64)(x)))
+    elif self.stem == "imagenet":
+      x = nn.relu(bn()(conv(64, 2, 7)(x)))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    else:
+      raise ValueError(f"unknown ResNet-18 stem {self.stem!r}; known: cifar, imagenet")
+    for g, width in enumerate((64, 128, 256, 512)):
+      for b in range(2):
+        stride = 2 if (g > 0 and b == 0) else 1
+        y = nn.relu(bn()(conv(width, stride)(x)))
+        y = bn()(conv(width)(y))
+        if stride != 1 or x.shape[-1] != width:
+          x = bn()(conv(width, stride, 1)(x))
+        x = nn.relu(x + y)
+    x = x.mean(axis=(1, 2))
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG(nn.Module):
+  """VGG-16 with BatchNorm (Simonyan & Zisserman 2015, config D), one linear head
+  (kuangliu/pytorch-cifar and knockoffnets' CIFAR VGG)."""
+  num_classes: int
+  cfg: Sequence[Any] = VGG16_CFG
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    for v in self.cfg:
+      if v == "M":
+        x = _max_pool_2x2(x)
+      else:
+        x = Conv(v, 3, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl)(x)
+        x = nn.relu(batch_norm(train, self.dtype)(x))
+    x = x.mean(axis=(1, 2))
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+
+
+class SmallCNN(nn.Module):
+  """A small conv-BN-ReLU-pool network for tests, smoke runs and shadow models."""
+  num_classes: int
+  widths: Sequence[int] = (32, 64, 128)
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    for width in self.widths:
+      x = Conv(width, 3, dtype=self.dtype, conv_impl=self.conv_impl)(x)
+      x = _max_pool_2x2(nn.relu(batch_norm(train, self.dtype)(x)))
+    x = x.mean(axis=(1, 2))
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)

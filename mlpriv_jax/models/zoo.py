@@ -1,0 +1,103 @@
+"""Model registry: a name in, a pure `(init, apply)` pair out."""
+
+import re
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlpriv_jax.models import architectures as arch
+from mlpriv_jax.models.layers import resolve_conv_impl
+
+# The survey's short names (Tables 1-2) are aliases.
+ALIASES = {"wres16": "wrn16_8", "wres22": "wrn22_8", "res32": "resnet32", "res18": "resnet18",
+           "res20": "resnet20", "res56": "resnet56"}
+
+_FIXED = {
+    "resnet18": lambda **kw: arch.ResNet18(stem="cifar", **kw),
+    "resnet18_imagenet": lambda **kw: arch.ResNet18(stem="imagenet", **kw),
+    "vgg16": lambda **kw: arch.VGG(**kw),
+    "cnn_small": lambda **kw: arch.SmallCNN(widths=(32, 64, 128), **kw),
+    "cnn_tiny": lambda **kw: arch.SmallCNN(widths=(8, 16, 32), **kw),
+}
+_WRN = re.compile(r"wrn(\d+)_(\d+)$")
+_CIFAR_RESNET = re.compile(r"resnet(\d+)$")
+# Names listed in errors and docs; any wrn<6n+4>_<k> and resnet<6n+2> also parse.
+KNOWN = ("wrn16_4", "wrn16_8", "wrn22_8", "wrn28_2", "wrn28_10", "resnet20", "resnet32", "resnet56",
+         "resnet18", "resnet18_imagenet", "vgg16", "cnn_small", "cnn_tiny")
+
+
+class Model(NamedTuple):
+  """A model as a pair of pure functions.
+
+  init(key, sample_x) -> variables
+  apply(variables, x, *, train, key=None) -> (logits f32[N, C], new_model_state)
+  """
+  name: str
+  num_classes: int
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
+  module: nn.Module
+
+
+def canonical_name(name: str) -> str:
+  """Resolves aliases; raises a one-line ValueError listing the known names."""
+  name = ALIASES.get(name, name)
+  m, r = _WRN.match(name), _CIFAR_RESNET.match(name)
+  if name in _FIXED or (m and (int(m[1]) - 4) % 6 == 0) or (r and name != "resnet18" and (int(r[1]) - 2) % 6 == 0):
+    return name
+  raise ValueError(f"unknown architecture {name!r}; known: {', '.join(KNOWN)} "
+                   f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
+
+
+def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_impl: str = "auto",
+              mean: Sequence[float] = arch.CIFAR_MEAN, std: Sequence[float] = arch.CIFAR_STD,
+              dropout_rate: float = 0.0) -> Model:
+  """Builds a zoo model by name (`wrn16_8`, `resnet32`, `vgg16`, aliases `wres16`, ...).
+
+  Args:
+    name: architecture name or alias.
+    num_classes: output classes.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
+    conv_impl: 'auto' (im2col on CPU, lax elsewhere), 'im2col' or 'lax'.
+    mean, std: per-channel input normalisation, applied inside the model.
+    dropout_rate: WRN only.
+  """
+  if int(num_classes) < 2:
+    raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+  name = canonical_name(name)
+  resolve_conv_impl(conv_impl)  # validates the name
+  kw = dict(num_classes=int(num_classes), mean=tuple(mean), std=tuple(std), dtype=dtype, conv_impl=conv_impl)
+  if name in _FIXED:
+    module = _FIXED[name](**kw)
+  elif m := _WRN.match(name):
+    module = arch.WideResNet(depth=int(m[1]), widen_factor=int(m[2]), dropout_rate=dropout_rate, **kw)
+  else:
+    module = arch.CifarResNet(depth=int(_CIFAR_RESNET.match(name)[1]), **kw)
+  return _from_module(name, int(num_classes), module)
+
+
+def with_conv_impl(model: Model, conv_impl: str) -> Model:
+  """The same model (same parameters) computed with another conv implementation."""
+  resolve_conv_impl(conv_impl)
+  return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl))
+
+
+def _from_module(name: str, num_classes: int, module: nn.Module) -> Model:
+  def init(key, sample_x):
+    return module.init({"params": key, "dropout": key}, sample_x, train=False)
+
+  def apply(variables, x, *, train: bool, key=None):
+    if not train:
+      return module.apply(variables, x, train=False), {}
+    rngs = {"dropout": key} if key is not None else {}
+    return module.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
+
+  return Model(name, num_classes, init, apply, module)
+
+
+def count_params(model: Model, input_shape=(1, 32, 32, 3)) -> int:
+  """Parameter count through `jax.eval_shape` (no FLOPs, no memory)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+  return sum(int(jnp.prod(jnp.array(p.shape))) for p in jax.tree.leaves(shapes["params"]))
