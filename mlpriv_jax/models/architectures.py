@@ -22,7 +22,8 @@ class _Normalise(nn.Module):
   dtype: Any
 
   def __call__(self, x):
-    x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    x = (x - jnp.asarray(self.mean, jnp.float32).reshape(shape)) / jnp.asarray(self.std, jnp.float32).reshape(shape)
     return x.astype(self.dtype)
 
 

@@ -95,7 +95,8 @@ class Conv(nn.Module):
     y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, pad,
                resolve_conv_impl(self.conv_impl))
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype).reshape(1, 1, 1, -1)
     return y
 
 

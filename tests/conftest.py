@@ -1,0 +1,27 @@
+"""Shared test set-up: strict rank promotion, and the real CIFAR files when present."""
+
+import os
+
+import jax
+import pytest
+
+# Silent broadcasting bugs fail loudly (STYLE.md, after equinox).
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_data_dir():
+  """$MLPRIV_DATA_DIR, else ../shared/data beside the checkout, else None."""
+  for d in (os.environ.get("MLPRIV_DATA_DIR"), os.path.join(REPO, "..", "shared", "data")):
+    if d and os.path.exists(os.path.join(d, "cifar10.npz")):
+      return os.path.abspath(d)
+  return None
+
+
+@pytest.fixture
+def data_dir():
+  d = shared_data_dir()
+  if d is None:
+    pytest.skip("no CIFAR data dir (set MLPRIV_DATA_DIR or put ../shared/data beside the checkout)")
+  return d

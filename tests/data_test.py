@@ -1,0 +1,165 @@
+import io
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlpriv_jax import data
+
+
+@pytest.fixture(scope="module")
+def shapes():
+  return data.load_dataset("shapes10", seed=0)
+
+
+def test_embedded_shapes10_form_and_determinism(shapes):
+  assert shapes.x_train.shape == (10_000, 32, 32, 3) and shapes.x_train.dtype == np.uint8
+  assert shapes.x_test.shape == (2_000, 32, 32, 3)
+  assert shapes.num_classes == 10 and shapes.source == "embedded"
+  counts = np.bincount(shapes.y_train, minlength=10)
+  assert counts.min() > 800  # roughly balanced
+  again = data.load_dataset("shapes10", seed=0)
+  np.testing.assert_array_equal(again.x_train[:50], shapes.x_train[:50])
+  other = data.load_dataset("shapes10", seed=1)
+  assert not np.array_equal(other.x_train[:50], shapes.x_train[:50])
+  # train and test come from different streams
+  assert not np.array_equal(shapes.x_train[:50], shapes.x_test[:50])
+
+
+def test_pool_is_a_different_distribution_with_a_hierarchy(shapes):
+  pool = data.load_dataset("patterns20")
+  assert pool.num_classes == 20 and len(pool.coarse_names) == 5
+  np.testing.assert_array_equal(pool.y_train_coarse, pool.y_train // 4)
+  # The distributions differ: pool images carry more high-frequency energy (textures).
+  tv = lambda x: np.abs(np.diff(x[:1000].astype(np.float32), axis=1)).mean()
+  assert tv(pool.x_train) > 1.25 * tv(shapes.x_train)  # measured 21.1 against 14.7
+
+
+def _write_npz(path, **arrays):
+  np.savez(path, **arrays)
+
+
+def test_local_npz_raw_arrays(tmp_path):
+  x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+  y = np.arange(20) % 4
+  _write_npz(tmp_path / "toy.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5],
+             label_names=np.array(["a", "b", "c", "d"]))
+  ds = data.load_dataset("toy", str(tmp_path))
+  np.testing.assert_array_equal(ds.x_train, x)
+  assert ds.class_names == ("a", "b", "c", "d") and ds.y_train.dtype == np.int64
+
+
+def test_local_npz_jpeg_layout(tmp_path, monkeypatch):
+  from PIL import Image
+  monkeypatch.setenv("MLPRIV_CACHE_DIR", str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  imgs = np.repeat(np.repeat(rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), 8, 1), 8, 2)
+
+  def pack(xs):
+    blobs = []
+    for im in xs:
+      buf = io.BytesIO()
+      Image.fromarray(im).save(buf, "JPEG", quality=95)
+      blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    return np.concatenate(blobs), np.cumsum([0] + [len(b) for b in blobs])
+
+  jt, ot = pack(imgs)
+  _write_npz(tmp_path / "toy_jpeg.npz", jpeg_train=jt, offsets_train=ot, y_train=np.arange(6) % 2,
+             jpeg_test=jt, offsets_test=ot, y_test=np.arange(6) % 2)
+  ds = data.load_dataset("toy", str(tmp_path))  # falls back to <name>_jpeg.npz
+  assert ds.x_train.shape == (6, 32, 32, 3)
+  assert np.abs(ds.x_train.astype(int) - imgs).mean() < 12  # lossy (7.5 measured); unrelated images: ~85
+  assert os.listdir(tmp_path / "cache")  # decoded once, cached
+  again = data.load_dataset("toy", str(tmp_path))
+  np.testing.assert_array_equal(again.x_train, ds.x_train)
+
+
+@pytest.mark.parametrize("arrays,match", [
+    (dict(x_train=np.zeros((4, 8, 8, 3), np.float32)), "must be uint8"),
+    (dict(x_train=np.zeros((4, 8, 8), np.uint8)), "must be uint8"),
+    (dict(y_train=np.zeros(3, np.int64)), "y_train must be integer"),
+    (dict(y_train=np.zeros((4, 2), np.int64)), "y_train must be integer"),
+    (dict(x_test=np.zeros((4, 9, 9, 3), np.uint8)), "differ in shape"),
+])
+def test_local_npz_wrong_form_is_one_clear_error(tmp_path, arrays, match):
+  good = dict(x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.zeros(4, np.int64),
+              x_test=np.zeros((4, 8, 8, 3), np.uint8), y_test=np.zeros(4, np.int64))
+  good.update(arrays)
+  _write_npz(tmp_path / "bad.npz", **good)
+  with pytest.raises(data.DataError, match=match) as e:
+    data.load_dataset("bad", str(tmp_path))
+  assert "\n" not in str(e.value) and "bad.npz" in str(e.value)
+
+
+def test_missing_npz_key_and_garbage_file(tmp_path):
+  _write_npz(tmp_path / "nokey.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8))
+  with pytest.raises(data.DataError, match="needs x_test|missing y_train"):
+    data.load_dataset("nokey", str(tmp_path))
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(data.DataError, match="not a readable .npz"):
+    data.load_dataset("junk", str(tmp_path))
+
+
+def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
+  monkeypatch.delenv("MLPRIV_DATA_DIR", raising=False)
+  with pytest.raises(data.DataError, match="unknown dataset 'nope'.*known: shapes10"):
+    data.load_dataset("nope", str(tmp_path))
+  import mlpriv_jax.data.datasets as dsm
+  monkeypatch.setitem(dsm.TFDS_NAMES, "svhn_fake", "svhn_fake")
+  monkeypatch.setattr(dsm, "_from_tfds", lambda *a: pytest.fail("must not reach TFDS"))
+  import builtins
+  real_import = builtins.__import__
+  monkeypatch.setattr(builtins, "__import__", lambda n, *a, **k: (_ for _ in ()).throw(ImportError(n))
+                      if n == "tensorflow_datasets" else real_import(n, *a, **k))
+  with pytest.raises(data.DataError, match=r"dataset 'svhn_fake' not found: looked for .*svhn_fake.npz.*pip install"):
+    data.load_dataset("svhn_fake", str(tmp_path))
+
+
+def test_shared_cifar10_subset(data_dir):
+  ds = data.load_dataset("cifar10", data_dir)
+  assert ds.x_train.shape == (4000, 32, 32, 3) and ds.x_test.shape == (1000, 32, 32, 3)
+  np.testing.assert_array_equal(ds.y_train[:10], [6, 9, 9, 4, 1, 1, 2, 7, 8, 3])  # canonical order
+  assert ds.class_names[0] == "airplane"
+
+
+def test_tfds_path_with_mock_data(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  monkeypatch.delenv("MLPRIV_DATA_DIR", raising=False)
+  with tfds.testing.mock_data(num_examples=12):
+    ds = data.load_dataset("cifar100", str(tmp_path))
+  assert ds.source == "tfds:cifar100"
+  assert ds.x_train.shape == (12, 32, 32, 3) and ds.x_train.dtype == np.uint8
+  assert ds.num_classes == 100 and len(ds.coarse_names) == 20
+  assert ds.y_train.max() < 100 and ds.y_train_coarse.max() < 20
+
+
+def test_random_crop_flip_is_a_pure_function_of_the_key():
+  x = jax.random.uniform(jax.random.key(0), (16, 32, 32, 3))
+  a = data.random_crop_flip(jax.random.key(1), x)
+  chex.assert_shape(a, x.shape)
+  chex.assert_trees_all_close(a, data.random_crop_flip(jax.random.key(1), x))
+  assert not np.allclose(a, data.random_crop_flip(jax.random.key(2), x))
+  # Each output is a reflect-padded crop of its input, possibly mirrored.
+  padded = np.pad(np.asarray(x), ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+  for i in range(16):
+    found = any(np.allclose(a[i], c) for dy in range(9) for dx in range(9)
+                for c in (padded[i, dy:dy + 32, dx:dx + 32], padded[i, dy:dy + 32, dx:dx + 32][:, ::-1]))
+    assert found, i
+
+
+def test_shift_and_flip():
+  x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1)
+  np.testing.assert_array_equal(data.shift(x, 0, 0), x)
+  np.testing.assert_array_equal(data.shift(x, 1, 0)[:, :-1], x[:, 1:])
+  np.testing.assert_array_equal(data.hflip(data.hflip(x)), x)
+
+
+def test_channel_stats():
+  x = np.zeros((4, 2, 2, 3), np.uint8)
+  x[..., 0] = 255
+  mean, std = data.channel_stats(x)
+  np.testing.assert_allclose(mean, (1, 0, 0))
+  np.testing.assert_allclose(std, (0, 0, 0))

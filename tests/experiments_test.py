@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+from conftest import REPO
+
+TINY = ["--arch=cnn_tiny", "--num_train=256", "--num_epochs=1", "--batch_size=32"]
+
+
+def _run(*args, timeout=300):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "train.py"), *args],
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_train_program_writes_results_and_resumes(tmp_path):
+  wd = str(tmp_path / "run")
+  p = _run("--preset=smoke", f"--workdir={wd}", *TINY)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(wd, "results.json")))
+  for k in ("test_accuracy", "num_params", "train_images_per_sec", "compile_seconds", "wall_seconds"):
+    assert k in res, k
+  assert res["num_params"] == 6418 and 0 <= res["test_accuracy"] <= 1
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == 1
+  # A rerun finds the finished checkpoint and trains nothing more.
+  p = _run("--preset=smoke", f"--workdir={wd}", *TINY)
+  assert p.returncode == 0 and "epoch" not in p.stdout.replace("epochs", "")
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == 1
+
+
+def test_train_program_k_models_saves_keep(tmp_path):
+  wd = str(tmp_path / "k")
+  p = _run("--preset=smoke", f"--workdir={wd}", *TINY, "--num_models=2", "--keep_fraction=0.5")
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(wd, "results.json")))
+  assert len(res["test_accuracy"]) == 2
+  import numpy as np
+  keep = np.load(os.path.join(wd, "keep.npy"))
+  assert keep.shape == (2, 256) and (keep.sum(0) == 1).all()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--arch=resnet33"], "unknown architecture 'resnet33'"),
+    (["--dataset=nope"], "unknown dataset 'nope'"),
+    (["--num_models=0"], "--num_models must be >= 1"),
+    (["--batch_size=5000"], "batch_size 5000 is larger than the data"),
+    (["--num_epochs=-1"], "num_epochs must be >= 1"),
+    (["--num_train=999999"], "exceeds the 10000 training images"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, match):
+  p = _run("--preset=smoke", f"--workdir={tmp_path / 'bad'}", "--num_train=256", *args)
+  assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+  lines = [l for l in p.stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and match in lines[0], p.stderr[-2000:]
+
+
+def test_workdir_of_another_run_is_refused(tmp_path):
+  wd = str(tmp_path / "run")
+  assert _run("--preset=smoke", f"--workdir={wd}", *TINY).returncode == 0
+  before = open(os.path.join(wd, "results.json")).read()
+  p = _run("--preset=smoke", f"--workdir={wd}", *TINY[1:], "--arch=cnn_small")
+  assert p.returncode == 2 and "use another --workdir" in p.stderr
+  assert open(os.path.join(wd, "results.json")).read() == before

@@ -1,0 +1,187 @@
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlpriv_jax import data, models, train
+from mlpriv_jax.train import checkpoint
+
+CFG = train.TrainConfig(num_epochs=2, batch_size=32, learning_rate=0.05, schedule="cosine", weight_decay=5e-4)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+  ds = data.load_dataset("shapes10")
+  return ds.x_train[:2000], ds.y_train[:2000], ds.x_test[:500], ds.y_test[:500]
+
+
+@pytest.fixture(scope="module")
+def model():
+  return models.get_model("cnn_tiny", 10, conv_impl="lax")
+
+
+def _small(shapes, n=256):
+  return shapes[0][:n], shapes[1][:n]
+
+
+@pytest.mark.parametrize("model_axis,tol", [("unroll", 1e-5), ("vmap", 2e-3)])
+def test_train_k_equals_separate_trainings(shapes, model, model_axis, tol):
+  x, y = _small(shapes)
+  keep = np.asarray(train.balanced_keep(jax.random.key(3), 3, len(x)))
+  key = jax.random.key(0)
+  together = train.train_k(model, CFG, x, y, keep, key, model_axis=model_axis)
+  for k in range(3):
+    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k)
+    got = jax.tree.map(lambda t: t[k], together.state)
+    chex.assert_trees_all_close(got.params, alone.state.params, atol=tol, rtol=tol)
+    chex.assert_trees_all_close(got.batch_stats, alone.state.batch_stats, atol=tol, rtol=tol)
+
+
+def test_model_k_does_not_depend_on_k_or_chunking(shapes, model):
+  x, y = _small(shapes)
+  keep = np.asarray(train.balanced_keep(jax.random.key(3), 4, len(x)))
+  key = jax.random.key(0)
+  four = train.train_k(model, CFG, x, y, keep, key, model_axis="unroll", chunk_size=3)
+  # Models 2 and 3 on their own (as a K = 2 run whose indices start at 2) are the same models.
+  for k in (2, 3):
+    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k)
+    chex.assert_trees_all_close(jax.tree.map(lambda t: t[k], four.state.params), alone.state.params,
+                                atol=1e-5, rtol=1e-5)
+  assert four.state.step.shape == (4,)
+
+
+def test_models_differ_and_keys_matter(shapes, model):
+  x, y = _small(shapes)
+  keep = np.ones((2, len(x)), bool)
+  r = train.train_k(model, CFG, x, y, keep, jax.random.key(0), model_axis="unroll")
+  a, b = (jax.tree.map(lambda t: t[i], r.state.params) for i in range(2))
+  assert not np.allclose(jax.tree.leaves(a)[0], jax.tree.leaves(b)[0])
+
+
+def test_soft_one_hot_labels_equal_hard_labels(shapes, model):
+  x, y = _small(shapes)
+  hard = train.train(model, CFG, x, y, jax.random.key(0))
+  soft = train.train(model, CFG, x, jax.nn.one_hot(y, 10), jax.random.key(0))
+  chex.assert_trees_all_close(hard.state.params, soft.state.params, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_entropy_golden_values():
+  logits = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]))
+  np.testing.assert_allclose(train.cross_entropy(logits, jnp.array([0, 2])), -(np.log(0.7) + np.log(0.5)) / 2,
+                             rtol=1e-6)
+  soft = jnp.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+  np.testing.assert_allclose(train.cross_entropy(logits, soft),
+                             -(0.5 * np.log(0.7) + 0.5 * np.log(0.2) + np.log(0.5)) / 2, rtol=1e-6)
+
+
+def test_small_cnn_learns_shapes10_well_above_chance(shapes):
+  x, y, xt, yt = shapes
+  m = models.get_model("cnn_small", 10)
+  cfg = train.TrainConfig(num_epochs=4, batch_size=64, learning_rate=0.05, schedule="cosine")
+  r = train.train(m, cfg, x, y, jax.random.key(0))
+  acc = float(train.evaluate(m, r.state, xt, yt))
+  assert acc > 0.5, acc  # chance is 0.1
+  assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(shapes, model, tmp_path):
+  x, y = _small(shapes)
+  key = jax.random.key(1)
+  full = train.train(model, CFG, x, y, key)
+  path = str(tmp_path / "ckpt.msgpack")
+
+  def die_after_first_epoch(record):
+    if record["epoch"] == 1:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    train.train(model, CFG, x, y, key, ckpt_path=path, on_epoch_end=die_after_first_epoch)
+  assert checkpoint.load_meta(path)["epoch"] == 1
+  resumed = train.train(model, CFG, x, y, key, ckpt_path=path)
+  chex.assert_trees_all_close(resumed.state.params, full.state.params, atol=1e-6, rtol=1e-6)
+  assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+def test_train_k_resumes_per_chunk(shapes, model, tmp_path):
+  x, y = _small(shapes)
+  keep = np.ones((2, len(x)), bool)
+  key = jax.random.key(2)
+  first = train.train_k(model, CFG, x, y, keep, key, workdir=str(tmp_path), chunk_size=1, model_axis="unroll")
+  assert sorted(os.listdir(tmp_path)) == ["models_00000-00001.msgpack", "models_00001-00002.msgpack"]
+  again = train.train_k(model, CFG, x, y, keep, key, workdir=str(tmp_path), chunk_size=1, model_axis="unroll")
+  chex.assert_trees_all_close(again.state.params, first.state.params)
+
+
+def test_checkpoint_of_another_architecture_is_refused_and_kept(shapes, model, tmp_path):
+  x, y = _small(shapes)
+  path = str(tmp_path / "ckpt.msgpack")
+  train.train(model, CFG, x, y, jax.random.key(0), ckpt_path=path)
+  before = open(path, "rb").read()
+  other = models.get_model("cnn_small", 10)
+  with pytest.raises(train.CheckpointError, match="arch='cnn_tiny', not 'cnn_small'"):
+    train.train(other, CFG, x, y, jax.random.key(0), ckpt_path=path)
+  assert open(path, "rb").read() == before
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+  path = tmp_path / "ckpt.msgpack"
+  path.write_bytes(b"\x85garbage")
+  with pytest.raises(train.CheckpointError, match="unreadable checkpoint"):
+    checkpoint.load_meta(str(path))
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(batch_size=300), "batch_size 300 is larger than the data"),
+    (dict(num_epochs=0), "num_epochs must be >= 1"),
+    (dict(schedule="linear"), "unknown schedule"),
+    (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+])
+def test_bad_config(shapes, model, change, match):
+  x, y = _small(shapes)
+  with pytest.raises(ValueError, match=match):
+    train.train(model, train.TrainConfig(**{**CFG.__dict__, **change}), x, y, jax.random.key(0))
+
+
+def test_bad_data(shapes, model):
+  x, y = _small(shapes)
+  with pytest.raises(ValueError, match="labels must lie in"):
+    train.train(model, CFG, x, y + 10, jax.random.key(0))
+  with pytest.raises(ValueError, match="NaN"):
+    train.train(model, CFG, x, jnp.full((len(x), 10), jnp.nan), jax.random.key(0))
+  with pytest.raises(ValueError, match="images must be uint8"):
+    train.train(model, CFG, x.astype(np.float32), y, jax.random.key(0))
+  with pytest.raises(ValueError, match="keep must be bool"):
+    train.train_k(model, CFG, x, y, np.ones((2, 10), bool), jax.random.key(0))
+
+
+def test_balanced_keep():
+  keep = np.asarray(train.balanced_keep(jax.random.key(0), 8, 100))
+  assert keep.shape == (8, 100) and keep.dtype == bool
+  np.testing.assert_array_equal(keep.sum(0), 4)  # every example in exactly half the models
+  with pytest.raises(ValueError, match="fraction"):
+    train.balanced_keep(jax.random.key(0), 8, 100, 0.0)
+
+
+def test_step_compiles_once(shapes, model):
+  x, y = _small(shapes)
+  tx = train.make_optimizer(CFG, 8)
+  state = train.init_train_state(model, tx, jax.random.key(0), x.shape[1:])
+  step = train.make_train_step_fn(model, tx)
+  xd, yd = jnp.asarray(x), jnp.asarray(y)
+  for t in range(3):
+    state, meas = step(state, xd, yd, jnp.arange(32) + t, jax.random.key(t))
+    chex.assert_tree_all_finite(meas)
+  assert step._cache_size() == 1
+  assert int(state.step) == 3
+
+
+def test_predict_pads_the_last_batch(shapes, model):
+  x, _ = _small(shapes, 70)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  got = train.predict(model, v, x, batch_size=32)
+  want = model.apply(v, data.to_float(jnp.asarray(x)), train=False)[0]
+  chex.assert_shape(got, (70, 10))
+  chex.assert_trees_all_close(got, want, atol=1e-5)
