@@ -125,7 +125,8 @@ def main(argv):
   run_config = dict(s, preset=FLAGS.preset, seed=FLAGS.seed, num_models=FLAGS.num_models,
                     keep_fraction=FLAGS.keep_fraction, dtype=FLAGS.dtype, augment=FLAGS.augment,
                     dropout_rate=FLAGS.dropout_rate, arch=model.name, dataset=ds.name, data_source=ds.source,
-                    num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std)
+                    num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,
+                    image_shape=list(ds.image_shape))
   common.claim_workdir(workdir, run_config, keys=("arch", "dataset", "num_classes", "num_models", "seed", "num_train"))
   print(f"{model.name}: {num_params:,} parameters; {ds.name} ({ds.source}): {len(x_train)} train, "
         f"{len(ds.x_test)} test images; {config.num_epochs} epochs on {jax.default_backend()}", flush=True)

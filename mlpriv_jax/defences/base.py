@@ -1,0 +1,55 @@
+"""The defence interface, in the optax style: a pair of pure functions.
+
+  init() -> state
+  apply(x, probs, state, key) -> (released_probs, state)
+
+x: f32[B, H, W, C] queries in [0, 1]; probs: f32[B, C], the victim's softmax;
+key: one PRNG key for the batch. A defence never sees the victim's parameters.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Defence(NamedTuple):
+  init: Callable[[], Any]
+  apply: Callable[..., Any]
+  name: str = "defence"
+
+
+class EmptyState(NamedTuple):
+  pass
+
+
+def stateless(fn: Callable, name: str) -> Defence:
+  """A Defence from `fn(x, probs, key) -> probs`."""
+  return Defence(EmptyState, lambda x, probs, state, key: (fn(x, probs, key), state), name)
+
+
+def identity() -> Defence:
+  return stateless(lambda x, probs, key: probs, "none")
+
+
+def chain(*defences: Defence) -> Defence:
+  """Applies the defences in order, each with its own key (fold_in(key, i))."""
+  def init():
+    return tuple(d.init() for d in defences)
+
+  def apply(x, probs, state, key):
+    new_state = []
+    for i, (d, s) in enumerate(zip(defences, state)):
+      probs, s = d.apply(x, probs, s, jax.random.fold_in(key, i))
+      new_state.append(s)
+    return probs, tuple(new_state)
+  return Defence(init, apply, "+".join(d.name for d in defences) or "none")
+
+
+def safe_log(probs):
+  """log of probabilities that may hold exact zeros (float32 softmax underflow).
+
+  Clipped at the smallest normal float32: the input comes from outside this
+  function (a released probability vector), so log-space cannot be kept.
+  """
+  return jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny))

@@ -1,0 +1,232 @@
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlpriv_jax import defences as D
+from mlpriv_jax import models
+from mlpriv_jax.victim import BudgetExceeded, QueryError, Victim
+
+C = 10
+
+
+def _probs(key, n=64, c=C, concentration=0.3):
+  return jax.random.dirichlet(key, jnp.full((c,), concentration), (n,))
+
+
+def _x(n=64):
+  return jax.random.uniform(jax.random.key(9), (n, 32, 32, 3))
+
+
+@pytest.fixture(scope="module")
+def proxy():
+  m = models.get_model("cnn_tiny", C)
+  v = m.init(jax.random.key(5), jnp.zeros((1, 32, 32, 3)))
+  return D.proxy_from_model(m, v)
+
+
+@pytest.fixture(scope="module")
+def guard_params():
+  # Members: confident outputs; non-members: flatter ones (what an overfit victim gives).
+  members = _probs(jax.random.key(1), 512, concentration=0.05)
+  nonmembers = _probs(jax.random.key(2), 512, concentration=1.0)
+  return D.train_defence_classifier(jax.random.key(3), members, nonmembers, num_steps=400)
+
+
+def _all_defences(proxy, guard_params):
+  return [D.top_k(3), D.label_only(), D.logit_noise(1.0), D.logit_noise(0.5, "laplace"),
+          D.reverse_sigmoid(0.7, 0.2), D.mad(0.5, proxy), D.mad(0.3, proxy, ydist="l2"),
+          D.mad(0.2, proxy, ydist="kl"), D.mad(0.5, proxy, oracle="argmax"), D.memguard(1.0, guard_params),
+          D.chain(D.mad(0.5, proxy, oracle="argmax"), D.top_k(5))]
+
+
+def _release(d, probs, x=None, key=jax.random.key(0)):
+  x = _x(len(probs)) if x is None else x
+  out, _ = jax.jit(d.apply)(x, probs, d.init(), key)
+  return out
+
+
+def test_outputs_stay_on_the_simplex(proxy, guard_params):
+  probs = _probs(jax.random.key(0))
+  for d in _all_defences(proxy, guard_params):
+    out = _release(d, probs)
+    chex.assert_shape(out, probs.shape)
+    chex.assert_tree_all_finite(out)
+    assert float(out.min()) >= 0, d.name
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5, err_msg=d.name)
+
+
+def test_label_keeping_defences_keep_top1(proxy, guard_params):
+  probs = _probs(jax.random.key(1))
+  for d in [D.top_k(1), D.top_k(4), D.label_only(), D.rounding(1), D.rounding(2),
+            D.mad(1.0, proxy, oracle="argmax"), D.mad(2.0, proxy, oracle="argmax", ydist="l2"),
+            D.memguard(1.0, guard_params)]:
+    np.testing.assert_array_equal(_release(d, probs).argmax(-1), probs.argmax(-1), err_msg=d.name)
+
+
+def test_mad_changes_labels_without_argmax(proxy):
+  probs = _probs(jax.random.key(1))
+  flips = (_release(D.mad(2.0, proxy), probs).argmax(-1) != probs.argmax(-1)).mean()
+  assert flips > 0.5  # a full-budget MAD jumps to a vertex
+
+
+@pytest.mark.parametrize("ydist,eps", [("l1", 0.3), ("l1", 1.0), ("l2", 0.2), ("kl", 0.1)])
+@pytest.mark.parametrize("oracle", ["extreme", "argmax"])
+def test_mad_respects_its_budget(proxy, ydist, eps, oracle):
+  probs = _probs(jax.random.key(2))
+  out = _release(D.mad(eps, proxy, ydist=ydist, oracle=oracle), probs)
+  if ydist == "l1":
+    dist = jnp.abs(out - probs).sum(-1)
+  elif ydist == "l2":
+    dist = jnp.linalg.norm(out - probs, axis=-1)
+  else:
+    dist = (probs * (jnp.log(probs + 1e-30) - jnp.log(out + 1e-30))).sum(-1)
+  assert float(dist.max()) <= eps * (1 + 1e-4) + 1e-6
+  assert float(dist.mean()) > 0.5 * eps  # the budget is used, not ignored
+  chex.assert_trees_all_close(_release(D.mad(0.0, proxy, ydist=ydist, oracle=oracle), probs), probs)
+
+
+def test_mad_closed_form_equals_explicit_last_layer_jacobian():
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = nn.tanh(nn.Dense(16)(x))
+      return nn.Dense(C, name="head")(h)
+  net = Net()
+  x = jax.random.normal(jax.random.key(0), (1, 5))
+  params = net.init(jax.random.key(1), x)["params"]
+  nll = lambda kernel: -jax.nn.log_softmax(net.apply({"params": {**params, "head": {**params["head"],
+                                                                                     "kernel": kernel}}}, x))[0]
+  G = jax.jacrev(nll)(params["head"]["kernel"]).reshape(C, -1)     # row k: d nll_k / d W
+  p = jax.nn.softmax(net.apply({"params": params}, x))[0]
+  for seed in range(5):
+    y, yt = _probs(jax.random.key(10 + seed), 2)
+    a, b = G.T @ yt, G.T @ y
+    explicit = jnp.sum((a / jnp.linalg.norm(a) - b / jnp.linalg.norm(b)) ** 2)
+    np.testing.assert_allclose(D.angular_deviation(p, y, yt), explicit, rtol=1e-4, atol=1e-5)
+
+
+def test_mad_deviates_the_gradient_more_than_random_noise_of_the_same_l1(proxy):
+  probs = _probs(jax.random.key(3), 128)
+  x = _x(128)
+  p = proxy(x)
+  eps = 0.5
+  mad_out = _release(D.mad(eps, proxy), probs, x)
+  # Random noise of the same L1 size: move toward a random point of the simplex by the same L1 distance.
+  r = _probs(jax.random.key(4), 128, concentration=1.0)
+  l1_mad = jnp.abs(mad_out - probs).sum(-1, keepdims=True)
+  alpha = jnp.clip(l1_mad / jnp.abs(r - probs).sum(-1, keepdims=True), 0, 1)
+  rand_out = (1 - alpha) * probs + alpha * r
+  dev = lambda out: jax.vmap(D.angular_deviation)(p, probs, out)
+  assert float(dev(mad_out).mean()) > 1.2 * float(dev(rand_out).mean())  # measured 0.136 against 0.098
+
+
+def test_memguard_brings_its_classifier_to_one_half(guard_params):
+  probs = _probs(jax.random.key(5), 200, concentration=0.1)
+  s_noisy, found = jax.jit(lambda p: D.memguard_noise(guard_params, p))(probs)
+  g = D.defence_classifier_score(guard_params, s_noisy)
+  assert float(found.mean()) >= 0.95
+  assert float((jnp.abs(g - 0.5) <= 0.05).mean()) >= 0.95
+  np.testing.assert_array_equal(s_noisy.argmax(-1), probs.argmax(-1))
+
+
+def test_memguard_phase_two_budget_and_repeatability(guard_params):
+  probs = _probs(jax.random.key(6), 200, concentration=0.1)
+  x = _x(200)
+  eps = 0.2
+  d = D.memguard(eps, guard_params)
+  out = _release(d, probs, x, jax.random.key(0))
+  s_noisy, _ = D.memguard_noise(guard_params, probs)
+  changed = jnp.abs(out - probs).sum(-1) > 1e-6
+  # Every answer is either the original or the noisy vector.
+  assert bool(jnp.all(jnp.where(changed, jnp.abs(out - s_noisy).sum(-1) < 1e-5, True)))
+  assert float(jnp.abs(out - probs).sum(-1).mean()) <= 1.5 * eps  # E||noise||_1 <= eps; 200 coins
+  # The same images queried again (another call key) get the same answers.
+  chex.assert_trees_all_close(_release(d, probs, x, jax.random.key(0)), out)
+
+
+def test_baseline_golden_values():
+  y = jnp.array([[0.444, 0.446, 0.11]])
+  out = _release(D.rounding(1), y, _x(1))
+  np.testing.assert_allclose(out, [[0.4, 0.5, 0.1]], atol=1e-6)   # the tie is broken toward the top-1 class
+  np.testing.assert_allclose(_release(D.top_k(2), y, _x(1)), [[0.444 / 0.89, 0.446 / 0.89, 0.0]], rtol=1e-5)
+  beta, gamma = 0.5, 0.3
+  logit = np.log(np.array(y) / (1 - np.array(y)))
+  r = np.array(y) - beta * (1 / (1 + np.exp(-gamma * logit)) - 0.5)
+  np.testing.assert_allclose(_release(D.reverse_sigmoid(beta, gamma), y, _x(1)), r / r.sum(), rtol=1e-5)
+  # beta = gamma = 1 is degenerate: uniform output (algorithms.md section 9).
+  np.testing.assert_allclose(_release(D.reverse_sigmoid(1.0, 1.0), y, _x(1)), [[1 / 3] * 3], atol=1e-5)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: D.mad(-0.1, p), "epsilon must be >= 0"),
+    (lambda p: D.memguard(-1.0, None), "epsilon must be >= 0"),
+    (lambda p: D.mad(0.1, p, ydist="linf"), "unknown ydist"),
+    (lambda p: D.mad(0.1, p, oracle="best"), "unknown oracle"),
+    (lambda p: D.top_k(0), "positive integer"),
+    (lambda p: D.rounding(-1), "decimals"),
+    (lambda p: D.logit_noise(-1.0), "scale"),
+    (lambda p: D.reverse_sigmoid(0.0), "beta and gamma"),
+])
+def test_bad_defence_arguments(proxy, make, match):
+  with pytest.raises(ValueError, match=match):
+    make(proxy)
+
+
+def test_bad_defence_inputs(proxy):
+  with pytest.raises(ValueError, match="k=11 exceeds the number of classes C=10"):
+    _release(D.top_k(11), _probs(jax.random.key(0)))
+  other = models.get_model("cnn_tiny", 7)
+  other_proxy = D.proxy_from_model(other, other.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  with pytest.raises(ValueError, match="proxy gives 7 classes, the victim 10"):
+    _release(D.mad(0.5, other_proxy), _probs(jax.random.key(0)))
+
+
+@pytest.fixture(scope="module")
+def tiny_victim_parts():
+  m = models.get_model("cnn_tiny", C)
+  return m, m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_victim_counts_and_refuses_past_its_budget(tiny_victim_parts):
+  v = Victim(*tiny_victim_parts, budget=100)
+  out = v.query(np.asarray(_x(60)))
+  assert out.shape == (60, C) and v.queries_used == 60 and v.budget_left == 40
+  np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+  with pytest.raises(BudgetExceeded, match="a query of 60 examples would pass the budget: 60 of 100 used"):
+    v.query(np.asarray(_x(60)))
+  assert v.queries_used == 60
+  v.query(np.asarray(_x(40)))
+  assert v.budget_left == 0
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((2, 28, 28, 3), np.float32), r"shape \[B, 32, 32, 3\]"),
+    (np.zeros((32, 32, 3), np.float32), r"shape \[B, 32, 32, 3\]"),
+    (np.full((2, 32, 32, 3), np.nan, np.float32), "NaN or inf"),
+    (np.full((2, 32, 32, 3), 2.0, np.float32), r"lie in \[0, 1\]"),
+    (np.zeros((2, 32, 32, 3), np.int32), "float in"),
+    (np.zeros((0, 32, 32, 3), np.float32), "empty"),
+])
+def test_victim_rejects_bad_queries_without_counting(tiny_victim_parts, bad, match):
+  v = Victim(*tiny_victim_parts, budget=10)
+  with pytest.raises(QueryError, match=match):
+    v.query(bad)
+  assert v.queries_used == 0
+
+
+def test_victim_is_reproducible_and_hides_its_model(tiny_victim_parts):
+  x = np.asarray(_x(8))
+  a = Victim(*tiny_victim_parts, defence=D.logit_noise(1.0), key=jax.random.key(1))
+  b = Victim(*tiny_victim_parts, defence=D.logit_noise(1.0), key=jax.random.key(1))
+  first = a.query(x)
+  np.testing.assert_array_equal(first, b.query(x))
+  assert not np.allclose(first, a.query(x))  # the next call folds in another query count
+  with pytest.raises(ValueError, match="budget"):
+    Victim(*tiny_victim_parts, budget=-1)
+  assert not any(hasattr(a, n) for n in ("variables", "params", "model", "logits"))
+  with pytest.raises(AttributeError):
+    a.variables = None
+  np.testing.assert_allclose(Victim(*tiny_victim_parts, defence=D.label_only()).query(x).sum(-1), 1)
