@@ -59,3 +59,11 @@ def claim_workdir(workdir: str, config: dict, keys) -> None:
 def save_npy(path: str, array) -> None:
   from mlpriv_jax.utils import atomic_write
   atomic_write(path, lambda f: np.save(f, np.asarray(array)))
+
+
+def load_json(path: str):
+  """The JSON at path, or None if there is none (partial results of a killed run resume from it)."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -26,6 +26,10 @@ class QueryError(ValueError):
   """A query has the wrong shape, dtype or values; nothing was answered or counted."""
 
 
+class QueryRefused(ValueError):
+  """The victim's monitor (PRADA) flagged this client and the victim refuses to answer."""
+
+
 class Victim:
   """A model behind an API. `query(x) -> f32[B, C]`, counted against `budget`.
 
@@ -35,19 +39,26 @@ class Victim:
     budget: the most examples this victim answers (None: unlimited).
     key: PRNG key for the defence's randomness.
     input_shape: (H, W, C) the victim accepts.
+    monitor: a stream detector with `observe(x, top1) -> flagged` (e.g. `defences.Prada`).
+    on_detect: once the monitor flags the client, 'refuse' (raise QueryRefused) or
+      'degrade' (shuffle the top-3 released probabilities, as PRADA's demo server).
   """
-  __slots__ = ("_answer", "_state", "_key", "budget", "queries_used", "input_shape", "num_classes", "defence_name")
+  __slots__ = ("_answer", "_state", "_key", "_monitor", "_on_detect", "budget", "queries_used", "input_shape",
+               "num_classes", "defence_name")
 
   def __init__(self, model, variables, *, defence: Optional[Defence] = None, budget: Optional[int] = None,
-               key=None, input_shape=(32, 32, 3)):
+               key=None, input_shape=(32, 32, 3), monitor=None, on_detect: str = "refuse"):
     if budget is not None and (int(budget) != budget or budget < 0):
       raise ValueError(f"victim budget must be an integer >= 0 or None, got {budget}")
+    if on_detect not in ("refuse", "degrade"):
+      raise ValueError(f"on_detect must be 'refuse' or 'degrade', got {on_detect!r}")
     defence = defence or identity()
 
     @jax.jit
     def answer(x, state, key):
       probs = jax.nn.softmax(model.apply(variables, x, train=False)[0])
-      return defence.apply(x, probs, state, key)
+      released, state = defence.apply(x, probs, state, key)
+      return released, state, probs.argmax(-1)    # the top-1 stays with the defender (monitor)
 
     self._answer = answer
     self._state = defence.init()
@@ -57,6 +68,7 @@ class Victim:
     self.input_shape = tuple(input_shape)
     self.num_classes = model.num_classes
     self.defence_name = defence.name
+    self._monitor, self._on_detect = monitor, on_detect
 
   @property
   def budget_left(self):
@@ -69,9 +81,25 @@ class Victim:
     if self.budget is not None and self.queries_used + b > self.budget:
       raise BudgetExceeded(f"a query of {b} examples would pass the budget: {self.queries_used} of "
                            f"{self.budget} used")
-    out, self._state = self._answer(jnp.asarray(x), self._state, jax.random.fold_in(self._key, self.queries_used))
+    key = jax.random.fold_in(self._key, self.queries_used)
+    out, state, top1 = self._answer(jnp.asarray(x), self._state, key)
+    out = np.asarray(out)
+    if self._monitor is not None and self._monitor.observe(x, np.asarray(top1)):
+      if self._on_detect == "refuse":
+        raise QueryRefused(f"query refused: the stream was flagged as an extraction attack after "
+                           f"{self._monitor.first_flag_at} queries")
+      out = _shuffle_top3(out, np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()))
+    self._state = state
     self.queries_used += b
-    return np.asarray(out)
+    return out
+
+
+def _shuffle_top3(out, rng):
+  out = out.copy()
+  for row in out:
+    top = np.argsort(-row)[:3]
+    row[top] = row[rng.permutation(top)]
+  return out
 
 
 def _validate(x, input_shape):

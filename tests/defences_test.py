@@ -230,3 +230,82 @@ def test_victim_is_reproducible_and_hides_its_model(tiny_victim_parts):
   with pytest.raises(AttributeError):
     a.variables = None
   np.testing.assert_allclose(Victim(*tiny_victim_parts, defence=D.label_only()).query(x).sum(-1), 1)
+
+
+def test_adaptive_misinformation_answers_ood_queries_only():
+  confident = jnp.array([[0.95] + [0.05 / 9] * 9])
+  flat = jnp.full((1, C), 1.0 / C)
+  d = D.adaptive_misinformation(tau=0.5)
+  chex.assert_trees_all_close(_release(d, confident, _x(1)), confident, atol=1e-6)
+  out = _release(d, flat + jnp.array([[0.01] + [-0.01 / 9] * 9]), _x(1))
+  assert int(out.argmax()) != 0  # the OOD query's top class is turned away
+  np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+  with pytest.raises(ValueError, match="tau"):
+    D.adaptive_misinformation(tau=0.0)
+
+
+def test_defence_utility_golden():
+  original = jnp.array([[0.7, 0.3], [0.4, 0.6]])
+  released = jnp.array([[0.6, 0.4], [0.6, 0.4]])
+  m = D.defence_utility(released, original, jnp.array([0, 1]))
+  assert m["accuracy"] == 0.5 and m["original_accuracy"] == 1.0 and m["label_flip_rate"] == 0.5
+  np.testing.assert_allclose(m["l1"], (0.2 + 0.4) / 2, rtol=1e-6)
+  kl = (0.7 * np.log(0.7 / 0.6) + 0.3 * np.log(0.3 / 0.4) + 0.4 * np.log(0.4 / 0.6) + 0.6 * np.log(0.6 / 0.4)) / 2
+  np.testing.assert_allclose(m["kl"], kl, rtol=1e-5)
+
+
+def test_named_defences():
+  for name in D.DEFENCES:
+    if name not in ("mad", "mad_argmax", "memguard"):
+      D.make_defence(name, 0.5)
+  with pytest.raises(ValueError, match="unknown defence 'shield'; known: none"):
+    D.make_defence("shield")
+  with pytest.raises(ValueError, match="needs a proxy"):
+    D.make_defence("mad", 0.5)
+
+
+@pytest.fixture(scope="module")
+def natural_and_synthetic():
+  from mlpriv_jax import data
+  ds = data.load_dataset("shapes10")
+  x = ds.x_test[:1000].astype(np.float32) / 255
+  # A Jacobian-augmentation style stream: 20 seeds, then rounds of x + 0.1 * sign(direction) of all earlier points.
+  rng = np.random.default_rng(0)
+  s = x[:20]
+  while len(s) < 1000:
+    s = np.concatenate([s, np.clip(s + 0.1 * np.sign(rng.normal(size=s.shape)), 0, 1).astype(np.float32)])
+  return x, ds.y_test[:1000], s[:1000]
+
+
+def test_prada_flags_a_synthetic_stream_and_not_natural_images(natural_and_synthetic):
+  natural, labels, synthetic = natural_and_synthetic
+  p = D.Prada(delta=0.9)
+  for i in range(0, 1000, 50):
+    assert not p.observe(natural[i:i + 50], labels[i:i + 50]), (i, p.last_w)
+  assert p.last_w is not None and p.last_w > 0.9   # measured 0.97 at the lowest
+  q = D.Prada(delta=0.9)
+  for i in range(0, 1000, 20):
+    if q.observe(synthetic[i:i + 20], np.tile(labels[:20], 1)):
+      break
+  assert q.attacker_present and q.first_flag_at <= 400, q.first_flag_at   # measured 140
+  with pytest.raises(ValueError, match="delta"):
+    D.Prada(delta=1.5)
+
+
+def test_victim_with_prada_refuses_or_degrades(tiny_victim_parts, natural_and_synthetic):
+  _, _, synthetic = natural_and_synthetic
+  from mlpriv_jax.victim import QueryRefused
+  v = Victim(*tiny_victim_parts, monitor=D.Prada(delta=0.9), budget=2000)
+  with pytest.raises(QueryRefused, match="flagged as an extraction attack"):
+    for i in range(0, 1000, 50):
+      v.query(synthetic[i:i + 50])
+  used = v.queries_used
+  with pytest.raises(QueryRefused):
+    v.query(synthetic[:5])
+  assert v.queries_used == used  # refused queries are not answered
+  w = Victim(*tiny_victim_parts, monitor=D.Prada(delta=0.9), on_detect="degrade")
+  clean = Victim(*tiny_victim_parts)
+  outs = [(w.query(synthetic[i:i + 50]), clean.query(synthetic[i:i + 50])) for i in range(0, 1000, 50)]
+  a, b = outs[-1]
+  np.testing.assert_allclose(np.sort(a, -1), np.sort(b, -1), atol=1e-6)   # same values, top-3 shuffled
+  assert (a.argmax(-1) != b.argmax(-1)).mean() > 0.3

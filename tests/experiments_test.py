@@ -65,3 +65,28 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   p = _run("--preset=smoke", f"--workdir={wd}", *TINY[1:], "--arch=cnn_small")
   assert p.returncode == 2 and "use another --workdir" in p.stderr
   assert open(os.path.join(wd, "results.json")).read() == before
+
+
+def _defend(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "defend.py"), *args],
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_defend_program(tmp_path):
+  victim = str(tmp_path / "victim")
+  assert _run("--preset=smoke", f"--workdir={victim}", *TINY).returncode == 0
+  out = str(tmp_path / "defend")
+  p = _defend(f"--victim_workdir={victim}", f"--workdir={out}", "--defences=none,top1,mad_argmax,memguard",
+              "--epsilons=0.5", "--num_test=100", "--num_guard=100", "--guard_steps=50", "--batch_size=50")
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(out, "results.json")))
+  d = res["defences"]
+  assert set(d) == {"none", "top1", "mad_argmax", "memguard"}
+  assert d["none"]["0"]["label_flip_rate"] == 0 and d["none"]["0"]["l1"] < 1e-5  # batch-size round-off only
+  assert d["mad_argmax"]["0.5"]["label_flip_rate"] == 0 and abs(d["mad_argmax"]["0.5"]["l1"] - 0.5) < 0.05
+  assert d["memguard"]["0.5"]["label_flip_rate"] == 0 and d["memguard"]["0.5"]["l1"] <= 0.5 * 1.5
+  for args, match in [(["--defences=shield"], "unknown defence 'shield'"), (["--epsilons=-1"], "epsilons must be >= 0"),
+                      ([f"--victim_workdir={tmp_path / 'none'}"], "no trained model in")]:
+    p = _defend(f"--victim_workdir={victim}", f"--workdir={out}", *args)
+    assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1000:])

@@ -5,3 +5,7 @@ from mlpriv_jax.defences.baselines import label_only, logit_noise, reverse_sigmo
 from mlpriv_jax.defences.mad import angular_deviation, mad, proxy_from_model
 from mlpriv_jax.defences.memguard import (defence_classifier_score, memguard, memguard_noise,
                                           train_defence_classifier)
+from mlpriv_jax.defences.misinformation import adaptive_misinformation, reversed_posterior
+from mlpriv_jax.defences.prada import Prada
+from mlpriv_jax.defences.utility import defence_utility
+from mlpriv_jax.defences.named import DEFENCES, make_defence, takes_epsilon
