@@ -3,8 +3,10 @@
 * `shapes10`: 10 classes of shapes (disk, square, ...) on smooth random
   backgrounds, 32x32x3. A small CNN learns it to about 90% in a minute on CPU.
   It plays the victim's private distribution (the role of CIFAR-10).
-* `patterns20`: a *different* distribution (gratings, checkerboards, rings, blobs
-  and polygons the victim never saw), 20 fine classes in 5 coarse families. It
+* `patterns20`: a *different* distribution (gratings, checkerboards, random
+  strokes, random dots, and polygons the victim never saw), 20 fine classes in 5
+  coarse families. Like CIFAR-100 for CIFAR-10, it shares low-level parts (edges,
+  bars, round blobs) with the victim's classes without containing them. It
   plays the attacker's query pool (the role of CIFAR-100 for a CIFAR-10 victim);
   its coarse -> fine hierarchy feeds adaptive KnockoffNets.
 
@@ -16,7 +18,7 @@ import numpy as np
 
 SHAPES10_CLASSES = ("disk", "square", "triangle", "ring", "plus", "diamond", "bar", "dots", "x_cross",
                     "frame")
-PATTERNS20_COARSE = ("grating", "checkerboard", "rings", "blobs", "polygon")
+PATTERNS20_COARSE = ("grating", "checkerboard", "strokes", "dots", "polygon")
 PATTERNS20_CLASSES = tuple(f"{family}_{i}" for family in PATTERNS20_COARSE for i in range(4))
 
 _SIZE = 32
@@ -115,16 +117,22 @@ def _pattern_field(family, sub, rng, n):
   if family == 1:  # checkerboards, 4 cell sizes
     cell = (2.5, 4.0, 6.0, 9.0)[sub] * rng.uniform(0.85, 1.15, (n, 1, 1))
     return ((np.floor(dx / cell) + np.floor(dy / cell)) % 2).astype(np.float32)
-  if family == 2:  # concentric rings, 4 frequencies
-    freq = (0.5, 0.8, 1.2, 1.7)[sub] * rng.uniform(0.85, 1.15, (n, 1, 1))
-    return 0.5 + 0.5 * np.sin(freq * np.hypot(dx, dy) + phase)
-  if family == 3:  # 1..4 gaussian blobs
-    field = np.zeros((n, _SIZE, _SIZE), np.float32)
+  if family == 2:  # 1..4 random strokes (bars of random length, width and orientation)
+    sdf = np.full((n, _SIZE, _SIZE), np.inf, np.float32)
     for _ in range(sub + 1):
-      by, bx = rng.uniform(4, 28, (2, n, 1, 1))
-      width = rng.uniform(2.5, 5.0, (n, 1, 1))
-      field = np.maximum(field, np.exp(-((_yy - by) ** 2 + (_xx - bx) ** 2) / (2 * width**2)))
-    return field
+      by, bx = rng.uniform(6, 26, (2, n, 1, 1))
+      ang = rng.uniform(0, np.pi, (n, 1, 1))
+      half_len, half_w = rng.uniform(3, 11, (n, 1, 1)), rng.uniform(0.8, 2.5, (n, 1, 1))
+      u = (_xx - bx) * np.cos(ang) + (_yy - by) * np.sin(ang)
+      v = -(_xx - bx) * np.sin(ang) + (_yy - by) * np.cos(ang)
+      sdf = np.minimum(sdf, _box(u, v, half_len, half_w))
+    return np.clip(0.5 - sdf, 0, 1)
+  if family == 3:  # 1..4 sharp dots of random size
+    sdf = np.full((n, _SIZE, _SIZE), np.inf, np.float32)
+    for _ in range(sub + 1):
+      by, bx = rng.uniform(5, 27, (2, n, 1, 1))
+      sdf = np.minimum(sdf, np.hypot(_yy - by, _xx - bx) - rng.uniform(1.5, 6.0, (n, 1, 1)))
+    return np.clip(0.5 - sdf, 0, 1)
   # polygons with 5..8 sides, none of which is a shapes10 class
   radius = rng.uniform(6, 11, (n, 1, 1))
   rot = rng.uniform(0, 2 * np.pi, (n, 1, 1))

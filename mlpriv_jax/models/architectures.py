@@ -67,6 +67,7 @@ class WideResNet(nn.Module):
         x = shortcut + conv(width)(y)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
 
@@ -98,6 +99,7 @@ class CifarResNet(nn.Module):
           x = jnp.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, width - x.shape[-1] - pad)))
         x = nn.relu(x + y)
     x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
 
@@ -133,6 +135,7 @@ class ResNet18(nn.Module):
           x = bn()(conv(width, stride, 1)(x))
         x = nn.relu(x + y)
     x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
 
@@ -159,6 +162,7 @@ class VGG(nn.Module):
         x = Conv(v, 3, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl)(x)
         x = nn.relu(batch_norm(train, self.dtype)(x))
     x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
 
@@ -178,4 +182,5 @@ class SmallCNN(nn.Module):
       x = Conv(width, 3, dtype=self.dtype, conv_impl=self.conv_impl)(x)
       x = _max_pool_2x2(nn.relu(batch_norm(train, self.dtype)(x)))
     x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)

@@ -33,12 +33,14 @@ class Model(NamedTuple):
 
   init(key, sample_x) -> variables
   apply(variables, x, *, train, key=None) -> (logits f32[N, C], new_model_state)
+  features(variables, x) -> (logits f32[N, C], penultimate features f32[N, D]), eval mode
   """
   name: str
   num_classes: int
   init: Callable[..., Any]
   apply: Callable[..., Any]
   module: nn.Module
+  features: Callable[..., Any]
 
 
 def canonical_name(name: str) -> str:
@@ -94,7 +96,11 @@ def _from_module(name: str, num_classes: int, module: nn.Module) -> Model:
     rngs = {"dropout": key} if key is not None else {}
     return module.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
 
-  return Model(name, num_classes, init, apply, module)
+  def features(variables, x):
+    logits, state = module.apply(variables, x, train=False, mutable=["intermediates"])
+    return logits, state["intermediates"]["features"][0].astype(jnp.float32)
+
+  return Model(name, num_classes, init, apply, module, features)
 
 
 def count_params(model: Model, input_shape=(1, 32, 32, 3)) -> int:
