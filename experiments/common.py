@@ -67,3 +67,23 @@ def load_json(path: str):
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def plot_curve(path: str, curve, title: str) -> None:
+  """Accuracy and fidelity against queries, as a PNG (matplotlib, Agg backend)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from mlpriv_jax.utils import atomic_write
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  q = [c["queries"] for c in curve]
+  ax.plot(q, [c["accuracy"] for c in curve], "o-", label="accuracy")
+  ax.plot(q, [c["fidelity"] for c in curve], "s-", label="fidelity")
+  ax.set_xlabel("queries")
+  ax.set_ylim(0, 1)
+  ax.set_title(title, fontsize=8)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+  plt.close(fig)

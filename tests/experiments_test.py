@@ -90,3 +90,37 @@ def test_defend_program(tmp_path):
                       ([f"--victim_workdir={tmp_path / 'none'}"], "no trained model in")]:
     p = _defend(f"--victim_workdir={victim}", f"--workdir={out}", *args)
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1000:])
+
+
+def _extract(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "extract.py"), *args],
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_extract_program(tmp_path):
+  import numpy as np
+  victim = str(tmp_path / "victim")
+  assert _run("--preset=smoke", f"--workdir={victim}", *TINY).returncode == 0
+  out = str(tmp_path / "extract")
+  common = [f"--victim_workdir={victim}", "--surrogate_arch=cnn_tiny", "--num_epochs=1", "--batch_size=32",
+            "--num_test=200"]
+  p = _extract(*common, f"--workdir={out}", "--budget=300", "--checkpoints=100,300")
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(out, "results.json")))
+  for k in ("accuracy", "fidelity", "victim_accuracy", "accuracy_ratio", "fidelity_ratio", "queries_used", "curve"):
+    assert k in res, k
+  assert res["queries_used"] == 300 and [c["queries"] for c in res["curve"]] == [100, 300]
+  assert os.path.getsize(os.path.join(out, "curve.png")) > 1000
+  small = tmp_path / "data"
+  small.mkdir()
+  x = np.zeros((64, 16, 16, 3), np.uint8)
+  np.savez(small / "tiny16.npz", x_train=x, y_train=np.zeros(64, np.int64), x_test=x, y_test=np.zeros(64, np.int64))
+  for args, match in [(["--budget=0"], "--budget must be a positive integer"),
+                      (["--budget=30000"], "budget 30000 is larger than the query pool (20000 images)"),
+                      ([f"--victim_workdir={tmp_path / 'nothing'}"], "no trained model in"),
+                      (["--query_set=tiny16", f"--data_dir={small}"], "has images of shape (16, 16, 3), the victim takes"),
+                      (["--surrogate_arch=resnet7"], "unknown architecture 'resnet7'"),
+                      (["--defence=shield"], "unknown defence")]:
+    p = _extract(*common, f"--workdir={tmp_path / 'bad'}", *args)
+    assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1500:])

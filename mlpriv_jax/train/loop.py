@@ -168,7 +168,7 @@ def _run(model, config, images, labels, keep, key, model_ids, *, vmapped, ckpt_p
     step_fn = _cached_step_fn(model, tx, config, steps, num_models, model_axis)
   else:
     state = jax.tree.map(lambda x: x[0], state)
-    step_fn = make_train_step_fn(model, tx, augment=config.augment)
+    step_fn = _cached_step_fn(model, tx, config, steps, None, None)
 
   meta = dict(meta or {}, arch=model.name, num_classes=model.num_classes, num_models=num_models,
               model_ids=[int(model_ids[0]), int(model_ids[-1])], vmapped=vmapped, batch_size=config.batch_size,

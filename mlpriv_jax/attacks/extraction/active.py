@@ -43,6 +43,8 @@ def _jacobian_sign(surrogate: Model, variables, x, labels):
 class ActiveResult(NamedTuple):
   images: np.ndarray       # u8[B, H, W, C], every queried image
   answers: np.ndarray      # f32[B, C], the victim's answers
+  sources: np.ndarray      # int[B]: CloudLeak: the pool image each query was made from;
+                           # JBDA: the index in `images` of the point it was stepped from
   state: train.TrainState  # the last surrogate
   curve: list              # [(queries_used, accuracy, fidelity)] when an eval_fn is given
 
@@ -55,6 +57,7 @@ def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.
   seeds = np.asarray(seed_images)[:budget]
   images = seeds if seeds.dtype == np.uint8 else _to_u8(seeds)
   answers = query_in_batches(victim, images, batch_size)
+  sources = np.arange(len(images))
   curve, rho, state = [], 0, None
   while True:
     result = train_surrogate(surrogate, config, images, answers, jax.random.fold_in(key, rho), label_only=True)
@@ -72,9 +75,10 @@ def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.
                                                                                labels[s:s + batch_size]))
                           for s in range(0, len(x), batch_size)])[:left]
     images = np.concatenate([images, new])
+    sources = np.concatenate([sources, np.arange(len(new))])   # the parent point in `images`
     answers = np.concatenate([answers, query_in_batches(victim, new, batch_size)])
     rho += 1
-  return ActiveResult(images, answers, state, curve)
+  return ActiveResult(images, answers, sources, state, curve)
 
 
 def margin(logits):
@@ -129,6 +133,7 @@ def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.
   order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(pool_x)))
   n_seed = max(1, int(round(seed_fraction * budget))) if num_rounds > 1 else budget
   images = pool_x[order[:n_seed]]
+  sources = order[:n_seed]
   answers = query_in_batches(victim, images, batch_size)
   cursor = n_seed
   per_round = int(np.ceil((budget - n_seed) / max(num_rounds - 1, 1)))
@@ -163,5 +168,6 @@ def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.
                         for s in range(0, n_cand, batch_size)])
     pick = np.argsort(m)[: min(quota, n_cand)]          # nearest the surrogate's decision boundary
     images = np.concatenate([images, adv[pick]])
+    sources = np.concatenate([sources, cand_idx[pick]])
     answers = np.concatenate([answers, query_in_batches(victim, adv[pick], batch_size)])
-  return ActiveResult(images, answers, state, curve)
+  return ActiveResult(images, answers, sources, state, curve)
