@@ -124,3 +124,21 @@ def test_extract_program(tmp_path):
                       (["--defence=shield"], "unknown defence")]:
     p = _extract(*common, f"--workdir={tmp_path / 'bad'}", *args)
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1500:])
+
+
+def test_survey_tables_program_one_row(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  out = str(tmp_path / "tables")
+  p = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "survey_tables.py"), "--preset=smoke",
+                      f"--workdir={out}", "--tables=table1", "--surrogates=wres16"],
+                     capture_output=True, text=True, timeout=600, env=env)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(out, "tables.json")))["tables"]["table1"]
+  assert res["victim"]["arch"] == "wres16" and set(res["rows"]) == {"wres16"}
+  row = res["rows"]["wres16"]
+  assert 0 <= row["fidelity"] <= 1 and abs(row["accuracy_ratio"] - row["accuracy"] / res["victim"]["accuracy"]) < 1e-9
+  md = open(os.path.join(out, "tables.md")).read()
+  assert "| wres16 (wrn16_1) |" in md and "85.63 (0.90x)" in md   # the survey's own cell beside ours
+  bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "survey_tables.py"), f"--workdir={out}",
+                        "--surrogates=res50"], capture_output=True, text=True, timeout=300, env=env)
+  assert bad.returncode == 2 and "unknown rows ['res50']" in bad.stderr

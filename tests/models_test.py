@@ -38,7 +38,8 @@ def test_bad_num_classes_and_conv_impl():
     models.get_model("cnn_tiny", 10, conv_impl="winograd")
 
 
-@pytest.mark.parametrize("name", ["wrn16_8", "resnet32", "resnet18", "resnet18_imagenet", "vgg16", "cnn_small"])
+@pytest.mark.parametrize("name", ["wrn16_8", "resnet32", "resnet18", "resnet18_imagenet", "vgg16", "cnn_small",
+                                  "resnet18_narrow", "vgg16_narrow", "resnet18_imagenet_narrow"])
 def test_output_shapes(name):
   m = models.get_model(name, 7)
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)

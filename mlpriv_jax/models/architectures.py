@@ -109,6 +109,7 @@ class ResNet18(nn.Module):
   survey's anomalous res18 rows (algorithms.md, section 12)."""
   num_classes: int
   stem: str = "cifar"
+  width_divisor: int = 1  # 8 gives the narrow stand-in of the smoke presets
   mean: Sequence[float] = CIFAR_MEAN
   std: Sequence[float] = CIFAR_STD
   dtype: Any = jnp.float32
@@ -120,13 +121,14 @@ class ResNet18(nn.Module):
     bn = lambda: batch_norm(train, self.dtype)
     x = _Normalise(self.mean, self.std, self.dtype)(x)
     if self.stem == "cifar":
-      x = nn.relu(bn()(conv(64)(x)))
+      x = nn.relu(bn()(conv(64 // self.width_divisor)(x)))
     elif self.stem == "imagenet":
-      x = nn.relu(bn()(conv(64, 2, 7)(x)))
+      x = nn.relu(bn()(conv(64 // self.width_divisor, 2, 7)(x)))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     else:
       raise ValueError(f"unknown ResNet-18 stem {self.stem!r}; known: cifar, imagenet")
     for g, width in enumerate((64, 128, 256, 512)):
+      width //= self.width_divisor
       for b in range(2):
         stride = 2 if (g > 0 and b == 0) else 1
         y = nn.relu(bn()(conv(width, stride)(x)))
@@ -147,6 +149,7 @@ class VGG(nn.Module):
   (kuangliu/pytorch-cifar and knockoffnets' CIFAR VGG)."""
   num_classes: int
   cfg: Sequence[Any] = VGG16_CFG
+  width_divisor: int = 1
   mean: Sequence[float] = CIFAR_MEAN
   std: Sequence[float] = CIFAR_STD
   dtype: Any = jnp.float32
@@ -159,7 +162,7 @@ class VGG(nn.Module):
       if v == "M":
         x = _max_pool_2x2(x)
       else:
-        x = Conv(v, 3, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl)(x)
+        x = Conv(v // self.width_divisor, 3, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl)(x)
         x = nn.relu(batch_norm(train, self.dtype)(x))
     x = x.mean(axis=(1, 2))
     self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)

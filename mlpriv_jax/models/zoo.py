@@ -18,6 +18,10 @@ _FIXED = {
     "resnet18": lambda **kw: arch.ResNet18(stem="cifar", **kw),
     "resnet18_imagenet": lambda **kw: arch.ResNet18(stem="imagenet", **kw),
     "vgg16": lambda **kw: arch.VGG(**kw),
+    # Narrow stand-ins (all widths / 8) for the smoke presets on CPU.
+    "resnet18_narrow": lambda **kw: arch.ResNet18(stem="cifar", width_divisor=8, **kw),
+    "resnet18_imagenet_narrow": lambda **kw: arch.ResNet18(stem="imagenet", width_divisor=8, **kw),
+    "vgg16_narrow": lambda **kw: arch.VGG(width_divisor=8, **kw),
     "cnn_small": lambda **kw: arch.SmallCNN(widths=(32, 64, 128), **kw),
     "cnn_tiny": lambda **kw: arch.SmallCNN(widths=(8, 16, 32), **kw),
 }
@@ -25,7 +29,7 @@ _WRN = re.compile(r"wrn(\d+)_(\d+)$")
 _CIFAR_RESNET = re.compile(r"resnet(\d+)$")
 # Names listed in errors and docs; any wrn<6n+4>_<k> and resnet<6n+2> also parse.
 KNOWN = ("wrn16_4", "wrn16_8", "wrn22_8", "wrn28_2", "wrn28_10", "resnet20", "resnet32", "resnet56",
-         "resnet18", "resnet18_imagenet", "vgg16", "cnn_small", "cnn_tiny")
+         "resnet18", "resnet18_imagenet", "vgg16", "resnet18_narrow", "vgg16_narrow", "cnn_small", "cnn_tiny")
 
 
 class Model(NamedTuple):
