@@ -12,7 +12,6 @@ argmax-preserving candidates evaluated with it, per query; MemGuard's search
 per query. Prints one JSON object.
 """
 
-import json
 import os
 import sys
 import time
@@ -103,11 +102,8 @@ def main(argv):
       jax.jit(lambda xb, pb: mg.apply(xb, pb, mg.init(), jax.random.key(0))[0]))
   report["speedup_batched_vs_one_at_a_time"] = {
       k: v / report["batched_seconds_per_1000"][k] for k, v in report["one_at_a_time_seconds_per_1000"].items()}
-  text = json.dumps(report, indent=2, sort_keys=True)
-  print(text)
-  if FLAGS.out:
-    from mlpriv_jax.utils import atomic_write
-    atomic_write(FLAGS.out, lambda f: f.write(text), mode="w")
+  from mlpriv_jax.utils import print_json
+  print_json(report, FLAGS.out)
 
 
 if __name__ == "__main__":

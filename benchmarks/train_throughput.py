@@ -10,7 +10,6 @@ Prints one JSON object. Images/s are medians over --steps steps after the first
 wrn16_4 train steps are timed in PyTorch for the ratio.
 """
 
-import json
 import os
 import platform
 import sys
@@ -203,11 +202,8 @@ def main(argv):
         r["speedup_vs_sequential"] = k * single["step_seconds"] / r["step_seconds"]
         report["train_k"][f"{axis}_K{k}"] = r
         print(f"train_k {axis} K={k}: {r['speedup_vs_sequential']:.2f}x sequential", file=sys.stderr, flush=True)
-  text = json.dumps(report, indent=2, sort_keys=True)
-  print(text)
-  if FLAGS.out:
-    from mlpriv_jax.utils import atomic_write
-    atomic_write(FLAGS.out, lambda f: f.write(text), mode="w")
+  from mlpriv_jax.utils import print_json
+  print_json(report, FLAGS.out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ def write_json(path: str, obj: Any) -> None:
   atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable), mode="w")
 
 
+def print_json(obj: Any, path: str | None = None) -> None:
+  """Prints obj as indented JSON (the benchmarks' output) and, with a path, writes it there too."""
+  text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable)
+  print(text)
+  if path:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
 def append_jsonl(path: str, obj: Any) -> None:
   """Appends one JSON line (a line is short, so one write call is all-or-nothing in practice)."""
   with open(path, "a") as f:

@@ -11,10 +11,14 @@ from conftest import REPO
 TINY = ["--arch=cnn_tiny", "--num_train=256", "--num_epochs=1", "--batch_size=32"]
 
 
-def _run(*args, timeout=300):
+def _program(name, *args, timeout=600):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "train.py"), *args],
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", f"{name}.py"), *args],
                         capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _run(*args):
+  return _program("train", *args)
 
 
 def test_train_program_writes_results_and_resumes(tmp_path):
@@ -67,10 +71,8 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   assert open(os.path.join(wd, "results.json")).read() == before
 
 
-def _defend(*args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "defend.py"), *args],
-                        capture_output=True, text=True, timeout=timeout, env=env)
+def _defend(*args):
+  return _program("defend", *args)
 
 
 def test_defend_program(tmp_path):
@@ -92,10 +94,8 @@ def test_defend_program(tmp_path):
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1000:])
 
 
-def _extract(*args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "extract.py"), *args],
-                        capture_output=True, text=True, timeout=timeout, env=env)
+def _extract(*args):
+  return _program("extract", *args)
 
 
 def test_extract_program(tmp_path):
@@ -127,11 +127,8 @@ def test_extract_program(tmp_path):
 
 
 def test_survey_tables_program_one_row(tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   out = str(tmp_path / "tables")
-  p = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "survey_tables.py"), "--preset=smoke",
-                      f"--workdir={out}", "--tables=table1", "--surrogates=wres16"],
-                     capture_output=True, text=True, timeout=600, env=env)
+  p = _program("survey_tables", "--preset=smoke", f"--workdir={out}", "--tables=table1", "--surrogates=wres16")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "tables.json")))["tables"]["table1"]
   assert res["victim"]["arch"] == "wres16" and set(res["rows"]) == {"wres16"}
@@ -139,6 +136,5 @@ def test_survey_tables_program_one_row(tmp_path):
   assert 0 <= row["fidelity"] <= 1 and abs(row["accuracy_ratio"] - row["accuracy"] / res["victim"]["accuracy"]) < 1e-9
   md = open(os.path.join(out, "tables.md")).read()
   assert "| wres16 (wrn16_1) |" in md and "85.63 (0.90x)" in md   # the survey's own cell beside ours
-  bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "survey_tables.py"), f"--workdir={out}",
-                        "--surrogates=res50"], capture_output=True, text=True, timeout=300, env=env)
+  bad = _program("survey_tables", f"--workdir={out}", "--surrogates=res50")
   assert bad.returncode == 2 and "unknown rows ['res50']" in bad.stderr
