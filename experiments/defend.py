@@ -106,13 +106,20 @@ def main(argv):
           f" on {n} members + {n} non-members", flush=True)
 
   path = os.path.join(FLAGS.workdir, "results.json")
+  common.claim_workdir(FLAGS.workdir, dict(victim_workdir=os.path.abspath(FLAGS.victim_workdir),
+                                           num_test=len(x_test), seed=FLAGS.seed, preset=FLAGS.preset),
+                       keys=("victim_workdir", "num_test", "seed", "preset"))
   results = common.load_json(path) or {}
   results.setdefault("victim", dict(arch=model.name, dataset=ds.name, workdir=FLAGS.victim_workdir,
                                     accuracy=float((original.argmax(-1) == y_test).mean()), num_test=len(x_test)))
   results.setdefault("defences", {})
   os.makedirs(FLAGS.workdir, exist_ok=True)
   for name in FLAGS.defences:
-    for eps in (epsilons if defences.takes_epsilon(name) else [0.0]):
+    grid = epsilons if defences.takes_epsilon(name) else [0.0]
+    skipped = [e for e in grid if not defences.epsilon_in_range(name, e)]
+    if skipped:
+      print(f"{name}: skipping strengths outside its range: {skipped}", flush=True)
+    for eps in (e for e in grid if defences.epsilon_in_range(name, e)):
       entry = f"{eps:g}"
       if entry in results["defences"].get(name, {}):
         continue

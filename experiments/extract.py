@@ -61,7 +61,7 @@ flags.DEFINE_string("milestones_epochs", None, "Multistep decay epochs.")
 flags.DEFINE_boolean("augment", None, "Crop/flip the transfer set (the victim's answer is reused: free).")
 flags.DEFINE_integer("cloudleak_rounds", 5, "CloudLeak: active-learning rounds.")
 flags.DEFINE_enum("cloudleak_method", "featurefool", ["featurefool", "pgd"], "CloudLeak: how candidates are made.")
-flags.DEFINE_integer("jbda_seeds", 100, "JBDA: seed images from the victim's test distribution (held out).")
+flags.DEFINE_integer("jbda_seeds", 100, "JBDA: seed images, the first test images (held out from evaluation).")
 flags.DEFINE_integer("num_test", 0, "Evaluate on the first num_test test images (0: all).")
 flags.DEFINE_integer("seed", 0, "Root seed.")
 FLAGS = flags.FLAGS
@@ -99,8 +99,15 @@ def main(argv):
     raise ValueError(f"query set {pool.name} has images of shape {pool.image_shape}, the victim takes "
                      f"{victim_ds.image_shape}")
   E.check_budget(budget, len(pool.x_train))
-  n_test = FLAGS.num_test or len(victim_ds.x_test)
-  xt, yt = victim_ds.x_test[:n_test], victim_ds.y_test[:n_test]
+  if FLAGS.attack == "jbda" and FLAGS.jbda_seeds < 1:
+    raise ValueError(f"--jbda_seeds must be >= 1, got {FLAGS.jbda_seeds}")
+  # JBDA's seeds are held out from the victim's test set (never its training members): the first
+  # jbda_seeds test images, and the evaluation uses the rest.
+  first = FLAGS.jbda_seeds if FLAGS.attack == "jbda" else 0
+  if first >= len(victim_ds.x_test):
+    raise ValueError(f"--jbda_seeds {first} leaves no test images of {victim_ds.name} to evaluate on")
+  n_test = min(FLAGS.num_test or len(victim_ds.x_test), len(victim_ds.x_test) - first)
+  xt, yt = victim_ds.x_test[first:first + n_test], victim_ds.y_test[first:first + n_test]
   victim_top1 = np.asarray(train.predict(model, variables, xt).argmax(-1))   # evaluation only
   victim_acc = float((victim_top1 == yt).mean())
 
@@ -151,10 +158,7 @@ def main(argv):
                       method=FLAGS.cloudleak_method, eval_fn=evaluate)
     curve = res.curve
   else:
-    # Seeds: held-out images of the victim's distribution (its test set beyond the evaluated part, else train).
-    seeds = victim_ds.x_test[n_test:n_test + FLAGS.jbda_seeds]
-    if len(seeds) < FLAGS.jbda_seeds:
-      seeds = victim_ds.x_train[-FLAGS.jbda_seeds:]
+    seeds = victim_ds.x_test[:first]
     res = E.jbda(victim, seeds, budget, k_attack, surrogate, config, eval_fn=evaluate)
     curve = res.curve
   accuracy, fidelity = curve[-1][1], curve[-1][2]

@@ -143,8 +143,10 @@ def test_memguard_phase_two_budget_and_repeatability(guard_params):
   # Every answer is either the original or the noisy vector.
   assert bool(jnp.all(jnp.where(changed, jnp.abs(out - s_noisy).sum(-1) < 1e-5, True)))
   assert float(jnp.abs(out - probs).sum(-1).mean()) <= 1.5 * eps  # E||noise||_1 <= eps; 200 coins
-  # The same images queried again (another call key) get the same answers.
-  chex.assert_trees_all_close(_release(d, probs, x, jax.random.key(0)), out)
+  # The same images queried again, with another call key, get the same answers.
+  chex.assert_trees_all_close(_release(d, probs, x, jax.random.key(123)), out)
+  v = Victim(*_tiny_parts(), defence=D.memguard(10.0, guard_params))
+  np.testing.assert_array_equal(v.query(np.asarray(x[:8])), v.query(np.asarray(x[:8])))
 
 
 def test_baseline_golden_values():
@@ -184,10 +186,14 @@ def test_bad_defence_inputs(proxy):
     _release(D.mad(0.5, other_proxy), _probs(jax.random.key(0)))
 
 
-@pytest.fixture(scope="module")
-def tiny_victim_parts():
+def _tiny_parts():
   m = models.get_model("cnn_tiny", C)
   return m, m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny_victim_parts():
+  return _tiny_parts()
 
 
 def test_victim_counts_and_refuses_past_its_budget(tiny_victim_parts):

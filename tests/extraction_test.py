@@ -113,6 +113,17 @@ def test_extraction_bad_input(setup):
   assert v.queries_used == 0
 
 
+def test_featurefool_is_finite_and_stays_in_its_box(setup):
+  s = setup
+  sur = models.get_model("cnn_tiny", 10)
+  v = sur.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  x = s["pool"].x_train[:8].astype(np.float32) / 255
+  for steps in (1, 5):
+    adv = np.asarray(E.featurefool(sur, v, x, x[::-1], steps=steps))
+    assert np.all(np.isfinite(adv)) and np.abs(adv - x).max() <= 8 / 255 + 1e-6
+    assert np.abs(adv - x).max() > 0
+
+
 def test_extraction_metrics_and_survey_cell():
   logits = np.eye(4)[[0, 1, 2, 3]]
   m = E.extraction_metrics(logits, victim_top1=np.array([0, 1, 2, 0]), labels=np.array([0, 1, 0, 0]))

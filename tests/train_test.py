@@ -33,8 +33,9 @@ def test_train_k_equals_separate_trainings(shapes, model, model_axis, tol):
   keep = np.asarray(train.balanced_keep(jax.random.key(3), 3, len(x)))
   key = jax.random.key(0)
   together = train.train_k(model, CFG, x, y, keep, key, model_axis=model_axis)
+  steps = -(-int(keep.sum(1).max()) // CFG.batch_size)
   for k in range(3):
-    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k)
+    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k, steps_per_epoch=steps)
     got = jax.tree.map(lambda t: t[k], together.state)
     chex.assert_trees_all_close(got.params, alone.state.params, atol=tol, rtol=tol)
     chex.assert_trees_all_close(got.batch_stats, alone.state.batch_stats, atol=tol, rtol=tol)
@@ -46,8 +47,9 @@ def test_model_k_does_not_depend_on_k_or_chunking(shapes, model):
   key = jax.random.key(0)
   four = train.train_k(model, CFG, x, y, keep, key, model_axis="unroll", chunk_size=3)
   # Models 2 and 3 on their own (as a K = 2 run whose indices start at 2) are the same models.
+  steps = -(-int(keep.sum(1).max()) // CFG.batch_size)
   for k in (2, 3):
-    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k)
+    alone = train.train(model, CFG, x, y, key, keep=keep[k], model_index=k, steps_per_epoch=steps)
     chex.assert_trees_all_close(jax.tree.map(lambda t: t[k], four.state.params), alone.state.params,
                                 atol=1e-5, rtol=1e-5)
   assert four.state.step.shape == (4,)
@@ -126,10 +128,25 @@ def test_checkpoint_of_another_architecture_is_refused_and_kept(shapes, model, t
   assert open(path, "rb").read() == before
 
 
+def test_resume_with_other_hyper_parameters_is_refused(shapes, model, tmp_path):
+  x, y = _small(shapes)
+  path = str(tmp_path / "ckpt.msgpack")
+  train.train(model, CFG, x, y, jax.random.key(0), ckpt_path=path)
+  other = train.TrainConfig(**{**CFG.__dict__, "learning_rate": 0.5})
+  with pytest.raises(train.CheckpointError, match="train_config"):
+    train.train(model, other, x, y, jax.random.key(0), ckpt_path=path)
+  with pytest.raises(train.CheckpointError, match="data="):
+    train.train(model, CFG, x[:250], y[:250], jax.random.key(0), ckpt_path=path)   # same steps, other data
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
   path = tmp_path / "ckpt.msgpack"
   path.write_bytes(b"\x85garbage")
   with pytest.raises(train.CheckpointError, match="unreadable checkpoint"):
+    checkpoint.load_meta(str(path))
+  from flax import serialization
+  path.write_bytes(serialization.msgpack_serialize({"other": 1}))
+  with pytest.raises(train.CheckpointError, match="not an mlpriv_jax checkpoint"):
     checkpoint.load_meta(str(path))
 
 

@@ -12,8 +12,8 @@ gradient steps of 0.1 (at most 300 per c3 in the reference, 1000 here), stopping
 g's decision has crossed 0.5; the last c3 that succeeded wins. Batched: `vmap`
 over queries of a `lax.while_loop` per c3, with the gradient from `jax.grad`.
 Deviation: the reference stops anywhere past 0.5; we then bisect along the found
-noise direction (which keeps the label, since the logits move linearly) until
-g(s') is 0.5 within 1e-3, which only lowers the distortion.
+noise direction (which keeps the label, since the logits move linearly) for
+20 steps, to the last point where g has crossed 0.5, which only lowers the distortion.
 
 Phase II (`memguard`): release s' with probability p = min(eps / ||s' - s||_1, 1)
 when it brings g closer to 0.5 (else p = 0), so E||s' - s||_1 <= eps. The coin is a
@@ -153,17 +153,23 @@ def _content_key(key, x):
   return jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 1), c))(code)
 
 
-def memguard(epsilon: float, classifier_params, **search_kwargs) -> Defence:
-  """MemGuard phase II as a Defence: expected L1 distortion <= epsilon, labels kept."""
+def memguard(epsilon: float, classifier_params, *, coin_key=None, **search_kwargs) -> Defence:
+  """MemGuard phase II as a Defence: expected L1 distortion <= epsilon, labels kept.
+
+  coin_key: the defender's fixed key for the release coins. The coins ignore the
+  per-call key, so the same image always gets the same answer.
+  """
   if not epsilon >= 0:
     raise ValueError(f"memguard: epsilon must be >= 0, got {epsilon}")
+  coin_key = jax.random.key(0) if coin_key is None else coin_key
 
   def apply(x, probs, state, key):
+    del key  # per-call randomness would let an attacker average the coins away
     s_noisy, _ = memguard_noise(classifier_params, probs, **search_kwargs)
     g0 = defence_classifier_score(classifier_params, probs)
     g1 = defence_classifier_score(classifier_params, s_noisy)
     dist = jnp.abs(s_noisy - probs).sum(-1)
     p = jnp.where(jnp.abs(g0 - 0.5) > jnp.abs(g1 - 0.5), jnp.minimum(epsilon / jnp.maximum(dist, 1e-12), 1.0), 0.0)
-    coins = jax.vmap(jax.random.uniform)(_content_key(key, x))
+    coins = jax.vmap(jax.random.uniform)(_content_key(coin_key, x))
     return jnp.where((coins < p)[:, None], s_noisy, probs), state
   return Defence(EmptyState, apply, f"memguard{epsilon:g}")

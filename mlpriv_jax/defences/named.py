@@ -15,6 +15,16 @@ DEFENCES = {
 }
 
 
+def epsilon_in_range(name: str, epsilon: float) -> bool:
+  """Whether `epsilon` is a valid strength for `name` (misinfo's tau lies in (0, 1], revsig's beta > 0)."""
+  check_name(name)
+  if name == "misinfo":
+    return 0 < epsilon <= 1
+  if name == "revsig":
+    return epsilon > 0
+  return epsilon >= 0
+
+
 def takes_epsilon(name: str) -> bool:
   check_name(name)
   return DEFENCES[name] is not None

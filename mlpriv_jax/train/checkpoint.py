@@ -64,6 +64,9 @@ def check_meta(path: str, meta: dict, expect: dict) -> None:
 def _read(path: str) -> dict:
   try:
     with open(path, "rb") as f:
-      return serialization.msgpack_restore(f.read())
+      payload = serialization.msgpack_restore(f.read())
   except Exception as e:  # msgpack raises several types on a truncated or foreign file
     raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
+  if not isinstance(payload, dict) or not isinstance(payload.get("meta"), str) or "tree" not in payload:
+    raise CheckpointError(f"{path}: not an mlpriv_jax checkpoint")
+  return payload

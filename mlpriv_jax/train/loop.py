@@ -1,7 +1,8 @@
 """Training loops: one model (`train`) and K models at once (`train_k`).
 
 Both share the data order and key schedule, so model k of `train_k` is the model
-that `train` produces with the same key and keep mask (tests/train_test.py):
+that `train` produces with the same key, keep mask and steps per epoch
+(tests/train_test.py):
 
 * model key   k_m = fold_in(key, k)           (the same whether K is 4 or 64)
 * init key        = fold_in(k_m, 0)
@@ -18,6 +19,9 @@ A Python loop over jitted steps (not `lax.scan`): on XLA:CPU the scanned loop
 measured about 5x slower.
 """
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
@@ -139,18 +143,24 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
 
 
 def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, model_index: int = 0,
-          ckpt_path: Optional[str] = None, eval_data=None, on_epoch_end=None,
-          meta: Optional[dict] = None) -> TrainResult:
+          steps_per_epoch: Optional[int] = None, ckpt_path: Optional[str] = None, eval_data=None,
+          on_epoch_end=None, meta: Optional[dict] = None) -> TrainResult:
   """Trains one model (the un-vmapped path); same arguments as `train_k`.
 
-  keep: optional bool[N]; model_index: the k whose keys this model uses, so that
-  `train(..., keep=keep[k], model_index=k)` reproduces model k of `train_k`.
+  keep: optional bool[N]; model_index: the k whose keys this model uses;
+  steps_per_epoch: default ceil(n / B). Then
+  `train(..., keep=keep[k], model_index=k, steps_per_epoch=ceil(max_j n_j / B))`
+  reproduces model k of `train_k` (the default agrees whenever the counts round up
+  alike, e.g. equal counts).
   """
   _check_data(model, config, images, labels)
   keep = np.ones(images.shape[0], bool) if keep is None else np.asarray(keep)
   keep = check_keep(keep[None], images.shape[0], config.batch_size)
+  if steps_per_epoch is not None and steps_per_epoch < 1:
+    raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
   return _run(model, config, images, labels, keep, key, np.array([model_index]), vmapped=False,
-              ckpt_path=ckpt_path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta)
+              ckpt_path=ckpt_path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
+              steps=steps_per_epoch)
 
 
 def _run(model, config, images, labels, keep, key, model_ids, *, vmapped, ckpt_path, eval_data,
@@ -172,11 +182,15 @@ def _run(model, config, images, labels, keep, key, model_ids, *, vmapped, ckpt_p
 
   meta = dict(meta or {}, arch=model.name, num_classes=model.num_classes, num_models=num_models,
               model_ids=[int(model_ids[0]), int(model_ids[-1])], vmapped=vmapped, batch_size=config.batch_size,
-              num_epochs=config.num_epochs)
+              num_epochs=config.num_epochs, steps_per_epoch=steps,
+              train_config=json.loads(json.dumps(dataclasses.asdict(config))),
+              data=hashlib.sha256(np.packbits(keep).tobytes() + str(images.shape).encode()).hexdigest()[:16])
   history, first_epoch = [], 0
   if ckpt_path and os.path.exists(ckpt_path):
     # Resume: everything the remaining epochs need is a function of (state, epoch).
-    check = {k: meta[k] for k in ("arch", "num_classes", "num_models", "model_ids", "batch_size")}
+    # A rerun with other hyper-parameters or data must not continue this state.
+    check = {k: meta[k] for k in ("arch", "num_classes", "num_models", "model_ids", "batch_size", "steps_per_epoch",
+                                  "train_config", "data")}
     saved_meta = checkpoint.load_meta(ckpt_path)
     checkpoint.check_meta(ckpt_path, saved_meta, check)
     state, saved_meta = checkpoint.restore(ckpt_path, state, check)

@@ -18,6 +18,7 @@ box of 8/255 rather than box-constrained L-BFGS (algorithms.md section 2
 suggests this for JAX); the surrogate is trained from scratch each round.
 """
 
+import dataclasses
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -30,7 +31,15 @@ from mlpriv_jax.models import Model
 
 
 def _to_u8(x):
-  return np.asarray(jnp.clip(jnp.round(x * 255), 0, 255)).astype(np.uint8)
+  x = np.asarray(x)
+  if not np.all(np.isfinite(x)):
+    raise FloatingPointError("crafted queries hold NaN or inf; refusing to send them to the victim")
+  return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
+def _distance(a, b):
+  """Euclidean distance with a finite gradient where a == b (the first step starts at x_s)."""
+  return jnp.sqrt(((a - b) ** 2).sum(-1) + 1e-12)
 
 
 def _jacobian_sign(surrogate: Model, variables, x, labels):
@@ -38,6 +47,11 @@ def _jacobian_sign(surrogate: Model, variables, x, labels):
   def logit(xx):
     return jnp.take_along_axis(surrogate.apply(variables, xx, train=False)[0], labels[:, None], -1).sum()
   return jnp.sign(jax.grad(logit)(x))
+
+
+def _fit_batch(config, n):
+  """Early rounds can hold fewer points than a batch: shrink the batch, not the data."""
+  return dataclasses.replace(config, batch_size=min(config.batch_size, n))
 
 
 class ActiveResult(NamedTuple):
@@ -60,7 +74,8 @@ def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.
   sources = np.arange(len(images))
   curve, rho, state = [], 0, None
   while True:
-    result = train_surrogate(surrogate, config, images, answers, jax.random.fold_in(key, rho), label_only=True)
+    result = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
+                             jax.random.fold_in(key, rho), label_only=True)
     state = result.state
     if eval_fn is not None:
       curve.append((victim.queries_used, *eval_fn(state)))
@@ -97,11 +112,11 @@ def featurefool(surrogate: Model, variables, x_src, x_guide, *, eps: float = 8 /
   """
   phi = lambda xx: surrogate.features(variables, xx)[1]
   f_s, f_t = phi(x_src), phi(x_guide)
-  m = alpha - jnp.linalg.norm(f_t - f_t.mean(0, keepdims=True), axis=-1).mean()
+  m = alpha - _distance(f_t, f_t.mean(0, keepdims=True)).mean()
 
   def loss(xx):
     f = phi(xx)
-    triplet = jnp.linalg.norm(f - f_t, axis=-1) - jnp.linalg.norm(f - f_s, axis=-1) + m
+    triplet = _distance(f, f_t) - _distance(f, f_s) + m
     return (((xx - x_src) ** 2).sum((1, 2, 3)) + lam * jax.nn.relu(triplet)).sum()
 
   def body(_, xx):
@@ -143,7 +158,8 @@ def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.
   predict = jax.jit(lambda v, xx: surrogate.apply(v, xx, train=False)[0])
   curve, state = [], None
   for r in range(num_rounds):
-    state = train_surrogate(surrogate, config, images, answers, jax.random.fold_in(key, r + 1)).state
+    state = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
+                            jax.random.fold_in(key, r + 1)).state
     if eval_fn is not None:
       curve.append((victim.queries_used, *eval_fn(state)))
     quota = min(per_round, budget - len(images))

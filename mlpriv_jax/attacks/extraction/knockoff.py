@@ -45,7 +45,7 @@ class BanditHistory(NamedTuple):
 
 
 def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Model, *, pool_coarse=None,
-                      batch_size: int = 64, learning_rate: float = 0.05, rewards=("cert", "div", "loss")):
+                      batch_size: int = 64, learning_rate: float = 0.01, rewards=("cert", "div", "loss")):
   """Adaptive strategy: a gradient bandit over the pool's label hierarchy (paper section 4.1.2).
 
   At each step `batch_size` actions are drawn: a coarse node from softmax(H_coarse),
@@ -58,6 +58,8 @@ def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Mo
   (r - baseline) pi(z), with alpha = 1 / N(a). Batching the bandit is a
   deviation from ART's one sample per step (its pitfall), and the rewards here
   are computed in probability space (ART's loss reward assumes logits).
+  learning_rate: of the online surrogate (SGD, momentum 0.5, as knockoffnets);
+  the bandit's own step is 1 / N(a).
 
   Returns:
     (indices int[B], answers f32[B, C], BanditHistory).
@@ -77,7 +79,7 @@ def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Mo
   h_coarse, h_fine = np.zeros(num_coarse), np.zeros(num_fine)
   n_coarse, n_fine = np.zeros(num_coarse), np.zeros(num_fine)
 
-  cfg = train.TrainConfig(num_epochs=1, batch_size=batch_size, learning_rate=0.01, momentum=0.5, nesterov=False,
+  cfg = train.TrainConfig(num_epochs=1, batch_size=batch_size, learning_rate=learning_rate, momentum=0.5, nesterov=False,
                           weight_decay=0.0, schedule="constant", augment=False)
   tx = train.make_optimizer(cfg, 1)
   state = train.init_train_state(surrogate, tx, jax.random.fold_in(key, 1), pool_x.shape[1:])
@@ -114,8 +116,9 @@ def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Mo
       idx.append(unused[f].pop())
     idx = np.asarray(idx)
     y = victim.query(pool_x[idx])
-    y_hat = np.asarray(jax.nn.softmax(predict(train.variables_of(state), jnp.asarray(pool_x[idx]))))
+    # Train on (x_t, y_t), then y^_t = F_A(x_t) (algorithms.md section 1b, step 3, as ART).
     state, _ = step(state, jnp.asarray(pool_x[idx]), jnp.asarray(y), jnp.arange(b), jax.random.fold_in(key, 2 + len(chosen)))
+    y_hat = np.asarray(jax.nn.softmax(predict(train.variables_of(state), jnp.asarray(pool_x[idx]))))
 
     raw = {}
     top2 = -np.sort(-y, axis=-1)[:, :2]
