@@ -117,7 +117,6 @@ def time_inference(arch):
 
 def time_torch(arch):
   """The same architecture and step (SGD-momentum, BN, cross-entropy) in PyTorch."""
-  import numpy as np
   import torch
   from torch import nn
 
@@ -180,7 +179,7 @@ def main(argv):
     report["archs"][arch] = r
   if FLAGS.torch:
     try:
-      import torch  # noqa: F401
+      import torch  # noqa: F401  (only whether it is installed)
     except ImportError:
       report["torch"] = "not installed"
     else:

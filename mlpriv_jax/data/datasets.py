@@ -88,7 +88,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, seed: int = 0) ->
         return _from_npz(name, path)
   if name in TFDS_NAMES:
     try:
-      import tensorflow_datasets  # noqa: F401
+      import tensorflow_datasets  # noqa: F401  (only whether the tfds extra is installed)
     except ImportError:
       pass
     else:

@@ -16,7 +16,6 @@ training and puts the least mass on the predicted class.
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 
 from mlpriv_jax.defences.base import Defence, safe_log, stateless
 
