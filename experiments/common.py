@@ -31,6 +31,12 @@ def run(main):
   app.run(quiet)
 
 
+def setting(flag_values, presets, name):
+  """An explicit flag's value, else the chosen preset's."""
+  value = flag_values[name].value
+  return value if value is not None else presets[flag_values.preset][name]
+
+
 def arch_family(arch: str) -> str:
   from mlpriv_jax.models import canonical_name
   name = canonical_name(arch)

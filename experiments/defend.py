@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 
 
 def setting(name):
-  return FLAGS[name].value if FLAGS[name].value is not None else PRESETS[FLAGS.preset][name]
+  return common.setting(FLAGS, PRESETS, name)
 
 
 def main(argv):

@@ -71,15 +71,18 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   assert open(os.path.join(wd, "results.json")).read() == before
 
 
-def _defend(*args):
-  return _program("defend", *args)
-
-
-def test_defend_program(tmp_path):
-  victim = str(tmp_path / "victim")
+@pytest.fixture(scope="module")
+def tiny_victim(tmp_path_factory):
+  """One tiny trained victim for the defend and extract programs."""
+  victim = str(tmp_path_factory.mktemp("victim") / "run")
   assert _run("--preset=smoke", f"--workdir={victim}", *TINY).returncode == 0
+  return victim
+
+
+def test_defend_program(tmp_path, tiny_victim):
+  victim = tiny_victim
   out = str(tmp_path / "defend")
-  p = _defend(f"--victim_workdir={victim}", f"--workdir={out}", "--defences=none,top1,mad_argmax,memguard",
+  p = _program("defend", f"--victim_workdir={victim}", f"--workdir={out}", "--defences=none,top1,mad_argmax,memguard",
               "--epsilons=0.5", "--num_test=100", "--num_guard=100", "--guard_steps=50", "--batch_size=50")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "results.json")))
@@ -90,22 +93,17 @@ def test_defend_program(tmp_path):
   assert d["memguard"]["0.5"]["label_flip_rate"] == 0 and d["memguard"]["0.5"]["l1"] <= 0.5 * 1.5
   for args, match in [(["--defences=shield"], "unknown defence 'shield'"), (["--epsilons=-1"], "epsilons must be >= 0"),
                       ([f"--victim_workdir={tmp_path / 'none'}"], "no trained model in")]:
-    p = _defend(f"--victim_workdir={victim}", f"--workdir={out}", *args)
+    p = _program("defend", f"--victim_workdir={victim}", f"--workdir={out}", *args)
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1000:])
 
 
-def _extract(*args):
-  return _program("extract", *args)
-
-
-def test_extract_program(tmp_path):
+def test_extract_program(tmp_path, tiny_victim):
   import numpy as np
-  victim = str(tmp_path / "victim")
-  assert _run("--preset=smoke", f"--workdir={victim}", *TINY).returncode == 0
+  victim = tiny_victim
   out = str(tmp_path / "extract")
   common = [f"--victim_workdir={victim}", "--surrogate_arch=cnn_tiny", "--num_epochs=1", "--batch_size=32",
             "--num_test=200"]
-  p = _extract(*common, f"--workdir={out}", "--budget=300", "--checkpoints=100,300")
+  p = _program("extract", *common, f"--workdir={out}", "--budget=300", "--checkpoints=100,300")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "results.json")))
   for k in ("accuracy", "fidelity", "victim_accuracy", "accuracy_ratio", "fidelity_ratio", "queries_used", "curve"):
@@ -122,7 +120,7 @@ def test_extract_program(tmp_path):
                       (["--query_set=tiny16", f"--data_dir={small}"], "has images of shape (16, 16, 3), the victim takes"),
                       (["--surrogate_arch=resnet7"], "unknown architecture 'resnet7'"),
                       (["--defence=shield"], "unknown defence")]:
-    p = _extract(*common, f"--workdir={tmp_path / 'bad'}", *args)
+    p = _program("extract", *common, f"--workdir={tmp_path / 'bad'}", *args)
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1500:])
 
 
