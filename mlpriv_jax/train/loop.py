@@ -191,8 +191,6 @@ def _run(model, config, images, labels, keep, key, model_ids, *, vmapped, ckpt_p
     # A rerun with other hyper-parameters or data must not continue this state.
     check = {k: meta[k] for k in ("arch", "num_classes", "num_models", "model_ids", "batch_size", "steps_per_epoch",
                                   "train_config", "data")}
-    saved_meta = checkpoint.load_meta(ckpt_path)
-    checkpoint.check_meta(ckpt_path, saved_meta, check)
     state, saved_meta = checkpoint.restore(ckpt_path, state, check)
     first_epoch, history = saved_meta["epoch"], saved_meta["history"]
 
