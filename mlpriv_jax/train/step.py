@@ -39,6 +39,7 @@ class TrainConfig:
   milestones_epochs: Sequence[int] = (60, 120, 160)
   lr_decay_factor: float = 0.2
   augment: bool = True
+  warmup_epochs: float = 0.0  # linear warm-up from 0; the schedule runs after it
 
   def validate(self):
     if self.num_epochs < 1:
@@ -49,6 +50,8 @@ class TrainConfig:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
     if self.weight_decay < 0 or not 0 <= self.momentum < 1:
       raise ValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
+    if not 0 <= self.warmup_epochs < self.num_epochs:
+      raise ValueError(f"warmup_epochs must be in [0, num_epochs), got {self.warmup_epochs}")
     if self.schedule not in ("multistep", "cosine", "constant"):
       raise ValueError(f"unknown schedule {self.schedule!r}; known: multistep, cosine, constant")
     return self
@@ -60,15 +63,18 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
   Weight decay applies to every parameter, BN and biases included, like the
   reference PyTorch code (algorithms.md, section 11).
   """
-  total = config.num_epochs * steps_per_epoch
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  total = config.num_epochs * steps_per_epoch - warmup
   if config.schedule == "cosine":
     lr = optax.cosine_decay_schedule(config.learning_rate, total)
   elif config.schedule == "multistep":
     lr = optax.piecewise_constant_schedule(
         config.learning_rate,
-        {int(e) * steps_per_epoch: config.lr_decay_factor for e in config.milestones_epochs})
+        {int(e) * steps_per_epoch - warmup: config.lr_decay_factor for e in config.milestones_epochs})
   else:
     lr = optax.constant_schedule(config.learning_rate)
+  if warmup:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), lr], [warmup])
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
       optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov and config.momentum > 0))
