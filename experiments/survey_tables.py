@@ -34,17 +34,18 @@ SURVEY_NAMES = ("wres16", "wres22", "res32", "res18", "vgg16")
 NARROW = {"wres16": "wrn16_1", "wres22": "wrn22_1", "res32": "resnet8", "res18": "resnet18_narrow",
           "vgg16": "vgg16_narrow"}
 PRESETS = {
-    "smoke": dict(victim_dataset="shapes10", num_train=3000, query_set="patterns20", budget=1500, archs=NARROW,
-                  victim=dict(num_epochs=4, batch_size=128, learning_rate=0.05, momentum=0.9, nesterov=True,
-                              weight_decay=5e-4, schedule="cosine", augment=True),
-                  surrogate=dict(num_epochs=4, batch_size=64, learning_rate=0.05, momentum=0.9, nesterov=False,
-                                 weight_decay=5e-4, schedule="cosine", augment=False), num_test=500),
+    "smoke": dict(victim_dataset="shapes10", num_train=4000, query_set="patterns20", budget=1000, archs=NARROW,
+                  victim=dict(num_epochs=4, batch_size=64, learning_rate=0.05, momentum=0.9, nesterov=True,
+                              weight_decay=5e-4, schedule="cosine", augment=True, warmup_epochs=1),
+                  surrogate=dict(num_epochs=3, batch_size=32, learning_rate=0.05, momentum=0.9, nesterov=False,
+                                 weight_decay=5e-4, schedule="cosine", augment=False, warmup_epochs=0.5),
+                  num_test=500),
     "cpu": dict(victim_dataset="cifar10_jpeg", num_train=10000, query_set="cifar100", budget=10000,
                 archs=dict(NARROW, res32="resnet20"),
                 victim=dict(num_epochs=8, batch_size=128, learning_rate=0.1, momentum=0.9, nesterov=True,
-                            weight_decay=5e-4, schedule="cosine", augment=True),
-                surrogate=dict(num_epochs=8, batch_size=128, learning_rate=0.05, momentum=0.9, nesterov=False,
-                               weight_decay=5e-4, schedule="cosine", augment=True), num_test=2000),
+                            weight_decay=5e-4, schedule="cosine", augment=True, warmup_epochs=1),
+                surrogate=dict(num_epochs=6, batch_size=128, learning_rate=0.05, momentum=0.9, nesterov=False,
+                               weight_decay=5e-4, schedule="cosine", augment=True, warmup_epochs=1), num_test=2000),
     "paper": dict(victim_dataset="cifar10", num_train=0, query_set="cifar100", budget=50000,
                   archs={n: n for n in SURVEY_NAMES},
                   victim=dict(num_epochs=200, batch_size=128, learning_rate=0.1, momentum=0.9, nesterov=True,
@@ -68,6 +69,11 @@ FLAGS = flags.FLAGS
 
 def _survey(row, what):
   return f"{row[what]:.2f} ({row[what + '_ratio']:.2f}x)" if what in row else "-"
+
+
+def _config(preset, role):
+  from mlpriv_jax import train
+  return train.TrainConfig(**preset[role])
 
 
 def main(argv):
@@ -115,7 +121,7 @@ def main(argv):
     entry = out["tables"].setdefault(table, {"rows": {}})
     victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
     print(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)", flush=True)
-    vres = train.train(victim_model, train.TrainConfig(**p["victim"]), x_train, y_train, jax.random.fold_in(key, t),
+    vres = train.train(victim_model, _config(p, "victim"), x_train, y_train, jax.random.fold_in(key, t),
                        ckpt_path=os.path.join(FLAGS.workdir, f"victim_{victim_name}.msgpack"),
                        meta=dict(dataset=ds.name), on_epoch_end=lambda r: print(
                            f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}", flush=True))
@@ -131,7 +137,7 @@ def main(argv):
         continue
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
-      state = E.train_surrogate(sur, train.TrainConfig(**p["surrogate"]), pool.x_train[idx], answers,
+      state = E.train_surrogate(sur, _config(p, "surrogate"), pool.x_train[idx], answers,
                                 jax.random.fold_in(key, 100 * (t + 1) + r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
       m.update(model=sur.name, seconds=time.time() - t0)
