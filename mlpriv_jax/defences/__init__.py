@@ -8,4 +8,4 @@ from mlpriv_jax.defences.memguard import (defence_classifier_score, memguard, me
 from mlpriv_jax.defences.misinformation import adaptive_misinformation, reversed_posterior
 from mlpriv_jax.defences.prada import Prada
 from mlpriv_jax.defences.utility import defence_utility
-from mlpriv_jax.defences.named import DEFENCES, epsilon_in_range, make_defence, takes_epsilon
+from mlpriv_jax.defences.named import DEFENCES, check_name, epsilon_in_range, make_defence, takes_epsilon
