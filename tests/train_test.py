@@ -202,3 +202,20 @@ def test_predict_pads_the_last_batch(shapes, model):
   want = model.apply(v, data.to_float(jnp.asarray(x)), train=False)[0]
   chex.assert_shape(got, (70, 10))
   chex.assert_trees_all_close(got, want, atol=1e-5)
+
+
+def test_warmup_then_schedule_on_absolute_epochs():
+  """Linear warm-up from 0 over warmup_epochs; multistep milestones stay at their absolute epochs."""
+  import optax
+  cfg = train.TrainConfig(num_epochs=4, learning_rate=0.1, momentum=0.0, weight_decay=0.0, schedule="multistep",
+                          milestones_epochs=(3,), lr_decay_factor=0.1, warmup_epochs=1).validate()
+  tx = train.make_optimizer(cfg, steps_per_epoch=10)
+  params = jnp.zeros(())
+  state = tx.init(params)
+  lrs = []
+  for _ in range(40):
+    updates, state = tx.update(jnp.ones(()), state, params)
+    lrs.append(-float(updates))
+  np.testing.assert_allclose([lrs[0], lrs[5], lrs[10], lrs[29], lrs[30]], [0.0, 0.05, 0.1, 0.1, 0.01], atol=1e-7)
+  with pytest.raises(ValueError, match="warmup_epochs"):
+    train.TrainConfig(num_epochs=2, warmup_epochs=2).validate()

@@ -169,11 +169,13 @@ def _run(model, config, images, labels, keep, key, model_ids, *, vmapped, ckpt_p
   steps = steps or math.ceil(int(keep.sum(1).max()) / config.batch_size)
   tx = make_optimizer(config, steps)
   model_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(model_ids))
-  init = lambda k: init_train_state(model, tx, jax.random.fold_in(k, _INIT), images.shape[1:])
-  state = jax.jit(jax.vmap(init))(model_keys)
-  indices_fn = jax.jit(jax.vmap(lambda k, r, e: _epoch_indices(k, r, e, steps, config.batch_size),
-                                in_axes=(0, 0, None)))
-  step_keys_fn = jax.jit(jax.vmap(_step_key, in_axes=(0, None)))
+  # Cached like the step: a loop of K sequential `train` calls compiles each of these once, not K times.
+  init_fn = _cached(("init", model.module, repr(config), steps, images.shape[1:]), lambda: jax.jit(jax.vmap(
+      lambda k: init_train_state(model, tx, jax.random.fold_in(k, _INIT), images.shape[1:]))))
+  state = init_fn(model_keys)
+  indices_fn = _cached(("indices", steps, config.batch_size), lambda: jax.jit(jax.vmap(
+      lambda k, r, e: _epoch_indices(k, r, e, steps, config.batch_size), in_axes=(0, 0, None))))
+  step_keys_fn = _cached(("step_keys",), lambda: jax.jit(jax.vmap(_step_key, in_axes=(0, None))))
   if vmapped:
     step_fn = _cached_step_fn(model, tx, config, steps, num_models, model_axis)
   else:
@@ -256,6 +258,12 @@ def predict(model: Model, variables, images, *, batch_size: int = 500, num_model
 # Jitted functions are cached by what they close over (Flax modules hash by value), so
 # that chunks of train_k and repeated evaluations compile once.
 _FN_CACHE = {}
+
+
+def _cached(key, make):
+  if key not in _FN_CACHE:
+    _FN_CACHE[key] = make()
+  return _FN_CACHE[key]
 
 
 def _predict_fn(model, num_models, model_axis):
