@@ -1,0 +1,77 @@
+r"""Shadow-model training: K small models with one `train_k` call against K sequential `train` calls.
+
+  python benchmarks/shadow_training.py --out=benchmarks/results/shadow_training_cpu.json   # CPU, ~10 min
+  python benchmarks/shadow_training.py --arch=wrn16_1 --num_examples=2000 --ks=8,32,64     # GPU
+
+Each model trains on its balanced half of N embedded shapes10 images (LiRA's keep
+masks), as `experiments/mia.py` does. Wall times include compilation (what a user
+waits for); compile seconds are reported apart. Sequential training reuses one
+compiled step, so it pays compilation once. Prints one JSON object with the
+speed-up = sequential / train_k per K.
+"""
+
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+flags.DEFINE_string("arch", "cnn_tiny", "Architecture of every shadow model.")
+flags.DEFINE_list("ks", ["8", "32", "64"], "Numbers of shadow models.")
+flags.DEFINE_integer("num_examples", 512, "Universe size N; each model keeps N/2.")
+flags.DEFINE_integer("num_epochs", 2, "Epochs per model.")
+flags.DEFINE_integer("batch_size", 64, "Batch size per model.")
+flags.DEFINE_enum("model_axis", "auto", ["auto", "unroll", "vmap"], "train_k's strategy ('auto': unroll on CPU).")
+flags.DEFINE_string("out", None, "Also write the JSON here.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+
+  from mlpriv_jax import data, models, train
+  from mlpriv_jax.utils import print_json, write_json
+
+  ds = data.load_dataset("shapes10")
+  x, y = ds.x_train[: FLAGS.num_examples], ds.y_train[: FLAGS.num_examples]
+  model = models.get_model(FLAGS.arch, 10)
+  config = train.TrainConfig(num_epochs=FLAGS.num_epochs, batch_size=FLAGS.batch_size, learning_rate=0.05,
+                             schedule="cosine", augment=True).validate()
+  key = jax.random.key(0)
+  out = dict(arch=FLAGS.arch, num_examples=FLAGS.num_examples, num_epochs=FLAGS.num_epochs,
+             batch_size=FLAGS.batch_size, model_axis=train.resolve_model_axis(FLAGS.model_axis),
+             backend=jax.default_backend(), device=str(jax.devices()[0].device_kind), cpu=platform.processor(),
+             num_cpus=os.cpu_count(), jax=jax.__version__, results={})
+  for k in (int(s) for s in FLAGS.ks):
+    keep = np.asarray(train.balanced_keep(jax.random.fold_in(key, k), k, len(x)))
+    steps = int(np.ceil(keep.sum(1).max() / config.batch_size))
+    t = time.perf_counter()
+    res = train.train_k(model, config, x, y, keep, key, model_axis=FLAGS.model_axis)
+    jax.block_until_ready(res.state.params)
+    t_k = time.perf_counter() - t
+    t = time.perf_counter()
+    compile_seq = 0.0
+    for i in range(k):
+      r = train.train(model, config, x, y, key, keep=keep[i], model_index=i, steps_per_epoch=steps)
+      compile_seq += r.compile_seconds
+    jax.block_until_ready(r.state.params)
+    t_seq = time.perf_counter() - t
+    images = k * steps * config.batch_size * config.num_epochs
+    out["results"][str(k)] = dict(train_k_seconds=t_k, train_k_compile_seconds=res.compile_seconds,
+                                  sequential_seconds=t_seq, sequential_compile_seconds=compile_seq,
+                                  speedup=t_seq / t_k, train_k_images_per_sec=images / t_k,
+                                  sequential_images_per_sec=images / t_seq)
+    print(f"K={k}: train_k {t_k:.1f} s, sequential {t_seq:.1f} s, speed-up {t_seq / t_k:.2f}x",
+          file=sys.stderr, flush=True)
+  print_json(out)
+  if FLAGS.out:
+    write_json(FLAGS.out, out)
+
+
+if __name__ == "__main__":
+  app.run(main)
