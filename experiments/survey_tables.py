@@ -12,10 +12,11 @@ survey's figures. Writes tables.md and tables.json; a rerun reuses finished
 victims and rows.
 
 Presets (architectures map the survey's names to what the preset trains):
-  smoke: shapes10 victim (3,000 images, 4 epochs), patterns20 pool, B = 1,500; narrow stand-ins
-         wrn16_1, wrn22_1, resnet8, resnet18_narrow, vgg16_narrow.
-  cpu:   CIFAR-10 victim (10,000 images of cifar10_jpeg), CIFAR-100 pool, B = 10,000; narrow
-         stand-ins as smoke with resnet20 for res32. Not yet timed (BUILD_NOTES.md).
+  smoke: shapes10 victims (4,000 images, 4 epochs), patterns20 pool, B = 1,000, 3 surrogate epochs;
+         narrow stand-ins wrn16_1, wrn22_1, resnet8, resnet18_narrow, vgg16_narrow. ~4 min on 2 CPU
+         cores: a check of the whole pipeline, not a result (BUILD_NOTES.md).
+  cpu:   CIFAR-10 victims (10,000 images of cifar10_jpeg, 8 epochs), CIFAR-100 pool, B = 10,000,
+         6 surrogate epochs; stand-ins as smoke with resnet20 for res32.
   paper: full CIFAR-10 victims (WRN recipe, 200 epochs), B = 50,000 CIFAR-100 queries,
          the real architectures; surrogates with knockoffnets' defaults for 100 epochs.
 """
