@@ -26,6 +26,7 @@ flags.DEFINE_integer("num_examples", 2000, "Universe size N; each model keeps N/
 flags.DEFINE_integer("num_epochs", 4, "Epochs per model.")
 flags.DEFINE_integer("batch_size", 64, "Batch size per model.")
 flags.DEFINE_enum("model_axis", "auto", ["auto", "unroll", "vmap"], "train_k's strategy ('auto': unroll on CPU).")
+flags.DEFINE_integer("chunk_size", None, "train_k's models per compiled chunk (default: train_k's).")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
 FLAGS = flags.FLAGS
 
@@ -45,14 +46,14 @@ def main(argv):
                              schedule="cosine", augment=True).validate()
   key = jax.random.key(0)
   out = dict(arch=FLAGS.arch, num_examples=FLAGS.num_examples, num_epochs=FLAGS.num_epochs,
-             batch_size=FLAGS.batch_size, model_axis=train.resolve_model_axis(FLAGS.model_axis),
+             batch_size=FLAGS.batch_size, chunk_size=FLAGS.chunk_size, model_axis=train.resolve_model_axis(FLAGS.model_axis),
              backend=jax.default_backend(), device=str(jax.devices()[0].device_kind), cpu=platform.processor(),
              num_cpus=os.cpu_count(), jax=jax.__version__, results={})
   for k in (int(s) for s in FLAGS.ks):
     keep = np.asarray(train.balanced_keep(jax.random.fold_in(key, k), k, len(x)))
     steps = int(np.ceil(keep.sum(1).max() / config.batch_size))
     t = time.perf_counter()
-    res = train.train_k(model, config, x, y, keep, key, model_axis=FLAGS.model_axis)
+    res = train.train_k(model, config, x, y, keep, key, model_axis=FLAGS.model_axis, chunk_size=FLAGS.chunk_size)
     jax.block_until_ready(res.state.params)
     t_k = time.perf_counter() - t
     t = time.perf_counter()
