@@ -108,11 +108,11 @@ def test_class_thresholds_separate_each_class():
 # ---------------------------------------------------------------- LiRA golden values
 
 def _synthetic_phi():
-  """4 shadows, 3 examples, 2 views; every example IN for exactly 2 shadows."""
+  """6 shadows, 3 examples, 2 views; every example IN for exactly 3 (odd: medians differ from means)."""
   rng = np.random.default_rng(1)
-  keep = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0]], bool)
+  keep = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1], [0, 0, 0]], bool)
   mu = np.array([[1.0, 0.5], [2.0, 1.5], [-1.0, 0.0]])
-  shadow = mu[None] + 2.0 * keep[..., None] + rng.normal(scale=0.3, size=(4, 3, 2))
+  shadow = mu[None] + 2.0 * keep[..., None] + rng.normal(scale=0.3, size=(6, 3, 2))
   target = np.array([[3.1, 2.4], [2.2, 1.4], [0.9, 2.2]])
   return target.astype(np.float32), shadow.astype(np.float32), keep
 
