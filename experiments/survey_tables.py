@@ -64,6 +64,10 @@ flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz files (else $ML
 flags.DEFINE_list("surrogates", list(SURVEY_NAMES), "Rows: the survey's surrogate names.")
 flags.DEFINE_list("tables", ["table1", "table2"], "Which tables to produce.")
 flags.DEFINE_boolean("res18_imagenet_stem", False, "Also a res18 row with the ImageNet stem (algorithms.md s.12).")
+flags.DEFINE_integer("num_train", None, "Override: victim training images (0: all).")
+flags.DEFINE_integer("budget", None, "Override: queries B per victim.")
+flags.DEFINE_integer("victim_epochs", None, "Override: victim epochs.")
+flags.DEFINE_integer("surrogate_epochs", None, "Override: surrogate epochs.")
 flags.DEFINE_integer("seed", 0, "Root seed.")
 FLAGS = flags.FLAGS
 
@@ -94,7 +98,18 @@ def main(argv):
   if unknown or set(FLAGS.tables) - {"table1", "table2"}:
     raise ValueError(f"unknown rows {sorted(unknown)} or tables {FLAGS.tables}; rows: {', '.join(SURVEY_NAMES)}; "
                      f"tables: table1, table2")
-  p = PRESETS[FLAGS.preset]
+  p = dict(PRESETS[FLAGS.preset])
+  overrides = {k: v for k, v in (("num_train", FLAGS.num_train), ("budget", FLAGS.budget),
+                                 ("victim_epochs", FLAGS.victim_epochs),
+                                 ("surrogate_epochs", FLAGS.surrogate_epochs)) if v is not None}
+  for k, v in overrides.items():
+    if v < (0 if k == "num_train" else 1):
+      raise ValueError(f"--{k} must be >= {0 if k == 'num_train' else 1}, got {v}")
+  p.update({k: overrides[k] for k in ("num_train", "budget") if k in overrides})
+  for role in ("victim", "surrogate"):
+    if f"{role}_epochs" in overrides:
+      epochs = overrides[f"{role}_epochs"]
+      p[role] = dict(p[role], num_epochs=epochs, warmup_epochs=min(p[role].get("warmup_epochs", 0), epochs / 4))
   archs = dict(p["archs"])
   rows = list(FLAGS.surrogates)
   if FLAGS.res18_imagenet_stem:
@@ -104,6 +119,8 @@ def main(argv):
 
   ds = data.load_dataset(p["victim_dataset"], FLAGS.data_dir, seed=FLAGS.seed)
   pool = data.load_dataset(p["query_set"], FLAGS.data_dir, seed=FLAGS.seed + 1)
+  if p["num_train"] > len(ds.x_train):
+    raise ValueError(f"--num_train {p['num_train']} is more than {ds.name}'s {len(ds.x_train)} training images")
   x_train, y_train = (ds.x_train[: p["num_train"]], ds.y_train[: p["num_train"]]) if p["num_train"] else \
       (ds.x_train, ds.y_train)
   xt, yt = (ds.x_test[: p["num_test"]], ds.y_test[: p["num_test"]]) if p["num_test"] else (ds.x_test, ds.y_test)
@@ -112,9 +129,10 @@ def main(argv):
   key = jax.random.key(FLAGS.seed)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   out_path = os.path.join(FLAGS.workdir, "tables.json")
-  out = common.load_json(out_path) or {"preset": FLAGS.preset, "tables": {}}
-  if out.get("preset") != FLAGS.preset:
-    raise ValueError(f"{FLAGS.workdir} holds tables of preset {out.get('preset')!r}; use another --workdir")
+  out = common.load_json(out_path) or {"preset": FLAGS.preset, "overrides": overrides, "tables": {}}
+  if out.get("preset") != FLAGS.preset or out.get("overrides", {}) != overrides:
+    raise ValueError(f"{FLAGS.workdir} holds tables of preset {out.get('preset')!r} with overrides "
+                     f"{out.get('overrides', {})}; use another --workdir")
 
   for t, (table, victim_name) in enumerate(TABLES):
     if table not in FLAGS.tables:

@@ -126,7 +126,8 @@ def test_extract_program(tmp_path, tiny_victim):
 
 def test_survey_tables_program_one_row(tmp_path):
   out = str(tmp_path / "tables")
-  p = _program("survey_tables", "--preset=smoke", f"--workdir={out}", "--tables=table1", "--surrogates=wres16")
+  p = _program("survey_tables", "--preset=smoke", f"--workdir={out}", "--tables=table1", "--surrogates=wres16",
+               "--num_train=1000", "--budget=300", "--victim_epochs=1", "--surrogate_epochs=1")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "tables.json")))["tables"]["table1"]
   assert res["victim"]["arch"] == "wres16" and set(res["rows"]) == {"wres16"}
@@ -136,3 +137,7 @@ def test_survey_tables_program_one_row(tmp_path):
   assert "| wres16 (wrn16_1) |" in md and "85.63 (0.90x)" in md   # the survey's own cell beside ours
   bad = _program("survey_tables", f"--workdir={out}", "--surrogates=res50")
   assert bad.returncode == 2 and "unknown rows ['res50']" in bad.stderr
+  bad = _program("survey_tables", f"--workdir={out}", "--budget=0")
+  assert bad.returncode == 2 and "--budget must be >= 1, got 0" in bad.stderr
+  bad = _program("survey_tables", f"--workdir={out}", "--tables=table1", "--surrogates=wres16")
+  assert bad.returncode == 2 and "use another --workdir" in bad.stderr   # other scale than the saved tables
