@@ -76,11 +76,6 @@ def _survey(row, what):
   return f"{row[what]:.2f} ({row[what + '_ratio']:.2f}x)" if what in row else "-"
 
 
-def _config(preset, role):
-  from mlpriv_jax import train
-  return train.TrainConfig(**preset[role])
-
-
 def main(argv):
   del argv
   import jax
@@ -140,7 +135,7 @@ def main(argv):
     entry = out["tables"].setdefault(table, {"rows": {}})
     victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
     print(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)", flush=True)
-    vres = train.train(victim_model, _config(p, "victim"), x_train, y_train, jax.random.fold_in(key, t),
+    vres = train.train(victim_model, train.TrainConfig(**p["victim"]), x_train, y_train, jax.random.fold_in(key, t),
                        ckpt_path=os.path.join(FLAGS.workdir, f"victim_{victim_name}.msgpack"),
                        meta=dict(dataset=ds.name), on_epoch_end=lambda r: print(
                            f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}", flush=True))
@@ -156,7 +151,7 @@ def main(argv):
         continue
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
-      state = E.train_surrogate(sur, _config(p, "surrogate"), pool.x_train[idx], answers,
+      state = E.train_surrogate(sur, train.TrainConfig(**p["surrogate"]), pool.x_train[idx], answers,
                                 jax.random.fold_in(key, 100 * (t + 1) + r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
       m.update(model=sur.name, seconds=time.time() - t0)
