@@ -61,8 +61,8 @@ def main(argv):
       jax.block_until_ready(fn(xs[s:s + b], ps[s:s + b]))
     return (time.perf_counter() - t) / len(xs) * 1000
 
-  for name in D.DEFENCES:
-    d = D.make_defence(name, FLAGS.epsilon, proxy_probs=proxy, memguard_params=guard)
+  for name, spec in D.REGISTRY.items():
+    d = D.build(name, FLAGS.epsilon if spec.strength else None, proxy_probs=proxy, memguard_params=guard)
     # The victim's forward pass is included: that is what a provider pays per query.
     fn = jax.jit(lambda xb, pb, d=d: d.apply(xb, jax.nn.softmax(model.apply(variables, xb, train=False)[0])
                                              if name != "memguard" else pb, d.init(), jax.random.key(0))[0])
@@ -97,7 +97,7 @@ def main(argv):
   victim_probs = lambda xb: jax.nn.softmax(model.apply(variables, xb, train=False)[0])
   report["one_at_a_time_seconds_per_1000"]["mad_argmax"] = single(
       jax.jit(lambda xb, pb: mad_reference(xb, victim_probs(xb))))
-  mg = D.make_defence("memguard", FLAGS.epsilon, memguard_params=guard)
+  mg = D.build("memguard", FLAGS.epsilon, memguard_params=guard)
   report["one_at_a_time_seconds_per_1000"]["memguard"] = single(
       jax.jit(lambda xb, pb: mg.apply(xb, pb, mg.init(), jax.random.key(0))[0]))
   report["speedup_batched_vs_one_at_a_time"] = {

@@ -1,95 +1,101 @@
-"""What every absl program shares: one-line errors, the workdir claim, key streams."""
+"""What every absl program shares: the flags defined once, the one preset mechanism, one-line errors.
 
-import json
-import os
+A program defines its presets (a dict of settings per `--preset`), defines flags with `define_*`, and reads
+`settings(PRESETS, names)`: the preset's values, overridden by every flag the user gave.
+"""
+
 import sys
 
-import numpy as np
-from absl import app
+from absl import app, flags
 
-# Key streams: fold_in(key(seed), STREAM_*) (STYLE.md: streams addressed by index).
-STREAM_TRAIN, STREAM_KEEP = 0, 1
+FLAGS = flags.FLAGS
+TRAIN_FLAGS = ("num_epochs", "batch_size", "learning_rate", "momentum", "nesterov", "weight_decay", "schedule",
+               "milestones_epochs", "lr_decay_factor", "augment", "warmup_epochs")
+
+
+def define_base(presets: dict, *, workdir_help: str = "Output folder; a rerun with the same folder resumes.") -> None:
+  """--preset, --workdir, --data_dir, --seed."""
+  flags.DEFINE_enum("preset", "smoke", list(presets), "Scale of the run; explicit flags override it.")
+  flags.DEFINE_string("workdir", None, workdir_help)
+  flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz files (else $MLPRIV_DATA_DIR, else TFDS).")
+  flags.DEFINE_integer("seed", 0, "Root seed: every key is fold_in(key(seed), stream).")
+
+
+def define_train_flags(what: str = "the model") -> None:
+  """One flag per TrainConfig field, each defaulting to the preset's value."""
+  flags.DEFINE_integer("num_epochs", None, f"Epochs of {what}.")
+  flags.DEFINE_integer("batch_size", None, f"Images per step of {what} (per model).")
+  flags.DEFINE_float("learning_rate", None, f"Peak learning rate of {what}.")
+  flags.DEFINE_float("momentum", None, "SGD momentum.")
+  flags.DEFINE_boolean("nesterov", None, "Nesterov momentum.")
+  flags.DEFINE_float("weight_decay", None, "Coupled (PyTorch-style) weight decay.")
+  flags.DEFINE_enum("schedule", None, ["multistep", "cosine", "constant"], "Learning-rate schedule.")
+  flags.DEFINE_string("milestones_epochs", None, "Comma-separated epochs of the multistep decays.")
+  flags.DEFINE_float("lr_decay_factor", None, "Multistep decay factor.")
+  flags.DEFINE_boolean("augment", None, "Reflect-pad-4 crop and horizontal flip while training.")
+  flags.DEFINE_float("warmup_epochs", None, "Linear learning-rate warm-up from 0, in epochs.")
+
+
+def given(name: str) -> bool:
+  """Whether the user set flag `name` (on the command line, or to a value other than its None default)."""
+  f = FLAGS[name]
+  return f.present or (f.default is None and f.value is not None)
+
+
+def settings(presets: dict, names, derived=None) -> dict:
+  """The chosen preset's values, then `derived(values)` (e.g. an architecture's recipe), then every given flag."""
+  s = dict(presets[FLAGS.preset])
+  if derived is not None:
+    s.update(derived(s))
+  for name in names:
+    if given(name):
+      s[name] = FLAGS[name].value
+  return s
+
+
+def train_config(s: dict, **overrides):
+  """A validated TrainConfig from the TRAIN_FLAGS entries of settings `s` (missing ones keep their defaults)."""
+  from mlpriv_jax import train
+  kw = {k: s[k] for k in TRAIN_FLAGS if s.get(k) is not None}
+  if isinstance(kw.get("milestones_epochs"), str):
+    kw["milestones_epochs"] = tuple(int(m) for m in kw["milestones_epochs"].split(",") if m.strip())
+  kw.update(overrides)
+  return train.TrainConfig(**kw).validate()
+
+
+def parse_floats(text, what: str) -> list:
+  from mlpriv_jax.errors import UserError
+  try:
+    return [float(v) for v in str(text).split(",") if v.strip()]
+  except ValueError:
+    raise UserError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
 def run(main):
-  """app.run(main), with every expected error (bad input, missing data, a foreign
-  checkpoint) reported as one line on stderr and exit status 2, no traceback."""
+  """app.run(main), with bad input (a UserError: a wrong value, a missing dataset or artifact, a foreign
+  checkpoint) and a missing file reported as one line on stderr and exit status 2. Anything else is a bug
+  and keeps its traceback."""
   def guarded(argv):
+    from absl import logging
+    from mlpriv_jax.errors import UserError
+    logging.set_verbosity(logging.WARNING)  # hides JAX's "no TPU found" INFO line
     try:
       return main(argv)
-    except (ValueError, FileNotFoundError) as e:  # DataError and CheckpointError are ValueErrors
+    except (UserError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)
     except KeyboardInterrupt:
       print("interrupted: the last finished epoch is checkpointed; rerun with the same --workdir to resume",
             file=sys.stderr, flush=True)
       sys.exit(130)
-  def quiet(argv):
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)  # hides JAX's "no TPU found" INFO line
-    return guarded(argv)
-  app.run(quiet)
+  def parse(argv):
+    try:
+      return FLAGS(argv)
+    except flags.Error as e:   # an unknown flag or a value of the wrong type: one line too
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+  app.run(guarded, flags_parser=parse)
 
 
-def setting(flag_values, presets, name):
-  """An explicit flag's value, else the chosen preset's."""
-  value = flag_values[name].value
-  return value if value is not None else presets[flag_values.preset][name]
-
-
-def arch_family(arch: str) -> str:
-  from mlpriv_jax.models import canonical_name
-  name = canonical_name(arch)
-  if name.startswith("wrn"):
-    return "wrn"
-  if name.startswith("resnet") and name not in ("resnet18", "resnet18_imagenet"):
-    return "resnet_cifar"
-  return "other"
-
-
-def claim_workdir(workdir: str, config: dict, keys) -> None:
-  """Writes config.json, or checks that an existing one describes the same run."""
-  from mlpriv_jax.utils import write_json
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    for k in keys:
-      if k in old and old[k] != config[k]:
-        raise ValueError(f"{workdir} holds a run with {k}={old[k]!r}, not {config[k]!r}; "
-                         f"use another --workdir (nothing was overwritten)")
-  os.makedirs(workdir, exist_ok=True)
-  write_json(path, config)
-
-
-def save_npy(path: str, array) -> None:
-  from mlpriv_jax.utils import atomic_write
-  atomic_write(path, lambda f: np.save(f, np.asarray(array)))
-
-
-def load_json(path: str):
-  """The JSON at path, or None if there is none (partial results of a killed run resume from it)."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def plot_curve(path: str, curve, title: str) -> None:
-  """Accuracy and fidelity against queries, as a PNG (matplotlib, Agg backend)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from mlpriv_jax.utils import atomic_write
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  q = [c["queries"] for c in curve]
-  ax.plot(q, [c["accuracy"] for c in curve], "o-", label="accuracy")
-  ax.plot(q, [c["fidelity"] for c in curve], "s-", label="fidelity")
-  ax.set_xlabel("queries")
-  ax.set_ylim(0, 1)
-  ax.set_title(title, fontsize=8)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-  plt.close(fig)
+def log(message: str) -> None:
+  print(message, flush=True)

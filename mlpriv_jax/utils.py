@@ -27,12 +27,12 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> N
 
 
 def write_json(path: str, obj: Any) -> None:
-  atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable), mode="w")
+  atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=jsonable), mode="w")
 
 
 def print_json(obj: Any, path: str | None = None) -> None:
   """Prints obj as indented JSON (the benchmarks' output) and, with a path, writes it there too."""
-  text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable)
+  text = json.dumps(obj, indent=2, sort_keys=True, default=jsonable)
   print(text)
   if path:
     atomic_write(path, lambda f: f.write(text), mode="w")
@@ -41,10 +41,11 @@ def print_json(obj: Any, path: str | None = None) -> None:
 def append_jsonl(path: str, obj: Any) -> None:
   """Appends one JSON line (a line is short, so one write call is all-or-nothing in practice)."""
   with open(path, "a") as f:
-    f.write(json.dumps(obj, sort_keys=True, default=_jsonable) + "\n")
+    f.write(json.dumps(obj, sort_keys=True, default=jsonable) + "\n")
 
 
-def _jsonable(x):
+def jsonable(x):
+  """The `default=` of json.dump for numpy and JAX values."""
   if hasattr(x, "tolist"):
     return x.tolist()
   raise TypeError(f"not JSON serialisable: {type(x).__name__}")

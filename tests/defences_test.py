@@ -7,7 +7,7 @@ import pytest
 
 from mlpriv_jax import defences as D
 from mlpriv_jax import models
-from mlpriv_jax.victim import BudgetExceeded, QueryError, Victim
+from mlpriv_jax.oracle import BudgetExceeded, QueryError, Victim
 
 C = 10
 
@@ -158,7 +158,7 @@ def test_baseline_golden_values():
   logit = np.log(np.array(y) / (1 - np.array(y)))
   r = np.array(y) - beta * (1 / (1 + np.exp(-gamma * logit)) - 0.5)
   np.testing.assert_allclose(_release(D.reverse_sigmoid(beta, gamma), y, _x(1)), r / r.sum(), rtol=1e-5)
-  # beta = gamma = 1 is degenerate: uniform output (algorithms.md section 9).
+  # beta = gamma = 1 is degenerate: uniform output.
   np.testing.assert_allclose(_release(D.reverse_sigmoid(1.0, 1.0), y, _x(1)), [[1 / 3] * 3], atol=1e-5)
 
 
@@ -261,13 +261,13 @@ def test_defence_utility_golden():
 
 
 def test_named_defences():
-  for name in D.DEFENCES:
+  for name in D.REGISTRY:
     if name not in ("mad", "mad_argmax", "memguard"):
-      D.make_defence(name, 0.5)
+      D.build(name, 0.5)
   with pytest.raises(ValueError, match="unknown defence 'shield'; known: none"):
-    D.make_defence("shield")
+    D.build("shield")
   with pytest.raises(ValueError, match="needs a proxy"):
-    D.make_defence("mad", 0.5)
+    D.build("mad", 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def test_prada_flags_a_synthetic_stream_and_not_natural_images(natural_and_synth
 
 def test_victim_with_prada_refuses_or_degrades(tiny_victim_parts, natural_and_synthetic):
   _, _, synthetic = natural_and_synthetic
-  from mlpriv_jax.victim import QueryRefused
+  from mlpriv_jax.oracle import QueryRefused
   v = Victim(*tiny_victim_parts, monitor=D.Prada(delta=0.9), budget=2000)
   with pytest.raises(QueryRefused, match="flagged as an extraction attack"):
     for i in range(0, 1000, 50):
@@ -315,3 +315,24 @@ def test_victim_with_prada_refuses_or_degrades(tiny_victim_parts, natural_and_sy
   a, b = outs[-1]
   np.testing.assert_allclose(np.sort(a, -1), np.sort(b, -1), atol=1e-6)   # same values, top-3 shuffled
   assert (a.argmax(-1) != b.argmax(-1)).mean() > 0.3
+
+
+def test_defence_registry_ranges_threats_and_needs(proxy, guard_params):
+  assert D.check("memguard", 1.0, threat=D.MEMBERSHIP).needs == {"members"}
+  with pytest.raises(ValueError, match="memguard defends against membership, not extraction"):
+    D.check("memguard", 1.0, threat=D.EXTRACTION)
+  with pytest.raises(ValueError, match="mad_argmax defends against extraction, not membership"):
+    D.check("mad_argmax", 0.5, threat=D.MEMBERSHIP)
+  with pytest.raises(ValueError, match="revsig: strength 0 \\(beta \\(gamma = 0.1\\)\\) is out of range; it must be > 0"):
+    D.check("revsig", 0.0)
+  with pytest.raises(ValueError, match="gaussian needs a strength"):
+    D.build("gaussian")
+  assert D.settings("label", [0.5, 1.0]) == [("label", None)]          # parameter-free: once
+  assert D.settings("mad", [0.5, 1]) == [("mad", 0.5), ("mad", 1.0)]
+  assert D.label("mad", 0.5) == "mad@0.5" and D.label("top1", None) == "top1"
+  for name, spec in D.REGISTRY.items():
+    assert spec.threats and spec.threats <= D.BOTH, name
+    d = D.build(name, 0.5 if spec.strength else None, proxy_probs=proxy, memguard_params=guard_params)
+    out = _release(d, _probs(jax.random.key(0), 8), _x(8))
+    tol = (C / 2 + 1) * 10.0 ** -int(name[5:]) if name.startswith("round") else 1e-5   # rounding's own bound
+    assert float(out.min()) >= 0 and np.allclose(out.sum(-1), 1.0, atol=tol), name

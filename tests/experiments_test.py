@@ -92,7 +92,7 @@ def test_defend_program(tmp_path, tiny_victim):
   assert d["mad_argmax"]["0.5"]["label_flip_rate"] == 0 and abs(d["mad_argmax"]["0.5"]["l1"] - 0.5) < 0.05
   assert d["memguard"]["0.5"]["label_flip_rate"] == 0 and d["memguard"]["0.5"]["l1"] <= 0.5 * 1.5
   for args, match in [(["--defences=shield"], "unknown defence 'shield'"), (["--epsilons=-1"], "epsilons must be >= 0"),
-                      ([f"--victim_workdir={tmp_path / 'none'}"], "no trained model in")]:
+                      ([f"--victim_workdir={tmp_path / 'none'}"], "no model artifact")]:
     p = _program("defend", f"--victim_workdir={victim}", f"--workdir={out}", *args)
     assert p.returncode == 2 and match in p.stderr, (args, p.stderr[-1000:])
 
@@ -116,7 +116,7 @@ def test_extract_program(tmp_path, tiny_victim):
   np.savez(small / "tiny16.npz", x_train=x, y_train=np.zeros(64, np.int64), x_test=x, y_test=np.zeros(64, np.int64))
   for args, match in [(["--budget=0"], "--budget must be a positive integer"),
                       (["--budget=30000"], "budget 30000 is larger than the query pool (20000 images)"),
-                      ([f"--victim_workdir={tmp_path / 'nothing'}"], "no trained model in"),
+                      ([f"--victim_workdir={tmp_path / 'nothing'}"], "no model artifact"),
                       (["--query_set=tiny16", f"--data_dir={small}"], "has images of shape (16, 16, 3), the victim takes"),
                       (["--surrogate_arch=resnet7"], "unknown architecture 'resnet7'"),
                       (["--defence=shield"], "unknown defence")]:

@@ -4,7 +4,7 @@ import pytest
 
 from mlpriv_jax import data, defences, models, train
 from mlpriv_jax.attacks import extraction as E
-from mlpriv_jax.victim import Victim
+from mlpriv_jax.oracle import Victim
 
 SURROGATE_CFG = train.TrainConfig(num_epochs=6, batch_size=64, learning_rate=0.05, schedule="cosine", augment=False)
 

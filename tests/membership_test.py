@@ -244,3 +244,16 @@ def test_mia_bad_input_is_one_line(tmp_path, args, match):
   p = _program("mia", f"--workdir={tmp_path / 'bad'}", "--preset=smoke", *args)
   assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
   assert match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_extract_program_attacks_the_target_of_a_mia_run(mia_run, tmp_path):
+  """The mia workdir holds the target as a model artifact (target/), which every program can load."""
+  wd, res = mia_run
+  assert os.path.exists(os.path.join(wd, "target", "model.msgpack"))
+  out = str(tmp_path / "ko")
+  p = _program("extract", f"--victim={wd}", "--attack=knockoff_random", "--budget=500", f"--workdir={out}",
+               "--surrogate_arch=cnn_tiny", "--num_epochs=1", "--num_test=200")
+  assert p.returncode == 0, p.stderr[-2000:]
+  r = json.load(open(os.path.join(out, "results.json")))
+  assert r["queries_used"] == 500 and 0 <= r["fidelity"] <= 1
+  assert abs(r["victim_accuracy"] - res["target_test_accuracy_undefended"]) < 0.1   # the same target

@@ -50,7 +50,7 @@ def test_output_shapes(name):
 
 
 def test_imagenet_stem_differs_from_cifar_stem():
-  # The 7x7/2 stem + max-pool leaves a 1x1 map at layer 4 on 32x32 inputs (algorithms.md section 12).
+  # The 7x7/2 stem + max-pool leaves a 1x1 map at layer 4 on 32x32 inputs.
   a = models.count_params(models.get_model("resnet18", 10))
   b = models.count_params(models.get_model("resnet18_imagenet", 10))
   assert b - a == (7 * 7 - 3 * 3) * 3 * 64

@@ -1,1 +1,1 @@
-"""Attacks: model extraction and membership inference, each seeing only a Victim."""
+"""Attacks: model extraction and membership inference, each seeing only an `Oracle`."""

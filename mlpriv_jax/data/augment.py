@@ -17,7 +17,7 @@ def to_float(images_u8):
 def random_crop_flip(key, images, pad: int = 4):
   """Reflect-pad by `pad`, take a random crop of the original size, flip half.
 
-  The standard CIFAR augmentation (algorithms.md, section 11).
+  The standard CIFAR augmentation (He et al. 2016, Sec. 4.2).
 
   Args:
     key: a PRNG key.

@@ -21,6 +21,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from mlpriv_jax.data import procedural
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.utils import atomic_write
 
 EMBEDDED = {"shapes10": (10_000, 2_000), "patterns20": (20_000, 2_000)}
@@ -50,8 +51,22 @@ class Dataset(NamedTuple):
   def image_shape(self):
     return tuple(self.x_train.shape[1:])
 
+  @property
+  def source_kind(self) -> str:
+    """'embedded', 'npz' (raw arrays), 'jpeg' (JPEG bytes in an npz) or 'tfds'."""
+    if self.source == "embedded":
+      return "embedded"
+    if self.source.startswith("tfds:"):
+      return "tfds"
+    return "jpeg" if self.source.endswith("_jpeg.npz") else "npz"
 
-class DataError(ValueError):
+  def describe(self, **extra) -> dict:
+    """What a model artifact records of its training data: name, source, sizes (and `extra`, e.g. the seed)."""
+    return dict(name=self.name, source=self.source, kind=self.source_kind, num_train=len(self.x_train),
+                num_test=len(self.x_test), num_classes=self.num_classes, image_shape=list(self.image_shape), **extra)
+
+
+class DataError(UserError):
   """A dataset could not be found or has the wrong form (one-line message)."""
 
 

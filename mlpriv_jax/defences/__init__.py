@@ -1,4 +1,4 @@
-"""Output defences as optax-style (init, apply) pairs over (x, probs, state, key)."""
+"""Output defences as optax-style (init, apply) pairs over (x, probs, state, key), found by name in `REGISTRY`."""
 
 from mlpriv_jax.defences.base import Defence, EmptyState, chain, identity, stateless
 from mlpriv_jax.defences.baselines import label_only, logit_noise, reverse_sigmoid, rounding, top_k
@@ -7,5 +7,6 @@ from mlpriv_jax.defences.memguard import (defence_classifier_score, memguard, me
                                           train_defence_classifier)
 from mlpriv_jax.defences.misinformation import adaptive_misinformation, reversed_posterior
 from mlpriv_jax.defences.prada import Prada
+from mlpriv_jax.defences.registry import (BOTH, EXTRACTION, MEMBERSHIP, REGISTRY, DefenceSpec, build, check, get,
+                                          label, make_memguard_classifier, make_proxy, settings)
 from mlpriv_jax.defences.utility import defence_utility
-from mlpriv_jax.defences.named import DEFENCES, check_name, epsilon_in_range, make_defence, takes_epsilon

@@ -4,19 +4,20 @@ import jax
 import jax.numpy as jnp
 
 from mlpriv_jax.defences.base import Defence, safe_log, stateless
+from mlpriv_jax.errors import UserError
 
 
 def _num_classes(probs, k, what):
   c = probs.shape[-1]
   if k > c:
-    raise ValueError(f"{what}: k={k} exceeds the number of classes C={c}")
+    raise UserError(f"{what}: k={k} exceeds the number of classes C={c}")
   return c
 
 
 def top_k(k: int) -> Defence:
   """Releases the k largest probabilities, renormalised; the rest are zero."""
   if int(k) != k or k < 1:
-    raise ValueError(f"top_k: k must be a positive integer, got {k}")
+    raise UserError(f"top_k: k must be a positive integer, got {k}")
 
   def fn(x, probs, key):
     _num_classes(probs, k, "top_k")
@@ -35,7 +36,7 @@ def rounding(decimals: int) -> Defence:
   (C/2 + 1) * 10**-decimals of one, not exactly on the simplex.
   """
   if int(decimals) != decimals or decimals < 0:
-    raise ValueError(f"rounding: decimals must be an integer >= 0, got {decimals}")
+    raise UserError(f"rounding: decimals must be an integer >= 0, got {decimals}")
   unit = 10.0 ** -decimals
 
   def fn(x, probs, key):
@@ -57,9 +58,9 @@ def label_only() -> Defence:
 def logit_noise(scale: float, kind: str = "gaussian") -> Defence:
   """Adds Gaussian or Laplace noise of the given scale to the logits log(p)."""
   if not scale >= 0:
-    raise ValueError(f"logit_noise: scale must be >= 0, got {scale}")
+    raise UserError(f"logit_noise: scale must be >= 0, got {scale}")
   if kind not in ("gaussian", "laplace"):
-    raise ValueError(f"logit_noise: unknown kind {kind!r}; known: gaussian, laplace")
+    raise UserError(f"logit_noise: unknown kind {kind!r}; known: gaussian, laplace")
   sample = jax.random.normal if kind == "gaussian" else jax.random.laplace
 
   def fn(x, probs, key):
@@ -73,10 +74,10 @@ def reverse_sigmoid(beta: float = 1.0, gamma: float = 0.1) -> Defence:
   As ART does: y clipped to [1e-9, 1 - 1e-9] before the logit, the result clipped
   to [0, 1], then normalised (an all-zero row falls back to uniform). With
   beta = gamma = 1 every entry becomes 1/2 (uniform output): sweep beta with gamma < 1.
-  The map is not monotone, so the top-1 label can change (algorithms.md, section 9).
+  The map is not monotone, so the top-1 label can change (Lee et al. 2019, Sec. 4).
   """
   if not beta > 0 or not gamma > 0:
-    raise ValueError(f"reverse_sigmoid: beta and gamma must be > 0, got {beta}, {gamma}")
+    raise UserError(f"reverse_sigmoid: beta and gamma must be > 0, got {beta}, {gamma}")
 
   def fn(x, probs, key):
     y = jnp.clip(probs, 1e-9, 1 - 1e-9)

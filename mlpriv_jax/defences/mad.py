@@ -8,7 +8,7 @@ on (x, y~) points away from its step on (x, y) (paper Eq. 4-6):
 with G the Jacobian of a proxy model's per-class NLL w.r.t. its last linear
 layer (the reference code's `w_idx=-2`). For that layer, G^T y~ = vec((p - y~) h^T)
 for any y~ on the simplex (p: the proxy's softmax, h: its features), so the
-objective is 2 - 2 cos(p - y~, p - y) and h cancels (algorithms.md section 4 [D];
+objective is 2 - 2 cos(p - y~, p - y) and h cancels (derived from the paper's Eq. 6;
 tests/defences_test.py checks it against the explicit Jacobian). MAD is then O(C)
 per candidate and batched over queries; the reference perturbs one query at a
 time with C backward passes.
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax.defences.base import Defence, safe_log, stateless
+from mlpriv_jax.errors import UserError
 
 YDISTS = ("l1", "l2", "kl")
 
@@ -114,18 +115,18 @@ def mad(epsilon: float, proxy_probs: Callable, *, ydist: str = "l1", oracle: str
     oracle: 'extreme' (MAD) or 'argmax' (MAD-argmax, keeps the top-1 label).
   """
   if not epsilon >= 0:
-    raise ValueError(f"mad: epsilon must be >= 0, got {epsilon}")
+    raise UserError(f"mad: epsilon must be >= 0, got {epsilon}")
   if ydist not in YDISTS:
-    raise ValueError(f"mad: unknown ydist {ydist!r}; known: {', '.join(YDISTS)}")
+    raise UserError(f"mad: unknown ydist {ydist!r}; known: {', '.join(YDISTS)}")
   if oracle not in ("extreme", "argmax"):
-    raise ValueError(f"mad: unknown oracle {oracle!r}; known: extreme, argmax")
+    raise UserError(f"mad: unknown oracle {oracle!r}; known: extreme, argmax")
 
   def fn(x, probs, key):
     if epsilon == 0:
       return probs  # as the reference; float32 KL round-off would otherwise admit a tiny step
     p = proxy_probs(x)
     if p.shape != probs.shape:
-      raise ValueError(f"mad: the proxy gives {p.shape[-1]} classes, the victim {probs.shape[-1]}")
+      raise UserError(f"mad: the proxy gives {p.shape[-1]} classes, the victim {probs.shape[-1]}")
     c = probs.shape[-1]
     if oracle == "extreme":
       target = jax.vmap(_extreme_target)(p, probs)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from mlpriv_jax.defences.base import Defence, EmptyState, safe_log
+from mlpriv_jax.errors import UserError
 
 C3_VALUES = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 
@@ -59,7 +60,7 @@ def train_defence_classifier(key, member_probs, nonmember_probs, *, num_steps: i
     the params of `DefenceClassifier`.
   """
   if member_probs.ndim != 2 or member_probs.shape[1:] != nonmember_probs.shape[1:]:
-    raise ValueError(f"memguard: member and non-member outputs must be [N, C] with one C, got "
+    raise UserError(f"memguard: member and non-member outputs must be [N, C] with one C, got "
                      f"{member_probs.shape} and {nonmember_probs.shape}")
   x = jnp.sort(jnp.concatenate([member_probs, nonmember_probs]), axis=-1)
   y = jnp.concatenate([jnp.ones(len(member_probs)), jnp.zeros(len(nonmember_probs))])
@@ -91,7 +92,7 @@ def _search_one(params, probs, max_steps, step_size, c1, c2, c3_values):
   z = safe_log(probs)[order]
   s = jax.nn.softmax(z)
   # g sees the *sorted* vector; e may reorder entries, so sort inside (differentiable) rather than
-  # trusting the initial order as the reference does (algorithms.md section 5, pitfalls).
+  # trusting the initial order as the reference code does.
   h = lambda zz: _h(params, jnp.sort(jax.nn.softmax(zz)))
   h0 = h(z)
   sign0 = h0 > 0
@@ -160,7 +161,7 @@ def memguard(epsilon: float, classifier_params, *, coin_key=None, **search_kwarg
   per-call key, so the same image always gets the same answer.
   """
   if not epsilon >= 0:
-    raise ValueError(f"memguard: epsilon must be >= 0, got {epsilon}")
+    raise UserError(f"memguard: epsilon must be >= 0, got {epsilon}")
   coin_key = jax.random.key(0) if coin_key is None else coin_key
 
   def apply(x, probs, state, key):

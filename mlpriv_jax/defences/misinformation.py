@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import jax
 
 from mlpriv_jax.defences.base import Defence, safe_log, stateless
+from mlpriv_jax.errors import UserError
 
 
 def reversed_posterior(x, probs):
@@ -30,15 +31,15 @@ def adaptive_misinformation(tau: float = 0.5, nu: float = 1000.0,
   """Args: tau: OOD threshold on the max probability; nu: sharpness of the switch;
   misinformation: (x, probs) -> f32[B, C] (default `reversed_posterior`)."""
   if not 0 < tau <= 1:
-    raise ValueError(f"adaptive_misinformation: tau must lie in (0, 1], got {tau}")
+    raise UserError(f"adaptive_misinformation: tau must lie in (0, 1], got {tau}")
   if not nu > 0:
-    raise ValueError(f"adaptive_misinformation: nu must be > 0, got {nu}")
+    raise UserError(f"adaptive_misinformation: nu must be > 0, got {nu}")
   mis = misinformation or reversed_posterior
 
   def fn(x, probs, key):
     y_mis = mis(x, probs)
     if y_mis.shape != probs.shape:
-      raise ValueError(f"adaptive_misinformation: the misinformation function gives {y_mis.shape[-1]} classes, "
+      raise UserError(f"adaptive_misinformation: the misinformation function gives {y_mis.shape[-1]} classes, "
                        f"the victim {probs.shape[-1]}")
     a = jax.nn.sigmoid(nu * (tau - probs.max(-1, keepdims=True)))
     return (1 - a) * probs + a * y_mis

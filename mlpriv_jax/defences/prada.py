@@ -7,7 +7,7 @@ T_c = max(T_c, mean - std of G_c's distances). Benign streams give roughly
 normal minimum distances; synthetic ones (Jacobian augmentation, small steps from
 earlier queries) do not. Every `check_every` queries the pooled distances, with
 3-sigma outliers removed, are tested with Shapiro-Wilk; W < delta flags the
-client (`SSGAalto/.../growing_set.py`, algorithms.md section 8).
+client (the authors' code, `SSGAalto/prada-protecting-against-dnn-model-stealing-attacks`, `growing_set.py`).
 
 This is a sequential, stateful monitor of one client's stream, so it runs on
 the host (numpy/scipy) beside the jitted victim, not as a jitted transform.
@@ -15,6 +15,7 @@ the host (numpy/scipy) beside the jitted victim, not as a jitted transform.
 
 import numpy as np
 from scipy import stats
+from mlpriv_jax.errors import UserError
 
 
 class Prada:
@@ -29,9 +30,9 @@ class Prada:
 
   def __init__(self, delta: float = 0.9, min_distances: int = 100, check_every: int = 10):
     if not 0 < delta < 1:
-      raise ValueError(f"prada: delta must lie in (0, 1), got {delta}")
+      raise UserError(f"prada: delta must lie in (0, 1), got {delta}")
     if min_distances < 3 or check_every < 1:
-      raise ValueError(f"prada: need min_distances >= 3 and check_every >= 1, got {min_distances}, {check_every}")
+      raise UserError(f"prada: need min_distances >= 3 and check_every >= 1, got {min_distances}, {check_every}")
     self.delta, self.min_distances, self.check_every = delta, min_distances, check_every
     self.growing = {}        # class -> [n_c, D] array of kept queries
     self.growing_dists = {}  # class -> distances of the kept queries

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax.defences.base import safe_log
+from mlpriv_jax.errors import UserError
 
 
 def defence_utility(released, original, labels) -> dict:
@@ -19,7 +20,7 @@ def defence_utility(released, original, labels) -> dict:
   """
   released, original, labels = jnp.asarray(released), jnp.asarray(original), jnp.asarray(labels)
   if released.shape != original.shape or released.ndim != 2 or labels.shape != released.shape[:1]:
-    raise ValueError(f"need released and original f32[N, C] and labels int[N], got {released.shape}, "
+    raise UserError(f"need released and original f32[N, C] and labels int[N], got {released.shape}, "
                      f"{original.shape}, {labels.shape}")
   l1 = jnp.abs(released - original).sum(-1)
   kl = (original * (safe_log(original) - safe_log(released))).sum(-1)

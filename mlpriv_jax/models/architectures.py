@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models.layers import Conv, batch_norm, dense
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -34,156 +35,139 @@ def _max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-class WideResNet(nn.Module):
-  """WRN-depth-k, pre-activation (Zagoruyko & Komodakis 2016, Table 1)."""
-  depth: int
-  widen_factor: int
-  num_classes: int
-  dropout_rate: float = 0.0
+class ZooModule(nn.Module):
+  """What every zoo model shares: its classes, the input normalisation it applies itself, the compute dtype
+  and the convolution implementation; and the layers built from them (called inside `__call__`)."""
+  num_classes: int = 10
   mean: Sequence[float] = CIFAR_MEAN
   std: Sequence[float] = CIFAR_STD
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+
+  def normalise(self, x):
+    return _Normalise(self.mean, self.std, self.dtype)(x)
+
+  def conv(self, features: int, strides: int = 1, kernel_size: int = 3, use_bias: bool = False):
+    return Conv(features, kernel_size, strides, use_bias=use_bias, dtype=self.dtype, conv_impl=self.conv_impl)
+
+  def norm(self, train: bool):
+    return batch_norm(train, self.dtype)
+
+  def head(self, x):
+    """Global average pool, then one linear layer: the classifier every zoo model ends with.
+
+    The pooled vector is sown as `intermediates/features` (FeatureFool's phi, MAD's h).
+    """
+    x = x.mean(axis=(1, 2))
+    self.sow("intermediates", "features", x)
+    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+
+
+class WideResNet(ZooModule):
+  """WRN-depth-k, pre-activation (Zagoruyko & Komodakis 2016, Table 1)."""
+  depth: int = 16
+  widen_factor: int = 8
+  dropout_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if (self.depth - 4) % 6:
-      raise ValueError(f"WRN depth must be 6n + 4, got {self.depth}")
+      raise UserError(f"WRN depth must be 6n + 4, got {self.depth}")
     n = (self.depth - 4) // 6
     widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
-    conv = lambda f, s=1, k=3: Conv(f, k, s, dtype=self.dtype, conv_impl=self.conv_impl)
-    x = _Normalise(self.mean, self.std, self.dtype)(x)
-    x = conv(16)(x)
+    x = self.conv(16)(self.normalise(x))
     for g, width in enumerate(widths):
       for b in range(n):
         stride = 2 if (g > 0 and b == 0) else 1
-        o = nn.relu(batch_norm(train, self.dtype)(x))
+        o = nn.relu(self.norm(train)(x))
         # The original shortcut takes the pre-activated input when shapes change.
-        shortcut = conv(width, stride, 1)(o) if x.shape[-1] != width or stride != 1 else x
-        y = conv(width, stride)(o)
-        y = nn.relu(batch_norm(train, self.dtype)(y))
+        shortcut = self.conv(width, stride, 1)(o) if x.shape[-1] != width or stride != 1 else x
+        y = nn.relu(self.norm(train)(self.conv(width, stride)(o)))
         if self.dropout_rate > 0:
           y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        x = shortcut + conv(width)(y)
-    x = nn.relu(batch_norm(train, self.dtype)(x))
-    x = x.mean(axis=(1, 2))
-    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+        x = shortcut + self.conv(width)(y)
+    return self.head(nn.relu(self.norm(train)(x)))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ZooModule):
   """ResNet-(6n+2) for CIFAR (He et al. 2016, section 4.2), option-A shortcuts."""
-  depth: int
-  num_classes: int
-  mean: Sequence[float] = CIFAR_MEAN
-  std: Sequence[float] = CIFAR_STD
-  dtype: Any = jnp.float32
-  conv_impl: str = "auto"
+  depth: int = 20
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if (self.depth - 2) % 6:
-      raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {self.depth}")
+      raise UserError(f"CIFAR ResNet depth must be 6n + 2, got {self.depth}")
     n = (self.depth - 2) // 6
-    conv = lambda f, s=1: Conv(f, 3, s, dtype=self.dtype, conv_impl=self.conv_impl)
-    x = _Normalise(self.mean, self.std, self.dtype)(x)
-    x = nn.relu(batch_norm(train, self.dtype)(conv(16)(x)))
+    x = nn.relu(self.norm(train)(self.conv(16)(self.normalise(x))))
     for g, width in enumerate((16, 32, 64)):
       for b in range(n):
         stride = 2 if (g > 0 and b == 0) else 1
-        y = nn.relu(batch_norm(train, self.dtype)(conv(width, stride)(x)))
-        y = batch_norm(train, self.dtype)(conv(width)(y))
+        y = nn.relu(self.norm(train)(self.conv(width, stride)(x)))
+        y = self.norm(train)(self.conv(width)(y))
         if stride != 1 or x.shape[-1] != width:
           # Option A: subsample and zero-pad the channels (no parameters).
           pad = (width - x.shape[-1]) // 2
           x = jnp.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, width - x.shape[-1] - pad)))
         x = nn.relu(x + y)
-    x = x.mean(axis=(1, 2))
-    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+    return self.head(x)
 
 
-class ResNet18(nn.Module):
+class ResNet18(ZooModule):
   """ResNet-18 (He et al. 2016). stem='cifar': 3x3/1 conv, no max-pool (kuangliu);
-  stem='imagenet': 7x7/2 conv + 3x3/2 max-pool (torchvision), kept to measure the
-  survey's anomalous res18 rows (algorithms.md, section 12)."""
-  num_classes: int
+  stem='imagenet': 7x7/2 conv + 3x3/2 max-pool (torchvision), kept to measure whether
+  that stem explains the survey's low res18 rows (on 32x32 inputs it leaves a 1x1 map at stage 4)."""
   stem: str = "cifar"
   width_divisor: int = 1  # 8 gives the narrow stand-in of the smoke presets
-  mean: Sequence[float] = CIFAR_MEAN
-  std: Sequence[float] = CIFAR_STD
-  dtype: Any = jnp.float32
-  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = lambda f, s=1, k=3: Conv(f, k, s, dtype=self.dtype, conv_impl=self.conv_impl)
-    bn = lambda: batch_norm(train, self.dtype)
-    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    x = self.normalise(x)
     if self.stem == "cifar":
-      x = nn.relu(bn()(conv(64 // self.width_divisor)(x)))
+      x = nn.relu(self.norm(train)(self.conv(64 // self.width_divisor)(x)))
     elif self.stem == "imagenet":
-      x = nn.relu(bn()(conv(64 // self.width_divisor, 2, 7)(x)))
+      x = nn.relu(self.norm(train)(self.conv(64 // self.width_divisor, 2, 7)(x)))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     else:
-      raise ValueError(f"unknown ResNet-18 stem {self.stem!r}; known: cifar, imagenet")
+      raise UserError(f"unknown ResNet-18 stem {self.stem!r}; known: cifar, imagenet")
     for g, width in enumerate((64, 128, 256, 512)):
       width //= self.width_divisor
       for b in range(2):
         stride = 2 if (g > 0 and b == 0) else 1
-        y = nn.relu(bn()(conv(width, stride)(x)))
-        y = bn()(conv(width)(y))
+        y = nn.relu(self.norm(train)(self.conv(width, stride)(x)))
+        y = self.norm(train)(self.conv(width)(y))
         if stride != 1 or x.shape[-1] != width:
-          x = bn()(conv(width, stride, 1)(x))
+          x = self.norm(train)(self.conv(width, stride, 1)(x))
         x = nn.relu(x + y)
-    x = x.mean(axis=(1, 2))
-    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+    return self.head(x)
 
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VGG(nn.Module):
+class VGG(ZooModule):
   """VGG-16 with BatchNorm (Simonyan & Zisserman 2015, config D), one linear head
   (kuangliu/pytorch-cifar and knockoffnets' CIFAR VGG)."""
-  num_classes: int
   cfg: Sequence[Any] = VGG16_CFG
   width_divisor: int = 1
-  mean: Sequence[float] = CIFAR_MEAN
-  std: Sequence[float] = CIFAR_STD
-  dtype: Any = jnp.float32
-  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    x = self.normalise(x)
     for v in self.cfg:
       if v == "M":
         x = _max_pool_2x2(x)
       else:
-        x = Conv(v // self.width_divisor, 3, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl)(x)
-        x = nn.relu(batch_norm(train, self.dtype)(x))
-    x = x.mean(axis=(1, 2))
-    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+        x = nn.relu(self.norm(train)(self.conv(v // self.width_divisor, use_bias=True)(x)))
+    return self.head(x)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ZooModule):
   """A small conv-BN-ReLU-pool network for tests, smoke runs and shadow models."""
-  num_classes: int
   widths: Sequence[int] = (32, 64, 128)
-  mean: Sequence[float] = CIFAR_MEAN
-  std: Sequence[float] = CIFAR_STD
-  dtype: Any = jnp.float32
-  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _Normalise(self.mean, self.std, self.dtype)(x)
+    x = self.normalise(x)
     for width in self.widths:
-      x = Conv(width, 3, dtype=self.dtype, conv_impl=self.conv_impl)(x)
-      x = _max_pool_2x2(nn.relu(batch_norm(train, self.dtype)(x)))
-    x = x.mean(axis=(1, 2))
-    self.sow("intermediates", "features", x)  # penultimate features (FeatureFool, MAD's h)
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+      x = _max_pool_2x2(nn.relu(self.norm(train)(self.conv(width)(x))))
+    return self.head(x)

@@ -21,8 +21,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
+from mlpriv_jax.errors import UserError
 
-# WRN / knockoffnets / kuangliu init: N(0, sqrt(2 / fan_out)) (algorithms.md, section 11).
+# He et al. 2015 init with fan_out, N(0, sqrt(2 / fan_out)): the WRN, knockoffnets and kuangliu/pytorch-cifar code.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 CONV_IMPLS = ("auto", "im2col", "lax")
@@ -34,11 +35,11 @@ def resolve_conv_impl(impl: str = "auto") -> str:
   The environment variable MLPRIV_CONV_IMPL overrides 'auto' (for benchmarks).
   """
   if impl not in CONV_IMPLS:
-    raise ValueError(f"unknown conv_impl {impl!r}; known: {', '.join(CONV_IMPLS)}")
+    raise UserError(f"unknown conv_impl {impl!r}; known: {', '.join(CONV_IMPLS)}")
   if impl == "auto":
     impl = os.environ.get("MLPRIV_CONV_IMPL", "auto")
     if impl not in CONV_IMPLS:
-      raise ValueError(f"MLPRIV_CONV_IMPL={impl!r} is not one of {', '.join(CONV_IMPLS)}")
+      raise UserError(f"MLPRIV_CONV_IMPL={impl!r} is not one of {', '.join(CONV_IMPLS)}")
   return "lax" if impl == "auto" else impl
 
 

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import architectures as arch
 from mlpriv_jax.models.layers import resolve_conv_impl
 
@@ -32,12 +33,18 @@ KNOWN = ("wrn16_4", "wrn16_8", "wrn22_8", "wrn28_2", "wrn28_10", "resnet20", "re
          "resnet18", "resnet18_imagenet", "vgg16", "resnet18_narrow", "vgg16_narrow", "cnn_small", "cnn_tiny")
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 class Model(NamedTuple):
   """A model as a pair of pure functions.
 
   init(key, sample_x) -> variables
   apply(variables, x, *, train, key=None) -> (logits f32[N, C], new_model_state)
   features(variables, x) -> (logits f32[N, C], penultimate features f32[N, D]), eval mode
+
+  `spec` holds the keyword arguments of `get_model` that rebuild it (a model
+  artifact stores it; see `models.save_model`).
   """
   name: str
   num_classes: int
@@ -45,15 +52,16 @@ class Model(NamedTuple):
   apply: Callable[..., Any]
   module: nn.Module
   features: Callable[..., Any]
+  spec: Any = None
 
 
 def canonical_name(name: str) -> str:
-  """Resolves aliases; raises a one-line ValueError listing the known names."""
+  """Resolves aliases; raises a one-line UserError listing the known names."""
   name = ALIASES.get(name, name)
   m, r = _WRN.match(name), _CIFAR_RESNET.match(name)
   if name in _FIXED or (m and (int(m[1]) - 4) % 6 == 0) or (r and name != "resnet18" and (int(r[1]) - 2) % 6 == 0):
     return name
-  raise ValueError(f"unknown architecture {name!r}; known: {', '.join(KNOWN)} "
+  raise UserError(f"unknown architecture {name!r}; known: {', '.join(KNOWN)} "
                    f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
 
 
@@ -70,27 +78,45 @@ def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_imp
     mean, std: per-channel input normalisation, applied inside the model.
     dropout_rate: WRN only.
   """
-  if int(num_classes) < 2:
-    raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+  if int(num_classes) != num_classes or int(num_classes) < 2:
+    raise UserError(f"num_classes must be an integer >= 2, got {num_classes}")
   name = canonical_name(name)
   resolve_conv_impl(conv_impl)  # validates the name
-  kw = dict(num_classes=int(num_classes), mean=tuple(mean), std=tuple(std), dtype=dtype, conv_impl=conv_impl)
+  dtype_name = jnp.dtype(dtype).name
+  if dtype_name not in DTYPES:
+    raise UserError(f"unknown compute dtype {dtype_name!r}; known: {', '.join(DTYPES)}")
+  if len(mean) != len(std) or not all(s > 0 for s in std):
+    raise UserError(f"mean and std must have one entry per channel and std > 0, got {mean} and {std}")
+  kw = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+            dtype=DTYPES[dtype_name], conv_impl=conv_impl)
   if name in _FIXED:
     module = _FIXED[name](**kw)
   elif m := _WRN.match(name):
     module = arch.WideResNet(depth=int(m[1]), widen_factor=int(m[2]), dropout_rate=dropout_rate, **kw)
   else:
     module = arch.CifarResNet(depth=int(_CIFAR_RESNET.match(name)[1]), **kw)
-  return _from_module(name, int(num_classes), module)
+  spec = dict(arch=name, num_classes=int(num_classes), mean=list(kw["mean"]), std=list(kw["std"]),
+              dtype=dtype_name, dropout_rate=float(dropout_rate))
+  return _from_module(name, int(num_classes), module, spec)
+
+
+def from_spec(spec: dict, *, conv_impl: str = "auto") -> Model:
+  """The model `get_model` built with the arguments recorded in `spec` (see `Model.spec`)."""
+  missing = {"arch", "num_classes", "mean", "std"} - set(spec)
+  if missing:
+    raise UserError(f"model spec lacks {sorted(missing)}; it holds {sorted(spec)}")
+  return get_model(spec["arch"], spec["num_classes"], mean=spec["mean"], std=spec["std"],
+                   dtype=spec.get("dtype", "float32"), dropout_rate=spec.get("dropout_rate", 0.0),
+                   conv_impl=conv_impl)
 
 
 def with_conv_impl(model: Model, conv_impl: str) -> Model:
   """The same model (same parameters) computed with another conv implementation."""
   resolve_conv_impl(conv_impl)
-  return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl))
+  return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl), model.spec)
 
 
-def _from_module(name: str, num_classes: int, module: nn.Module) -> Model:
+def _from_module(name: str, num_classes: int, module: nn.Module, spec=None) -> Model:
   def init(key, sample_x):
     return module.init({"params": key, "dropout": key}, sample_x, train=False)
 
@@ -104,7 +130,7 @@ def _from_module(name: str, num_classes: int, module: nn.Module) -> Model:
     logits, state = module.apply(variables, x, train=False, mutable=["intermediates"])
     return logits, state["intermediates"]["features"][0].astype(jnp.float32)
 
-  return Model(name, num_classes, init, apply, module, features)
+  return Model(name, num_classes, init, apply, module, features, spec)
 
 
 def count_params(model: Model, input_shape=(1, 32, 32, 3)) -> int:

@@ -8,10 +8,11 @@ import jax
 import numpy as np
 from flax import serialization
 
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.utils import atomic_write
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint is missing, unreadable, or belongs to another run (one-line message)."""
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
 from mlpriv_jax.train import checkpoint
 from mlpriv_jax.train.step import (TrainConfig, TrainState, init_train_state, make_optimizer,
@@ -65,12 +66,12 @@ def _step_key(model_key, step):
 def check_keep(keep, num_examples: int, batch_size: int) -> np.ndarray:
   keep = np.asarray(keep)
   if keep.ndim != 2 or keep.shape[1] != num_examples or keep.dtype != np.bool_:
-    raise ValueError(f"keep must be bool [K, N] with N = {num_examples}, got {keep.dtype} {list(keep.shape)}")
+    raise UserError(f"keep must be bool [K, N] with N = {num_examples}, got {keep.dtype} {list(keep.shape)}")
   if keep.shape[0] < 1:
-    raise ValueError("keep must hold at least one model (K >= 1)")
+    raise UserError("keep must hold at least one model (K >= 1)")
   n = keep.sum(1)
   if n.min() < batch_size:
-    raise ValueError(f"batch_size {batch_size} is larger than the data of model {int(n.argmin())} "
+    raise UserError(f"batch_size {batch_size} is larger than the data of model {int(n.argmin())} "
                      f"({int(n.min())} examples)")
   return keep
 
@@ -79,15 +80,15 @@ def _check_data(model: Model, config: TrainConfig, images, labels):
   config.validate()
   images = np.asarray(images) if not isinstance(images, jax.Array) else images
   if images.dtype != np.uint8 or images.ndim != 4:
-    raise ValueError(f"images must be uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
+    raise UserError(f"images must be uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
   if labels.shape[0] != images.shape[0] or labels.ndim not in (1, 2):
-    raise ValueError(f"labels must be int [N] or float [N, C] with N = {images.shape[0]}, got {list(labels.shape)}")
+    raise UserError(f"labels must be int [N] or float [N, C] with N = {images.shape[0]}, got {list(labels.shape)}")
   if labels.ndim == 2 and labels.shape[1] != model.num_classes:
-    raise ValueError(f"soft labels have {labels.shape[1]} classes, the model {model.num_classes}")
+    raise UserError(f"soft labels have {labels.shape[1]} classes, the model {model.num_classes}")
   if labels.ndim == 2 and not np.all(np.isfinite(np.asarray(labels))):
-    raise ValueError("soft labels hold NaN or inf")
+    raise UserError("soft labels hold NaN or inf")
   if labels.ndim == 1 and (np.asarray(labels).min() < 0 or np.asarray(labels).max() >= model.num_classes):
-    raise ValueError(f"labels must lie in [0, {model.num_classes}), got [{np.asarray(labels).min()}, "
+    raise UserError(f"labels must lie in [0, {model.num_classes}), got [{np.asarray(labels).min()}, "
                      f"{np.asarray(labels).max()}]")
 
 
@@ -125,7 +126,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     chunk_size = num_models if model_axis == "vmap" else 16
   chunk_size = int(chunk_size)
   if chunk_size < 1:
-    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    raise UserError(f"chunk_size must be >= 1, got {chunk_size}")
   steps = math.ceil(int(keep.sum(1).max()) / config.batch_size)  # over all K: chunking changes nothing
   states, history, compile_s, rates = [], [], 0.0, []
   for start in range(0, num_models, chunk_size):
@@ -157,7 +158,7 @@ def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, 
   keep = np.ones(images.shape[0], bool) if keep is None else np.asarray(keep)
   keep = check_keep(keep[None], images.shape[0], config.batch_size)
   if steps_per_epoch is not None and steps_per_epoch < 1:
-    raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    raise UserError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
   return _run(model, config, images, labels, keep, key, np.array([model_index]), vmapped=False,
               ckpt_path=ckpt_path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
               steps=steps_per_epoch)

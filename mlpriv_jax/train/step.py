@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from mlpriv_jax.data.augment import random_crop_flip, to_float
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
 
 
@@ -27,7 +28,7 @@ class TrainState(NamedTuple):
 class TrainConfig:
   """Hyper-parameters of one training run (units in the names).
 
-  Defaults are the WRN recipe of algorithms.md, section 11, minus the epochs.
+  Defaults are the WRN recipe (Zagoruyko & Komodakis 2016, Sec. 3), minus the epochs.
   """
   num_epochs: int = 200
   batch_size: int = 128
@@ -43,17 +44,17 @@ class TrainConfig:
 
   def validate(self):
     if self.num_epochs < 1:
-      raise ValueError(f"num_epochs must be >= 1, got {self.num_epochs}")
+      raise UserError(f"num_epochs must be >= 1, got {self.num_epochs}")
     if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+      raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
     if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+      raise UserError(f"learning_rate must be > 0, got {self.learning_rate}")
     if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-      raise ValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
+      raise UserError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
     if not 0 <= self.warmup_epochs < self.num_epochs:
-      raise ValueError(f"warmup_epochs must be in [0, num_epochs), got {self.warmup_epochs}")
+      raise UserError(f"warmup_epochs must be in [0, num_epochs), got {self.warmup_epochs}")
     if self.schedule not in ("multistep", "cosine", "constant"):
-      raise ValueError(f"unknown schedule {self.schedule!r}; known: multistep, cosine, constant")
+      raise UserError(f"unknown schedule {self.schedule!r}; known: multistep, cosine, constant")
     return self
 
 
@@ -61,7 +62,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
   """SGD with (Nesterov) momentum and coupled weight decay, as PyTorch's SGD.
 
   Weight decay applies to every parameter, BN and biases included, like the
-  reference PyTorch code (algorithms.md, section 11).
+  reference PyTorch code (WRN, knockoffnets).
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
   total = config.num_epochs * steps_per_epoch - warmup
@@ -135,7 +136,7 @@ def resolve_model_axis(strategy: str = "auto") -> str:
   backward pass is slow (jax #13800), and im2col under vmap is still slower than
   unrolling (BUILD_NOTES.md has the measurements)."""
   if strategy not in MODEL_AXIS_STRATEGIES:
-    raise ValueError(f"unknown model axis strategy {strategy!r}; known: {', '.join(MODEL_AXIS_STRATEGIES)}")
+    raise UserError(f"unknown model axis strategy {strategy!r}; known: {', '.join(MODEL_AXIS_STRATEGIES)}")
   if strategy == "auto":
     return "unroll" if jax.default_backend() == "cpu" else "vmap"
   return strategy

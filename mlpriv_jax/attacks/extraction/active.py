@@ -14,8 +14,7 @@
 Deviations (documented in BUILD_NOTES.md): new points are clipped to [0, 1] and
 stored as uint8 (the victim accepts only valid images; cleverhans does not
 clip); FeatureFool is solved with projected signed-gradient steps in an L-inf
-box of 8/255 rather than box-constrained L-BFGS (algorithms.md section 2
-suggests this for JAX); the surrogate is trained from scratch each round.
+box of 8/255 rather than box-constrained L-BFGS (the paper's Eq. 11 solver); the surrogate is trained from scratch each round.
 """
 
 import dataclasses
@@ -26,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax import train
-from mlpriv_jax.attacks.extraction.knockoff import check_budget, query_in_batches, train_surrogate
+from mlpriv_jax.attacks.extraction.knockoff import check_budget, train_surrogate
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
+from mlpriv_jax.oracle import Oracle, query_all
 
 
 def _to_u8(x):
@@ -63,14 +64,14 @@ class ActiveResult(NamedTuple):
   curve: list              # [(queries_used, accuracy, fidelity)] when an eval_fn is given
 
 
-def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
+def jbda(oracle: Oracle, seed_images, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
          lam: float = 0.1, tau: int = 3, batch_size: int = 256, eval_fn: Optional[Callable] = None) -> ActiveResult:
   """Jacobian-based dataset augmentation until `budget` queries are spent (seeds included)."""
   if int(budget) != budget or budget < 1:
-    raise ValueError(f"budget must be a positive integer, got {budget}")
+    raise UserError(f"budget must be a positive integer, got {budget}")
   seeds = np.asarray(seed_images)[:budget]
   images = seeds if seeds.dtype == np.uint8 else _to_u8(seeds)
-  answers = query_in_batches(victim, images, batch_size)
+  answers = query_all(oracle, images, batch_size)
   sources = np.arange(len(images))
   curve, rho, state = [], 0, None
   while True:
@@ -78,7 +79,7 @@ def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.
                              jax.random.fold_in(key, rho), label_only=True)
     state = result.state
     if eval_fn is not None:
-      curve.append((victim.queries_used, *eval_fn(state)))
+      curve.append((oracle.queries_used, *eval_fn(state)))
     left = budget - len(images)
     if left <= 0:
       break
@@ -91,7 +92,7 @@ def jbda(victim, seed_images, budget: int, key, surrogate: Model, config: train.
                           for s in range(0, len(x), batch_size)])[:left]
     images = np.concatenate([images, new])
     sources = np.concatenate([sources, np.arange(len(new))])   # the parent point in `images`
-    answers = np.concatenate([answers, query_in_batches(victim, new, batch_size)])
+    answers = np.concatenate([answers, query_all(oracle, new, batch_size)])
     rho += 1
   return ActiveResult(images, answers, sources, state, curve)
 
@@ -118,38 +119,39 @@ def featurefool(surrogate: Model, variables, x_src, x_guide, *, eps: float = 8 /
     f = phi(xx)
     triplet = _distance(f, f_t) - _distance(f, f_s) + m
     return (((xx - x_src) ** 2).sum((1, 2, 3)) + lam * jax.nn.relu(triplet)).sum()
-
-  def body(_, xx):
-    xx = xx - step_size * jnp.sign(jax.grad(loss)(xx))
-    return jnp.clip(jnp.clip(xx, x_src - eps, x_src + eps), 0.0, 1.0)
-  return jax.lax.fori_loop(0, steps, body, x_src)
+  return projected_sign_descent(loss, x_src, eps=eps, steps=steps, step_size=step_size)
 
 
 def pgd_margin(surrogate: Model, variables, x_src, *, eps: float = 8 / 255, steps: int = 10, step_size: float = 2 / 255):
   """PGD that shrinks the surrogate's top-1/top-2 margin within an L-inf ball."""
   loss = lambda xx: margin(surrogate.apply(variables, xx, train=False)[0]).sum()
+  return projected_sign_descent(loss, x_src, eps=eps, steps=steps, step_size=step_size)
 
+
+def projected_sign_descent(loss, x_src, *, eps: float, steps: int, step_size: float):
+  """`steps` signed-gradient steps down `loss`, each projected onto the L-inf ball of radius eps around x_src
+  and onto [0, 1] (Madry et al. 2018's PGD, descending)."""
   def body(_, xx):
     xx = xx - step_size * jnp.sign(jax.grad(loss)(xx))
     return jnp.clip(jnp.clip(xx, x_src - eps, x_src + eps), 0.0, 1.0)
   return jax.lax.fori_loop(0, steps, body, x_src)
 
 
-def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
+def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
               num_rounds: int = 5, seed_fraction: float = 0.3, candidates_per_query: int = 4,
               method: str = "featurefool", eps: float = 8 / 255, steps: int = 10, batch_size: int = 256,
               eval_fn: Optional[Callable] = None) -> ActiveResult:
   """Margin-based adversarial active learning (CloudLeak Algorithm 1) within `budget` queries."""
   check_budget(budget, len(pool_x))
   if method not in ("featurefool", "pgd"):
-    raise ValueError(f"unknown CloudLeak method {method!r}; known: featurefool, pgd")
+    raise UserError(f"unknown CloudLeak method {method!r}; known: featurefool, pgd")
   if num_rounds < 1 or not 0 < seed_fraction <= 1 or candidates_per_query < 1:
-    raise ValueError("need num_rounds >= 1, 0 < seed_fraction <= 1 and candidates_per_query >= 1")
+    raise UserError("need num_rounds >= 1, 0 < seed_fraction <= 1 and candidates_per_query >= 1")
   order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(pool_x)))
   n_seed = max(1, int(round(seed_fraction * budget))) if num_rounds > 1 else budget
   images = pool_x[order[:n_seed]]
   sources = order[:n_seed]
-  answers = query_in_batches(victim, images, batch_size)
+  answers = query_all(oracle, images, batch_size)
   cursor = n_seed
   per_round = int(np.ceil((budget - n_seed) / max(num_rounds - 1, 1)))
   craft = jax.jit(lambda v, xs, xg: featurefool(surrogate, v, xs, xg, eps=eps, steps=steps)) \
@@ -161,7 +163,7 @@ def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.
     state = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
                             jax.random.fold_in(key, r + 1)).state
     if eval_fn is not None:
-      curve.append((victim.queries_used, *eval_fn(state)))
+      curve.append((oracle.queries_used, *eval_fn(state)))
     quota = min(per_round, budget - len(images))
     if quota <= 0 or r == num_rounds - 1:
       break
@@ -185,5 +187,5 @@ def cloudleak(victim, pool_x, budget: int, key, surrogate: Model, config: train.
     pick = np.argsort(m)[: min(quota, n_cand)]          # nearest the surrogate's decision boundary
     images = np.concatenate([images, adv[pick]])
     sources = np.concatenate([sources, cand_idx[pick]])
-    answers = np.concatenate([answers, query_in_batches(victim, adv[pick], batch_size)])
+    answers = np.concatenate([answers, query_all(oracle, adv[pick], batch_size)])
   return ActiveResult(images, answers, sources, state, curve)

@@ -1,6 +1,6 @@
 """KnockoffNets (Orekondy, Schiele & Fritz, CVPR 2019): random and adaptive transfer sets.
 
-Both strategies see only `victim.query`. The surrogate is then trained on the
+Both strategies see only the oracle's `query`. The surrogate is then trained on the
 returned probability vectors with the soft cross-entropy (paper section 4.2;
 `knockoff/utils/model.py::soft_cross_entropy`), or on one-hot answers when the
 victim releases labels only (the loss is the same code path).
@@ -13,22 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax import train
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
+from mlpriv_jax.oracle import Oracle, query_all
 
 
 def check_budget(budget: int, pool_size: int):
+  """A budget is a positive integer no larger than the pool it is drawn from."""
   if int(budget) != budget or budget < 1:
-    raise ValueError(f"budget must be a positive integer, got {budget}")
+    raise UserError(f"budget must be a positive integer, got {budget}")
   if budget > pool_size:
-    raise ValueError(f"budget {budget} is larger than the query pool ({pool_size} images)")
+    raise UserError(f"budget {budget} is larger than the query pool ({pool_size} images)")
 
 
-def query_in_batches(victim, images, batch_size: int = 256) -> np.ndarray:
-  """The victim's answers f32[N, C] for u8 or [0, 1] images, `batch_size` per call."""
-  return np.concatenate([victim.query(images[s:s + batch_size]) for s in range(0, len(images), batch_size)])
-
-
-def knockoff_random(victim, pool_x, budget: int, key, *, batch_size: int = 256):
+def knockoff_random(oracle: Oracle, pool_x, budget: int, key, *, batch_size: int = 256):
   """Random strategy: B pool images drawn without replacement, each queried once.
 
   Returns:
@@ -36,7 +34,7 @@ def knockoff_random(victim, pool_x, budget: int, key, *, batch_size: int = 256):
   """
   check_budget(budget, len(pool_x))
   idx = np.asarray(jax.random.permutation(key, len(pool_x))[:budget])
-  return idx, query_in_batches(victim, pool_x[idx], batch_size)
+  return idx, query_all(oracle, pool_x[idx], batch_size)
 
 
 class BanditHistory(NamedTuple):
@@ -44,7 +42,7 @@ class BanditHistory(NamedTuple):
   rewards: np.ndarray           # [steps] the mean combined reward of each step's batch
 
 
-def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Model, *, pool_coarse=None,
+def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surrogate: Model, *, pool_coarse=None,
                       batch_size: int = 64, learning_rate: float = 0.01, rewards=("cert", "div", "loss")):
   """Adaptive strategy: a gradient bandit over the pool's label hierarchy (paper section 4.1.2).
 
@@ -68,10 +66,10 @@ def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Mo
   fine = np.asarray(pool_fine)
   coarse = np.zeros_like(fine) if pool_coarse is None else np.asarray(pool_coarse)
   if fine.shape != (len(pool_x),) or coarse.shape != fine.shape:
-    raise ValueError(f"pool labels must be int[N] with N = {len(pool_x)}, got {fine.shape} and {coarse.shape}")
+    raise UserError(f"pool labels must be int[N] with N = {len(pool_x)}, got {fine.shape} and {coarse.shape}")
   unknown = set(rewards) - {"cert", "div", "loss"}
   if unknown or not rewards:
-    raise ValueError(f"unknown rewards {sorted(unknown)}; known: cert, div, loss")
+    raise UserError(f"unknown rewards {sorted(unknown)}; known: cert, div, loss")
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
   num_coarse, num_fine = int(coarse.max()) + 1, int(fine.max()) + 1
   children = [np.unique(fine[coarse == c]) for c in range(num_coarse)]
@@ -115,8 +113,8 @@ def knockoff_adaptive(victim, pool_x, pool_fine, budget: int, key, surrogate: Mo
       acts.append((c, f, pf))
       idx.append(unused[f].pop())
     idx = np.asarray(idx)
-    y = victim.query(pool_x[idx])
-    # Train on (x_t, y_t), then y^_t = F_A(x_t) (algorithms.md section 1b, step 3, as ART).
+    y = oracle.query(pool_x[idx])
+    # Train on (x_t, y_t), then y^_t = F_A(x_t) (the paper's Sec. 4.1.2 reward order, as ART).
     state, _ = step(state, jnp.asarray(pool_x[idx]), jnp.asarray(y), jnp.arange(b), jax.random.fold_in(key, 2 + len(chosen)))
     y_hat = np.asarray(jax.nn.softmax(predict(train.variables_of(state), jnp.asarray(pool_x[idx]))))
 
@@ -171,7 +169,7 @@ def train_surrogate(surrogate: Model, config: train.TrainConfig, images, answers
   """
   answers = np.asarray(answers, np.float32)
   if answers.shape[-1] != surrogate.num_classes:
-    raise ValueError(f"the surrogate has {surrogate.num_classes} classes, the victim answers {answers.shape[-1]}")
+    raise UserError(f"the surrogate has {surrogate.num_classes} classes, the victim answers {answers.shape[-1]}")
   if label_only is None:
     label_only = bool(np.all((answers == 0) | (answers == 1)))
   if label_only:

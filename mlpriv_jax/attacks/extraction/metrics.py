@@ -1,6 +1,7 @@
 """Extraction metrics: accuracy and fidelity, and their ratios to the victim (the survey's `85.63 (0.90x)`)."""
 
 import numpy as np
+from mlpriv_jax.errors import UserError
 
 
 def extraction_metrics(surrogate_logits, victim_top1, labels, victim_accuracy=None) -> dict:
@@ -12,7 +13,7 @@ def extraction_metrics(surrogate_logits, victim_top1, labels, victim_accuracy=No
   pred = np.asarray(surrogate_logits).argmax(-1)
   victim_top1, labels = np.asarray(victim_top1), np.asarray(labels)
   if pred.shape != victim_top1.shape or pred.shape != labels.shape:
-    raise ValueError(f"need logits [N, C], victim_top1 [N] and labels [N]; got {np.shape(surrogate_logits)}, "
+    raise UserError(f"need logits [N, C], victim_top1 [N] and labels [N]; got {np.shape(surrogate_logits)}, "
                      f"{victim_top1.shape}, {labels.shape}")
   acc, fid = float((pred == labels).mean()), float((pred == victim_top1).mean())
   v_acc = float((victim_top1 == labels).mean()) if victim_accuracy is None else float(victim_accuracy)

@@ -1,11 +1,13 @@
-"""Membership inference through the victim's query door. Member = positive; every score is higher = member.
+"""Membership inference through the oracle. Member = positive; every score is higher = member.
 
-Shokri shadow models, the metric attacks (loss, confidence, entropy, modified
-entropy with class-dependent thresholds) and LiRA (online, offline).
+Shokri shadow models, the metric attacks (loss, confidence, entropy, modified entropy with class-dependent
+thresholds) and LiRA (online, offline), found by name in `REGISTRY`.
 """
 
 from mlpriv_jax.attacks.membership.lira import lira_offline, lira_online
 from mlpriv_jax.attacks.membership.metrics import check_fprs, membership_report, roc_curve, tpr_at_fpr
+from mlpriv_jax.attacks.membership.registry import (REGISTRY, MembershipAttack, ScoreInputs, check_shadows, get,
+                                                    lira_phis, parse, score, views_needed)
 from mlpriv_jax.attacks.membership.shokri import ShokriAttack, attack_records, shokri_score, train_shokri
 from mlpriv_jax.attacks.membership.signals import (SIGNALS, confidence_score, entropy_score,
                                                    logit_scaled_confidence, loss_score, modified_entropy_score,

@@ -8,6 +8,7 @@ example n). Scores are f32[N], higher = member.
 import chex
 import jax.numpy as jnp
 from jax.scipy.stats import norm
+from mlpriv_jax.errors import UserError
 
 # The reference adds 1e-30 to the std in float64; in float32 a std of 0 (one model
 # on a side) would overflow to inf - inf, so the std is floored instead.
@@ -20,7 +21,7 @@ def _check(target_phi, shadow_phi, keep):
   chex.assert_shape(target_phi, (n, a))
   chex.assert_shape(keep, (k, n))
   if not (jnp.isfinite(target_phi).all() and jnp.isfinite(shadow_phi).all()):
-    raise ValueError("lira: phi holds NaN or infinite values")
+    raise UserError("lira: phi holds NaN or infinite values")
 
 
 def _gaussian(phi, mask, fix_variance):
@@ -28,7 +29,7 @@ def _gaussian(phi, mask, fix_variance):
 
   fix_variance: one std for every example, the std of all of phi[mask] over
   examples, models and views, as the reference `plot.py` (np.std(dat_in)); it
-  includes the spread of the per-example means (algorithms.md s.6, pitfalls).
+  includes the spread of the per-example means.
   """
   masked = jnp.where(mask[..., None], phi, jnp.nan)
   mu = jnp.nanmedian(masked, axis=0)
@@ -45,7 +46,7 @@ def lira_online(target_phi, shadow_phi, keep, *, fix_variance: bool = False):
   _check(target_phi, shadow_phi, keep)
   counts = keep.sum(0)
   if int(counts.min()) < 1 or int(counts.max()) >= keep.shape[0]:
-    raise ValueError("online LiRA needs, for every example, at least one shadow model trained on it and one "
+    raise UserError("online LiRA needs, for every example, at least one shadow model trained on it and one "
                      "not (use balanced keep masks with >= 2 shadow models)")
   mu_in, s_in = _gaussian(shadow_phi, keep, fix_variance)
   mu_out, s_out = _gaussian(shadow_phi, ~keep, fix_variance)
@@ -64,6 +65,6 @@ def lira_offline(target_phi, shadow_phi, keep, *, fix_variance: bool = False):
   target_phi, shadow_phi, keep = jnp.asarray(target_phi), jnp.asarray(shadow_phi), jnp.asarray(keep, bool)
   _check(target_phi, shadow_phi, keep)
   if int((~keep).sum(0).min()) < 1:
-    raise ValueError("offline LiRA needs, for every example, at least one shadow model not trained on it")
+    raise UserError("offline LiRA needs, for every example, at least one shadow model not trained on it")
   mu_out, s_out = _gaussian(shadow_phi, ~keep, fix_variance)
   return norm.logcdf((target_phi - mu_out) / jnp.maximum(s_out, _MIN_STD)).mean(-1)

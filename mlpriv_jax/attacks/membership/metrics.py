@@ -6,24 +6,25 @@ bootstrap confidence intervals (Carlini et al. 2022 report TPR at 0.1% FPR).
 """
 
 import numpy as np
+from mlpriv_jax.errors import UserError
 
 
 def _check(scores, is_member):
   scores, is_member = np.asarray(scores, np.float64), np.asarray(is_member, bool)
   if scores.ndim != 1 or scores.shape != is_member.shape:
-    raise ValueError(f"scores and is_member must be one-dimensional of one length, got {scores.shape} and "
+    raise UserError(f"scores and is_member must be one-dimensional of one length, got {scores.shape} and "
                      f"{is_member.shape}")
   if not np.isfinite(scores).all():
-    raise ValueError(f"membership scores hold {int((~np.isfinite(scores)).sum())} NaN or infinite values")
+    raise UserError(f"membership scores hold {int((~np.isfinite(scores)).sum())} NaN or infinite values")
   if is_member.all() or not is_member.any():
-    raise ValueError("membership metrics need both members and non-members")
+    raise UserError("membership metrics need both members and non-members")
   return scores, is_member
 
 
 def check_fprs(fprs):
   for f in fprs:
     if not 0 < f < 1:
-      raise ValueError(f"an FPR must lie in (0, 1), got {f}")
+      raise UserError(f"an FPR must lie in (0, 1), got {f}")
   return tuple(float(f) for f in fprs)
 
 

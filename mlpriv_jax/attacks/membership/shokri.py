@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from mlpriv_jax.attacks.membership.signals import released_log_probs
+from mlpriv_jax.errors import UserError
 
 
 class AttackModel(nn.Module):
@@ -67,7 +68,7 @@ def train_shokri(key, probs, labels, is_member, num_classes: int, *, features: s
     probs: f[M, C] shadow outputs; labels: int[M]; is_member: bool[M].
   """
   if features not in FEATURES:
-    raise ValueError(f"shokri features must be one of {', '.join(FEATURES)}, got {features!r}")
+    raise UserError(f"shokri features must be one of {', '.join(FEATURES)}, got {features!r}")
   probs, labels, is_member = jnp.asarray(probs), jnp.asarray(labels), jnp.asarray(is_member, jnp.float32)
   chex.assert_rank(probs, 2)
   chex.assert_shape([labels, is_member], (probs.shape[0],))

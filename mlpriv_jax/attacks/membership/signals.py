@@ -8,6 +8,7 @@ a victim released.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mlpriv_jax.errors import UserError
 
 # The victim releases probabilities that may be exactly 0 (top-k, rounding, float32
 # underflow); the floor is forced by that outside input (LiRA's code uses 1e-45).
@@ -77,7 +78,7 @@ def query_views(images, *, mirror: bool = True, shifts: int = 0):
   and without the flip.
   """
   if shifts < 0:
-    raise ValueError(f"shifts must be >= 0, got {shifts}")
+    raise UserError(f"shifts must be >= 0, got {shifts}")
   images = np.asarray(images)
   flips = (False, True) if mirror else (False,)
   offsets = [(0, 0)] + [(dy, dx) for dy in range(-shifts, shifts + 1) for dx in range(-shifts, shifts + 1)

@@ -7,6 +7,7 @@ per-class rule, and sweeping it gives the ROC.
 """
 
 import numpy as np
+from mlpriv_jax.errors import UserError
 
 
 def _best_threshold(s_in, s_out):
@@ -25,10 +26,10 @@ def class_thresholds(scores, labels, is_member, num_classes: int):
   """
   scores, labels, is_member = np.asarray(scores, np.float64), np.asarray(labels), np.asarray(is_member, bool)
   if not (scores.shape == labels.shape == is_member.shape) or scores.ndim != 1:
-    raise ValueError(f"scores, labels and is_member must be [M], got {scores.shape}, {labels.shape}, "
+    raise UserError(f"scores, labels and is_member must be [M], got {scores.shape}, {labels.shape}, "
                      f"{is_member.shape}")
   if not np.isfinite(scores).all():
-    raise ValueError("threshold calibration got NaN or infinite shadow scores")
+    raise UserError("threshold calibration got NaN or infinite shadow scores")
   pooled = _best_threshold(scores[is_member], scores[~is_member])
   tau = np.full(num_classes, pooled)
   for c in range(num_classes):

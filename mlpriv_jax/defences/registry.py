@@ -1,0 +1,144 @@
+"""Output defences by name, each with one strength parameter: what it means, its range, the threat it addresses.
+
+`REGISTRY[name]` is a `DefenceSpec`; `build(name, strength, ...)` makes the `Defence`, including what it needs
+from the defender: MAD's proxy (a randomly initialised copy of the victim's architecture, the paper's choice) and
+MemGuard's defence classifier (trained on the victim's outputs for members against held-out images).
+"""
+
+from typing import Callable, FrozenSet, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from mlpriv_jax import train
+from mlpriv_jax.defences import baselines
+from mlpriv_jax.defences.base import Defence, identity
+from mlpriv_jax.defences.mad import mad, proxy_from_model
+from mlpriv_jax.defences.memguard import memguard, train_defence_classifier
+from mlpriv_jax.defences.misinformation import adaptive_misinformation
+from mlpriv_jax.errors import UserError
+
+EXTRACTION, MEMBERSHIP = "extraction", "membership"
+BOTH = frozenset({EXTRACTION, MEMBERSHIP})
+
+
+class DefenceSpec(NamedTuple):
+  name: str
+  strength: Optional[str]        # what the strength means; None: the defence takes none
+  valid: Callable[[float], bool]  # whether a strength lies in range
+  valid_text: str                # the range, for messages
+  threats: FrozenSet[str]        # what it defends against: extraction, membership or both
+  needs: FrozenSet[str]          # 'proxy' (MAD), 'members' (MemGuard's classifier)
+  make: Callable[..., Defence]
+  description: str
+
+
+_NONE = lambda s: True
+_NONNEG = lambda s: s >= 0
+REGISTRY = {d.name: d for d in (
+    DefenceSpec("none", None, _NONE, "", BOTH, frozenset(), lambda s, **_: identity(), "the undefended softmax"),
+    DefenceSpec("label", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.label_only(),
+                "the top-1 label only, as a one-hot vector"),
+    DefenceSpec("top1", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.top_k(1),
+                "the top-1 probability, renormalised (a one-hot vector)"),
+    DefenceSpec("top3", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.top_k(3),
+                "the three largest probabilities, renormalised"),
+    DefenceSpec("round1", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.rounding(1),
+                "probabilities rounded to 1 decimal (Tramer et al. 2016)"),
+    DefenceSpec("round2", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.rounding(2),
+                "probabilities rounded to 2 decimals (Tramer et al. 2016)"),
+    DefenceSpec("gaussian", "std of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),
+                lambda s, **_: baselines.logit_noise(s, "gaussian"), "Gaussian noise on log p"),
+    DefenceSpec("laplace", "scale of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),
+                lambda s, **_: baselines.logit_noise(s, "laplace"), "Laplace noise on log p"),
+    DefenceSpec("revsig", "beta (gamma = 0.1)", lambda s: s > 0, "> 0", BOTH, frozenset(),
+                lambda s, **_: baselines.reverse_sigmoid(s, 0.1), "reverse sigmoid (Lee et al. 2019)"),
+    DefenceSpec("mad", "L1 budget", _NONNEG, ">= 0", frozenset({EXTRACTION}), frozenset({"proxy"}),
+                lambda s, proxy_probs, **_: mad(s, proxy_probs, oracle="extreme"),
+                "Prediction Poisoning, MAD (Orekondy et al. 2020)"),
+    DefenceSpec("mad_argmax", "L1 budget", _NONNEG, ">= 0", frozenset({EXTRACTION}), frozenset({"proxy"}),
+                lambda s, proxy_probs, **_: mad(s, proxy_probs, oracle="argmax"),
+                "Prediction Poisoning keeping the top-1 label, MAD-argmax (Orekondy et al. 2020)"),
+    DefenceSpec("memguard", "expected L1 budget", _NONNEG, ">= 0", frozenset({MEMBERSHIP}), frozenset({"members"}),
+                lambda s, memguard_params, **_: memguard(s, memguard_params),
+                "MemGuard (Jia et al. 2019): noise that fools a membership classifier, labels kept"),
+    DefenceSpec("misinfo", "OOD threshold tau on the max probability", lambda s: 0 < s <= 1, "(0, 1]",
+                frozenset({EXTRACTION}), frozenset(), lambda s, **_: adaptive_misinformation(tau=s),
+                "Adaptive Misinformation (Kariyappa & Qureshi 2020)"),
+)}
+
+
+def get(name: str) -> DefenceSpec:
+  if name not in REGISTRY:
+    raise UserError(f"unknown defence {name!r}; known: {', '.join(REGISTRY)}")
+  return REGISTRY[name]
+
+
+def check(name: str, strength: Optional[float] = None, *, threat: Optional[str] = None) -> DefenceSpec:
+  """The spec of `name`, after checking the strength's range and (if given) that it addresses `threat`."""
+  spec = get(name)
+  if threat is not None and threat not in spec.threats:
+    others = [n for n, s in REGISTRY.items() if threat in s.threats]
+    raise UserError(f"{name} defends against {' and '.join(sorted(spec.threats))}, not {threat}; defences "
+                    f"against {threat}: {', '.join(others)}")
+  if spec.strength is not None and strength is not None and not spec.valid(float(strength)):
+    raise UserError(f"{name}: strength {strength:g} ({spec.strength}) is out of range; it must be {spec.valid_text}")
+  return spec
+
+
+def settings(name: str, strengths) -> list:
+  """The (name, strength) points to evaluate: each valid strength, or (name, None) for a parameter-free defence.
+
+  Strengths outside the defence's range are an error (`check`).
+  """
+  spec = get(name)
+  if spec.strength is None:
+    return [(name, None)]
+  for s in strengths:
+    check(name, s)
+  return [(name, float(s)) for s in strengths]
+
+
+def label(name: str, strength: Optional[float]) -> str:
+  """`mad@0.5`, or `label` for a parameter-free defence: the key of a defence setting in results."""
+  return name if strength is None else f"{name}@{strength:g}"
+
+
+def make_proxy(model, key, input_shape=(32, 32, 3)) -> Callable:
+  """MAD's proxy: a randomly initialised copy of the victim's architecture (Orekondy et al. 2020, Sec. 5)."""
+  return proxy_from_model(model, model.init(key, jnp.zeros((1, *input_shape), jnp.float32)))
+
+
+def make_memguard_classifier(model, variables, member_images, nonmember_images, key, *, num_steps: int = 2000):
+  """MemGuard's phase I: the defender's classifier on the victim's softmax for members against non-members."""
+  if len(member_images) < 1 or len(nonmember_images) < 1:
+    raise UserError("memguard needs member and non-member images for its defence classifier")
+  members = jax.nn.softmax(train.predict(model, variables, member_images))
+  nonmembers = jax.nn.softmax(train.predict(model, variables, nonmember_images))
+  return train_defence_classifier(key, members, nonmembers, num_steps=num_steps)
+
+
+def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memguard_params=None, model=None,
+          variables=None, key=None, input_shape=(32, 32, 3), member_images=None, nonmember_images=None,
+          guard_steps: int = 2000) -> Defence:
+  """The defence `name` at `strength`.
+
+  What it needs is made here unless given: MAD's proxy from `model` and `key`; MemGuard's classifier from
+  `model`, `variables`, `member_images`, `nonmember_images` and `key`.
+  """
+  spec = check(name, strength)
+  if spec.strength is not None and strength is None:
+    raise UserError(f"{name} needs a strength ({spec.strength}, {spec.valid_text})")
+  key = jax.random.key(0) if key is None else key
+  if "proxy" in spec.needs and proxy_probs is None:
+    if model is None:
+      raise UserError(f"{name} needs a proxy model (pass the victim's architecture as model=, or proxy_probs=)")
+    proxy_probs = make_proxy(model, jax.random.fold_in(key, 1), input_shape)
+  if "members" in spec.needs and memguard_params is None:
+    if model is None or variables is None or member_images is None or nonmember_images is None:
+      raise UserError(f"{name} needs a trained defence classifier (pass memguard_params=, or the victim and "
+                      f"member / non-member images)")
+    memguard_params = make_memguard_classifier(model, variables, member_images, nonmember_images,
+                                               jax.random.fold_in(key, 2), num_steps=guard_steps)
+  return spec.make(None if strength is None else float(strength), proxy_probs=proxy_probs,
+                   memguard_params=memguard_params)

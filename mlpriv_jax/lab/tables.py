@@ -1,0 +1,160 @@
+"""The survey's Tables 1-2: KnockoffNets (random) surrogates of a WRN-16 and a VGG-16 victim
+(Lee, Han, Cho, Kim & Paek, "A Study on Protecting Privacy of Machine Learning Models"; what
+experiments/survey_tables.py runs).
+
+For each table: train the victim (or resume its checkpoint), write it as an artifact `victim_<name>/`, query it
+once with B random images of the pool (one transfer set per victim), train a surrogate of each architecture on
+the answers, and report `accuracy (ratio)` and `fidelity (ratio)` beside the survey's figures. Writes tables.md,
+tables.json and results.jsonl; a rerun reuses finished victims and rows.
+"""
+
+import json
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import jax
+import numpy as np
+
+from mlpriv_jax import data, models, results, train
+from mlpriv_jax.attacks import extraction as E
+from mlpriv_jax.errors import UserError
+from mlpriv_jax.lab import workdir as wd
+from mlpriv_jax.lab.training import load_train_split, model_meta
+from mlpriv_jax.oracle import Victim
+from mlpriv_jax.utils import write_json
+
+SURVEY_NAMES = ("wres16", "wres22", "res32", "res18", "vgg16")
+TABLES = (("table1", "wres16"), ("table2", "vgg16"))
+_SURVEY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "survey_tables.json")
+
+
+def survey_figures() -> dict:
+  """The survey's own Tables 1-2 (percent, ratios to the victim)."""
+  with open(_SURVEY) as f:
+    return json.load(f)
+
+
+def _cell(row, what):
+  return f"{row[what]:.2f} ({row[what + '_ratio']:.2f}x)" if what in row else "-"
+
+
+def render(out: dict, *, preset: str, budget: int, pool_name: str, data_name: str) -> str:
+  """tables.md: ours beside the survey's, one table per victim."""
+  survey = survey_figures()
+  lines = [f"# Survey Tables 1-2, preset `{preset}`", "",
+           f"KnockoffNets (random), B = {budget} queries of {pool_name}; victim data {data_name}. "
+           f"Ours beside the survey's (CIFAR-10 victim, CIFAR-100 queries). `acc (r x)`: the surrogate's accuracy "
+           f"and its ratio to the victim's; `fid (r x)`: its agreement with the victim's top-1 (the victim's own is 1).",
+           ""]
+  for table, _ in TABLES:
+    if table not in out["tables"]:
+      continue
+    e, s = out["tables"][table], survey.get(table, {})
+    lines += [f"## {table}", "", "| arch (ours) | accuracy | fidelity | survey accuracy | survey fidelity |",
+              "|---|---|---|---|---|",
+              f"| victim {e['victim']['arch']} ({e['victim']['model']}) | {100 * e['victim']['accuracy']:.2f} | "
+              f"100.00 | {s.get('victim', {}).get('accuracy', '-')} | 100.00 |"]
+    ref = {a["arch"]: a for a in s.get("attackers", [])}
+    for name, m in e["rows"].items():
+      sv = ref.get(name, {})
+      lines.append(f"| {name} ({m['model']}) | {E.survey_cell(m['accuracy'], m['accuracy_ratio'])} | "
+                   f"{E.survey_cell(m['fidelity'], m['fidelity_ratio'])} | {_cell(sv, 'accuracy')} | "
+                   f"{_cell(sv, 'fidelity')} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, budget: int, archs: Dict[str, str],
+        victim_config: train.TrainConfig, surrogate_config: train.TrainConfig, num_test: int = 0,
+        rows: Sequence[str] = SURVEY_NAMES, tables: Sequence[str] = ("table1", "table2"),
+        data_dir: Optional[str] = None, seed: int = 0, run_config: Optional[dict] = None,
+        log: Callable = print) -> dict:
+  """Trains the victims and surrogates (or resumes them) and writes the tables; returns tables.json's content.
+
+  archs maps each survey name (and a victim's) to the architecture trained in its place.
+  run_config identifies the run (preset, overrides): a workdir holding tables of another run is refused.
+  """
+  t_start = time.time()
+  wd.require(workdir)
+  unknown = set(rows) - set(archs)
+  if unknown or set(tables) - {t for t, _ in TABLES}:
+    raise UserError(f"unknown rows {sorted(unknown)} or tables {list(tables)}; rows: {', '.join(SURVEY_NAMES)}; "
+                    f"tables: table1, table2")
+  if int(budget) != budget or budget < 1:
+    raise UserError(f"--budget must be >= 1, got {budget}")
+  for a in archs.values():
+    models.canonical_name(a)
+  ds, x_train, y_train = load_train_split(victim_dataset, data_dir, seed, num_train)
+  pool = data.load_dataset(query_set, data_dir, seed=seed + 1)
+  E.check_budget(budget, len(pool.x_train))
+  xt, yt = (ds.x_test[:num_test], ds.y_test[:num_test]) if num_test else (ds.x_test, ds.y_test)
+  mean, std = data.channel_stats(x_train)
+  pool_mean, pool_std = data.channel_stats(pool.x_train)
+  key = jax.random.key(seed)
+  os.makedirs(workdir, exist_ok=True)
+  out_path = os.path.join(workdir, "tables.json")
+  ident = dict(run_config or {})
+  out = wd.load_json(out_path) or dict(ident, tables={})
+  if {k: out.get(k) for k in ident} != ident:
+    raise UserError(f"{workdir} holds tables of another run ({ {k: out.get(k) for k in ident} }, not {ident}); "
+                    f"use another --workdir")
+
+  for t, (table, victim_name) in enumerate(TABLES):
+    if table not in tables:
+      continue
+    entry = out["tables"].setdefault(table, {"rows": {}})
+    victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
+    log(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)")
+    vres = train.train(victim_model, victim_config, x_train, y_train, jax.random.fold_in(key, t),
+                       ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
+                       on_epoch_end=lambda r: log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}"))
+    variables = train.variables_of(vres.state)
+    victim_top1 = np.asarray(train.predict(victim_model, variables, xt).argmax(-1))
+    victim_acc = float((victim_top1 == yt).mean())
+    models.save_model(os.path.join(workdir, f"victim_{victim_name}"), victim_model, variables,
+                      input_shape=ds.image_shape,
+                      meta=model_meta(ds, victim_config, seed=seed, num_train=len(x_train), test_accuracy=victim_acc,
+                                      role=f"survey {table} victim ({victim_name})"))
+    entry["victim"] = dict(arch=victim_name, model=victim_model.name, accuracy=victim_acc, fidelity=1.0)
+    victim = Victim(victim_model, variables, budget=budget, key=jax.random.fold_in(key, 10 + t),
+                    input_shape=ds.image_shape)
+    idx, answers = E.knockoff_random(victim, pool.x_train, budget, jax.random.fold_in(key, 20 + t))
+    for r, name in enumerate(rows):
+      if name in entry["rows"]:
+        continue
+      sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
+      t0 = time.time()
+      state = E.train_surrogate(sur, surrogate_config, pool.x_train[idx], answers,
+                                jax.random.fold_in(key, 100 * (t + 1) + r)).state
+      m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
+      m.update(model=sur.name, seconds=time.time() - t0)
+      entry["rows"][name] = m
+      write_json(out_path, out)
+      log(f"  {name:14s} {sur.name:16s} acc {E.survey_cell(m['accuracy'], m['accuracy_ratio'])} "
+          f"fid {E.survey_cell(m['fidelity'], m['fidelity_ratio'])}")
+    write_json(out_path, out)
+
+  text = render(out, preset=ident.get("preset", ""), budget=budget, pool_name=pool.name, data_name=ds.name)
+  wd.save_text(os.path.join(workdir, "tables.md"), text)
+  results.write_jsonl(os.path.join(workdir, "results.jsonl"), [
+      results.row(metric=f"{table}/{name}/{metric}", value=m[metric], attack="knockoff_random", queries=budget,
+                  seed=seed, data_source=pool.source)
+      for table, e in out["tables"].items() for name, m in e["rows"].items()
+      for metric in ("accuracy", "fidelity", "accuracy_ratio")])
+  log(text)
+  log(f"wall {time.time() - t_start:.0f} s; tables in {workdir}")
+  return out
+
+
+def with_epochs(config: dict, epochs: Optional[int], what: str = "epochs") -> dict:
+  """A recipe with another epoch count; the warm-up shrinks with it (at most a quarter of the run)."""
+  if epochs is None:
+    return config
+  if epochs < 1:
+    raise UserError(f"--{what} must be >= 1, got {epochs}")
+  return dict(config, num_epochs=epochs, warmup_epochs=min(config.get("warmup_epochs", 0), epochs / 4))
+
+
+def config_of(d: dict) -> train.TrainConfig:
+  return train.TrainConfig(**d).validate()
