@@ -27,7 +27,9 @@ def _small(shapes, n=256):
   return shapes[0][:n], shapes[1][:n]
 
 
-@pytest.mark.parametrize("model_axis,tol", [("unroll", 1e-5), ("vmap", 2e-3)])
+# vmap reorders float sums (batched matmuls): after 2 epochs one BatchNorm running mean of 32 differed by 2.7e-3
+# on an AMD EPYC (Intel: < 2e-3); a wrong batch or key for model k moves every leaf far more.
+@pytest.mark.parametrize("model_axis,tol", [("unroll", 1e-5), ("vmap", 5e-3)])
 def test_train_k_equals_separate_trainings(shapes, model, model_axis, tol):
   x, y = _small(shapes)
   keep = np.asarray(train.balanced_keep(jax.random.key(3), 3, len(x)))
