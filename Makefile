@@ -17,7 +17,7 @@ demo: $(VENV)/.installed-test
 
 # The whole test suite, the TFDS path included (tensorflow-datasets is installed for it).
 test: $(VENV)/.installed-test,tfds
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_throughput.py

@@ -4,7 +4,8 @@ r"""Training and inference throughput per architecture, and train_k against K se
   python benchmarks/train_throughput.py --archs=wrn16_8,wrn22_8,resnet32,resnet18,vgg16 \
       --ks= --dtype=bfloat16 --peak_tflops=790                # GPU: adds achieved TFLOP/s and MFU
 
-Prints one JSON object. Images/s are medians over --steps steps after the first
+Prints one JSON object; with --out it is rewritten after every measurement, so a killed run keeps what it
+measured. Images/s are medians over --steps steps after the first
 (compiling) call; compile seconds are reported apart. With PyTorch importable
 (`pip install torch==2.13.0`, never a dependency) the same cnn_small and
 wrn16_4 train steps are timed in PyTorch for the ratio.
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 flags.DEFINE_list("archs", ["cnn_small", "wrn16_4", "resnet20", "resnet32"], "Architectures to time.")
 flags.DEFINE_list("ks", ["1", "8", "32"], "Model counts for the train_k comparison (empty: skip).")
+flags.DEFINE_list("k_archs", ["cnn_small"], "Architectures of the train_k comparison.")
 flags.DEFINE_list("model_axes", ["unroll", "vmap"], "train_k strategies to time.")
 flags.DEFINE_integer("batch_size", 128, "Images per step (per model).")
 flags.DEFINE_integer("steps", 5, "Timed steps per measurement (after one compiling step).")
@@ -47,32 +49,28 @@ def time_train_step(arch, num_models=None, model_axis="auto"):
   import numpy as np
 
   from mlpriv_jax import models, train
-  from mlpriv_jax.train.loop import _cached_step_fn
 
   b = FLAGS.batch_size
   dtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
   model = models.get_model(arch, 10, dtype=dtype)
   if num_models and train.resolve_model_axis(model_axis) == "vmap" and jax.default_backend() == "cpu":
     model = models.with_conv_impl(model, "im2col")  # what train_k does
-  cfg = train.TrainConfig(num_epochs=1)
-  tx = train.make_optimizer(cfg, 100)
-  n = 4 * b
+  tx = train.make_optimizer(train.TrainConfig(num_epochs=1))
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-  labels = jnp.asarray(rng.integers(0, 10, n))
+  shape = (num_models, b) if num_models else (b,)
+  batches = [{"x": jnp.asarray(rng.integers(0, 256, (*shape, 32, 32, 3), dtype=np.uint8)),
+              "y": jnp.asarray(rng.integers(0, 10, shape))} for _ in range(4)]
   init = lambda k: train.init_train_state(model, tx, k, (32, 32, 3))
   if num_models:
     state = jax.jit(jax.vmap(init))(jax.random.split(jax.random.key(0), num_models))
-    step = _cached_step_fn(model, tx, cfg, 100, num_models, model_axis)
-    idx = lambda i: jnp.broadcast_to((jnp.arange(b) + i * b) % n, (num_models, b))
-    keys = lambda i: jax.random.split(jax.random.key(i), num_models)
+    keys = jax.random.split(jax.random.key(1), num_models)
   else:
     state = init(jax.random.key(0))
-    step = train.make_train_step_fn(model, tx)
-    idx = lambda i: (jnp.arange(b) + i * b) % n
-    keys = lambda i: jax.random.key(i)
+    keys = jax.random.key(1)
+  step = train.make_train_step_fn(model, tx, num_models=num_models, model_axis=model_axis)
+  lr = np.float32(0.1)
   t0 = time.perf_counter()
-  compiled = step.lower(state, images, labels, idx(0), keys(0)).compile()
+  compiled = step.lower(state, batches[0], keys, lr).compile()
   compile_s = time.perf_counter() - t0
   flops = None
   try:
@@ -84,7 +82,7 @@ def time_train_step(arch, num_models=None, model_axis="auto"):
   holder = [state]
 
   def run(i):
-    holder[0], m = compiled(holder[0], images, labels, idx(i), keys(i))
+    holder[0], m = compiled(holder[0], batches[i % len(batches)], keys, lr)
     jax.block_until_ready(m)
 
   run(0)
@@ -170,13 +168,23 @@ def time_torch(arch):
 def main(argv):
   del argv
   import jax
+
+  from mlpriv_jax.utils import atomic_write, jsonable
+  import json
   report = dict(backend=jax.default_backend(), device=jax.devices()[0].device_kind, jax=jax.__version__,
                 cpu_count=os.cpu_count(), machine=platform.machine(), batch_size=FLAGS.batch_size,
                 dtype=FLAGS.dtype, archs={}, train_k={})
-  for arch in FLAGS.archs:
+
+  def save():
+    if FLAGS.out:
+      text = json.dumps(report, indent=2, sort_keys=True, default=jsonable)
+      atomic_write(FLAGS.out, lambda f: f.write(text), mode="w")
+
+  for arch in [a for a in FLAGS.archs if a]:
     r = dict(train=time_train_step(arch), inference=time_inference(arch))
     print(f"{arch}: {r['train']['images_per_sec']:.1f} train img/s", file=sys.stderr, flush=True)
     report["archs"][arch] = r
+    save()
   if FLAGS.torch:
     try:
       import torch  # noqa: F401  (only whether it is installed)
@@ -190,19 +198,22 @@ def main(argv):
         if arch in report["archs"]:
           t["jax_over_torch"] = report["archs"][arch]["train"]["images_per_sec"] / t["images_per_sec"]
         print(f"torch {arch}: {t['images_per_sec']:.1f} train img/s", file=sys.stderr, flush=True)
+        save()
   ks = [int(k) for k in FLAGS.ks if k]
-  if ks:
-    single = time_train_step("cnn_small")
-    report["train_k"]["sequential_step_seconds_per_model"] = single["step_seconds"]
+  for arch in [a for a in FLAGS.k_archs if a] if ks else []:
+    single = time_train_step(arch)
+    entry = report["train_k"].setdefault(arch, {"sequential_step_seconds_per_model": single["step_seconds"]})
     for axis in FLAGS.model_axes:
       for k in ks:
-        r = time_train_step("cnn_small", num_models=k, model_axis=axis)
+        r = time_train_step(arch, num_models=k, model_axis=axis)
         # K sequential trainings take K single steps for what one train_k step does.
         r["speedup_vs_sequential"] = k * single["step_seconds"] / r["step_seconds"]
-        report["train_k"][f"{axis}_K{k}"] = r
-        print(f"train_k {axis} K={k}: {r['speedup_vs_sequential']:.2f}x sequential", file=sys.stderr, flush=True)
-  from mlpriv_jax.utils import print_json
-  print_json(report, FLAGS.out)
+        entry[f"{axis}_K{k}"] = r
+        print(f"train_k {arch} {axis} K={k}: {r['speedup_vs_sequential']:.2f}x sequential", file=sys.stderr,
+              flush=True)
+        save()
+  print(json.dumps(report, indent=2, sort_keys=True, default=jsonable))
+  save()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def _fidelity(s, surrogate, state):
   return E.extraction_metrics(train.predict(surrogate, train.variables_of(state), s["xt"]), s["vtop"], s["yt"])
 
 
+@pytest.mark.slow
 def test_knockoff_random_beats_random_labels_and_rises_with_budget(setup):
   s = setup
   sur = models.get_model("cnn_small", 10)
@@ -43,6 +44,7 @@ def test_knockoff_random_beats_random_labels_and_rises_with_budget(setup):
   assert fid[2000] > fid[500] + 0.1, fid
 
 
+@pytest.mark.slow
 def test_knockoff_adaptive_spends_exactly_its_budget_and_learns(setup):
   s = setup
   sur = models.get_model("cnn_small", 10)
@@ -58,6 +60,7 @@ def test_knockoff_adaptive_spends_exactly_its_budget_and_learns(setup):
   assert fid > 0.3, fid   # measured 0.44; random labels give 0.09
 
 
+@pytest.mark.slow
 def test_label_only_victim_gives_one_hot_training(setup):
   s = setup
   v = Victim(s["model"], s["variables"], defence=defences.label_only(), budget=200)
@@ -69,6 +72,7 @@ def test_label_only_victim_gives_one_hot_training(setup):
   assert np.isfinite(r.history[-1]["train_loss"])
 
 
+@pytest.mark.slow
 def test_jbda_accounting_and_validity(setup):
   s = setup
   sur = models.get_model("cnn_tiny", 10)
@@ -83,6 +87,7 @@ def test_jbda_accounting_and_validity(setup):
   assert step.max() <= 27 and np.median(step) >= 20
 
 
+@pytest.mark.slow
 def test_cloudleak_accounting_and_perturbation_box(setup):
   s = setup
   sur = models.get_model("cnn_tiny", 10)
@@ -97,9 +102,10 @@ def test_cloudleak_accounting_and_perturbation_box(setup):
     assert dist[:90].max() == 0 and 1 <= dist[90:].max() <= 9, method
 
 
-def test_extraction_bad_input(setup):
-  s = setup
-  v = Victim(s["model"], s["variables"])
+def test_extraction_bad_input():
+  model = models.get_model("cnn_tiny", 10)
+  s = dict(pool=data.load_dataset("patterns20"))
+  v = Victim(model, model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
   with pytest.raises(ValueError, match="budget must be a positive integer"):
     E.knockoff_random(v, s["pool"].x_train, 0, jax.random.key(0))
   with pytest.raises(ValueError, match="larger than the query pool"):

@@ -118,6 +118,7 @@ class StubOracle:
     raise AssertionError(f"the attack used {name!r}, which is outside the Oracle protocol")
 
 
+@pytest.mark.slow
 def test_every_extraction_attack_uses_only_the_protocol_and_keeps_its_budget(tiny):
   model, v = tiny
   pool = data.load_dataset("patterns20")

@@ -13,6 +13,7 @@ A `.npz` holds either raw arrays `x_train` u8[N, H, W, C], `y_train` int[N],
 `y_{train,test}_coarse` and `coarse_label_names`.
 """
 
+import functools
 import hashlib
 import io
 import os
@@ -117,7 +118,17 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, seed: int = 0) ->
                   f"({', '.join(EMBEDDED)})")
 
 
+@functools.lru_cache(maxsize=8)
 def _embedded(name: str, seed: int) -> Dataset:
+  """Rendered once per process and (name, seed); the arrays are read-only, so every caller shares them."""
+  ds = _render(name, seed)
+  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.y_train_coarse, ds.y_test_coarse):
+    if a is not None:
+      a.setflags(write=False)
+  return ds
+
+
+def _render(name: str, seed: int) -> Dataset:
   n_train, n_test = EMBEDDED[name]
   # Train and test come from disjoint seed streams.
   if name == "shapes10":

@@ -8,9 +8,12 @@ Noise search (`memguard_noise`, paper Algorithm 1 / `defense_framework.py`): in 
 sorted logit space z, minimise
   L(e) = c1 |h(z + e)| + c2 ReLU(max_{j != l}(z + e)_j - (z + e)_l) + c3 ||softmax(z + e) - s||_1
 (h: g's pre-sigmoid output; c1 = 1, c2 = 10, c3 = 0.1, 1, ..., 1e5) by normalised
-gradient steps of 0.1 (at most 300 per c3 in the reference, 1000 here), stopping once the label is kept and
-g's decision has crossed 0.5; the last c3 that succeeded wins. Batched: `vmap`
-over queries of a `lax.while_loop` per c3, with the gradient from `jax.grad`.
+gradient steps of 0.1 (at most 300 per c3 in the reference; here 1000 for the first c3, and a round also
+stops when it stalls, see `memguard_noise`), stopping once the label is kept and g's decision has crossed
+0.5; the last c3 that succeeded wins, and the first c3 that fails ends the search. Batched by continuous
+batching: one `lax.while_loop` over a few slots, each searching one query through its rounds and taking the
+next query once done (so a batch costs about its total steps, not B times its slowest query's), with the
+gradient from `jax.grad`. A query's answer does not depend on the batch it came in.
 Deviation: the reference stops anywhere past 0.5; we then bisect along the found
 noise direction (which keeps the label, since the logits move linearly) for
 20 steps, to the last point where g has crossed 0.5, which only lowers the distortion.
@@ -21,63 +24,40 @@ function of the query's pixels, so a repeated query gets the same answer (the
 reference's per-call coin could be averaged away).
 """
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from mlpriv_jax.defences.base import Defence, EmptyState, safe_log
 from mlpriv_jax.errors import UserError
+from mlpriv_jax.train.mlp import mlp_logits, train_binary_mlps
 
 C3_VALUES = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
-
-
-class DefenceClassifier(nn.Module):
-  """g: sorted probability vector -> membership logit (pre-sigmoid h)."""
-  widths: Sequence[int] = (256, 128, 64)
-
-  @nn.compact
-  def __call__(self, sorted_probs):
-    x = sorted_probs
-    for w in self.widths:
-      x = nn.relu(nn.Dense(w)(x))
-    return nn.Dense(1)(x)[..., 0]
+CLASSIFIER_WIDTHS = (256, 128, 64)   # the reference's FC network for the defence classifier
 
 
 def _h(params, probs_sorted):
-  return DefenceClassifier().apply({"params": params}, probs_sorted)
+  return mlp_logits(params, probs_sorted, CLASSIFIER_WIDTHS)
 
 
 def train_defence_classifier(key, member_probs, nonmember_probs, *, num_steps: int = 2000,
                              batch_size: int = 128, learning_rate: float = 1e-3):
-  """Phase I: g on sorted probability vectors, members labelled 1.
+  """Phase I: g on sorted probability vectors, members labelled 1 (`train.mlp`, one group).
 
   The reference trains with SGD (lr 0.001, 400 epochs); Adam reaches the same fit in
   far fewer steps on CPU.
   Returns:
-    the params of `DefenceClassifier`.
+    the params of g's MLP (widths CLASSIFIER_WIDTHS).
   """
   if member_probs.ndim != 2 or member_probs.shape[1:] != nonmember_probs.shape[1:]:
     raise UserError(f"memguard: member and non-member outputs must be [N, C] with one C, got "
-                     f"{member_probs.shape} and {nonmember_probs.shape}")
+                    f"{member_probs.shape} and {nonmember_probs.shape}")
   x = jnp.sort(jnp.concatenate([member_probs, nonmember_probs]), axis=-1)
   y = jnp.concatenate([jnp.ones(len(member_probs)), jnp.zeros(len(nonmember_probs))])
-  params = DefenceClassifier().init(jax.random.fold_in(key, 0), x[:1])["params"]
-  tx = optax.adam(learning_rate)
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, k):
-    idx = jax.random.randint(k, (batch_size,), 0, len(x))
-    loss, g = jax.value_and_grad(lambda p: optax.sigmoid_binary_cross_entropy(_h(p, x[idx]), y[idx]).mean())(params)
-    updates, opt_state = tx.update(g, opt_state)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  for t in range(num_steps):
-    params, opt_state, _ = step(params, opt_state, jax.random.fold_in(key, t + 1))
-  return params
+  params = train_binary_mlps(key, x, y, jnp.zeros(len(x), jnp.int32), 1, widths=CLASSIFIER_WIDTHS,
+                             num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
+  return jax.tree.map(lambda p: p[0], params)
 
 
 def defence_classifier_score(params, probs):
@@ -85,66 +65,133 @@ def defence_classifier_score(params, probs):
   return jax.nn.sigmoid(_h(params, jnp.sort(probs, axis=-1)))
 
 
-def _search_one(params, probs, max_steps, step_size, c1, c2, c3_values):
-  """Noise for one query; returns (s', found)."""
-  c = probs.shape[-1]
-  order = jnp.argsort(probs)                      # ascending, as the reference sorts
-  z = safe_log(probs)[order]
-  s = jax.nn.softmax(z)
+def _search(params, probs, *, slots, max_steps, refine_steps, patience, step_size, c1, c2, c3_values):
+  """Noise for a batch of queries f32[B, C]; returns (s' f32[B, C], found bool[B]).
+
+  `slots` queries are searched at a time (continuous batching): when a slot's query has finished its last
+  round, the slot takes the next query of the batch at once, so the batch costs about its total number of
+  steps / slots iterations instead of B times the slowest query's (what a vmapped loop costs). Each query's
+  search is the same as if it ran alone.
+  """
+  b, c = probs.shape
+  num_rounds = len(c3_values)
+  order = jnp.argsort(probs, axis=-1)             # ascending, as the reference sorts
+  zs = jnp.take_along_axis(safe_log(probs), order, axis=-1)
+  ss = jax.nn.softmax(zs)
   # g sees the *sorted* vector; e may reorder entries, so sort inside (differentiable) rather than
   # trusting the initial order as the reference code does.
-  h = lambda zz: _h(params, jnp.sort(jax.nn.softmax(zz)))
-  h0 = h(z)
-  sign0 = h0 > 0
+  h = lambda zz: _h(params, jnp.sort(jax.nn.softmax(zz, axis=-1), axis=-1))
+  h0s = h(zs)
+  starts = ~(jnp.abs(jax.nn.sigmoid(h0s) - 0.5) <= 1e-5)
   top = c - 1                                     # the largest entry after the ascending sort
+  c3s = jnp.asarray(c3_values, jnp.float32)
+  caps = jnp.asarray([max_steps] + [refine_steps] * (num_rounds - 1))
 
-  def loss(e, c3):
+  def loss(e, z, s, c3):
     ze = z + e
     margin = jnp.max(ze[:-1]) - ze[top]
-    return c1 * jnp.abs(h(ze)) + c2 * jax.nn.relu(margin) + c3 * jnp.abs(jax.nn.softmax(ze) - s).sum()
+    h_e = h(ze)
+    return c1 * jnp.abs(h_e) + c2 * jax.nn.relu(margin) + c3 * jnp.abs(jax.nn.softmax(ze) - s).sum(), h_e
 
-  def ok(e):
-    ze = z + e
-    return (ze.argmax() == top) & ((h(ze) > 0) != sign0)
+  grad = jax.vmap(jax.grad(loss, has_aux=True))   # over slots: the gradient at e and h at z + e, in one pass
 
-  best_e, found, trying = jnp.zeros_like(z), jnp.array(False), ~(jnp.abs(jax.nn.sigmoid(h0) - 0.5) <= 1e-5)
-  for c3 in c3_values:
-    def cond(carry):
-      i, e = carry
-      return (i < max_steps) & ~ok(e)
+  class Slots(NamedTuple):
+    q: jax.Array        # the query in each slot (b: none left)
+    r: jax.Array        # its round: c3 = c3_values[r]
+    i: jax.Array        # steps taken in the round
+    e: jax.Array        # f[P, C], the noise
+    g: jax.Array        # the loss gradient at e
+    h_e: jax.Array      # h at z + e
+    best: jax.Array     # the smallest |h| of this round, reached at step `last`
+    last: jax.Array
+    trying: jax.Array   # no round failed yet, and rounds remain
+    best_e: jax.Array   # the noise of the last round that succeeded
+    found: jax.Array
+    next_q: jax.Array   # the next query to load
+    out_e: jax.Array    # f[B, C] and bool[B]: the results of finished queries
+    out_found: jax.Array
+    pending: jax.Array  # the slot's first gradient is still to be computed
 
-    def body(carry):
-      i, e = carry
-      g = jax.grad(loss)(e, c3)
-      return i + 1, e - step_size * g / (jnp.linalg.norm(g) + 1e-12)
+  def rows(q):
+    q = jnp.minimum(q, b - 1)
+    return zs[q], ss[q], h0s[q]
 
-    _, e = jax.lax.while_loop(cond, body, (0, jnp.zeros_like(z)))
-    success = trying & ok(e)
-    best_e = jnp.where(success, e, best_e)
-    found = found | success
-    trying = success                               # the reference stops at the first failure
+  def body(st):
+    z, _, h0 = rows(st.q)
+    ok = ((z + st.e).argmax(-1) == top) & ((st.h_e > 0) != (h0 > 0))
+    # A round ends on success, at its cap, or (a refining round, r > 0) when |h| has not come closer to g's
+    # boundary for `patience` steps (its distortion term outweighs g's: in the reference it would run to its
+    # cap and be discarded). The first round, which decides whether the query is defended at all, runs on.
+    stalled = (st.r > 0) & (st.i - st.last > patience)
+    over = ~st.pending & (~st.trying | ok | (st.i >= caps[st.r]) | stalled)
+    success = over & ok & st.trying
+    best_e = jnp.where(success[:, None], st.e, st.best_e)
+    found = st.found | success
+    r = st.r + over
+    trying = jnp.where(over, success & (r < num_rounds), st.trying)   # the reference stops at the first failure
+    done = (st.q < b) & ~trying
+    drop = jnp.where(done, st.q, b)
+    out_e = st.out_e.at[drop].set(best_e, mode="drop")
+    out_found = st.out_found.at[drop].set(found, mode="drop")
+    # Slots whose query is done take the next ones.
+    new_q = jnp.where(done, st.next_q + jnp.cumsum(done) - 1, st.q)
+    q = jnp.where(new_q < b, new_q, b)
+    loaded = done & (q < b)
+    z, s, h0 = rows(q)
+    fresh = st.pending | over | loaded   # every round starts here, in the same compiled code (see below)
+    r = jnp.where(loaded, 0, jnp.minimum(r, num_rounds - 1))
+    trying = jnp.where(loaded, starts[jnp.minimum(q, b - 1)], trying)
+    e = jnp.where(fresh[:, None], 0.0, st.e - step_size * st.g / (jnp.linalg.norm(st.g, axis=-1, keepdims=True) + 1e-12))
+    g, h_e = grad(e, z, s, c3s[r])
+    i = jnp.where(fresh, 0, st.i + 1)
+    best = jnp.where(fresh, jnp.abs(h0), st.best)
+    last = jnp.where(fresh, 0, st.last)
+    closer = jnp.abs(h_e) < best
+    return Slots(q, r, i, e, g, h_e, jnp.where(closer, jnp.abs(h_e), best), jnp.where(closer, i, last), trying,
+                 jnp.where(loaded[:, None], 0.0, best_e), found & ~loaded, st.next_q + done.sum(), out_e, out_found,
+                 jnp.zeros_like(st.pending))
+
+  # The first iteration computes every slot's first gradient (`pending`), so that each round of each query
+  # starts in the same compiled code: the search at e = 0 sits on the kink of |softmax(z + e) - s|, and the
+  # same sum compiled in two places can differ in its last bit, and so in the sign of that subgradient.
+  p = min(slots, b)
+  q0 = jnp.arange(p)
+  e0 = jnp.zeros((p, c), zs.dtype)
+  r0 = jnp.zeros(p, jnp.int32)
+  st = Slots(q0, r0, r0, e0, e0, r0.astype(zs.dtype), r0.astype(zs.dtype), r0, starts[q0], e0, jnp.zeros(p, bool),
+             jnp.array(p), jnp.zeros_like(zs), jnp.zeros(b, bool), jnp.ones(p, bool))
+  st = jax.lax.while_loop(lambda st: (st.q < b).any(), body, st)
+  best_e, found = st.out_e, st.out_found
 
   # Bisect t in [0, 1] on z + t * best_e so that g crosses 0.5 as late as possible (label kept throughout).
+  sign0 = h0s > 0
+
   def bisect(_, lohi):
     lo, hi = lohi
     mid = (lo + hi) / 2
-    crossed = (h(z + mid * best_e) > 0) != sign0
+    crossed = (h(zs + mid[:, None] * best_e) > 0) != sign0
     return jnp.where(crossed, lo, mid), jnp.where(crossed, mid, hi)
-  _, t = jax.lax.fori_loop(0, 20, bisect, (0.0, 1.0))
-  s_noisy = jnp.where(found, jax.nn.softmax(z + t * best_e), s)
-  return jnp.zeros_like(s_noisy).at[order].set(s_noisy), found
+  _, t = jax.lax.fori_loop(0, 20, bisect, (jnp.zeros(b), jnp.ones(b)))
+  s_noisy = jnp.where(found[:, None], jax.nn.softmax(zs + t[:, None] * best_e), ss)
+  unsorted = jnp.zeros_like(s_noisy).at[jnp.arange(b)[:, None], order].set(s_noisy)
+  return unsorted, found
 
 
-def memguard_noise(params, probs, *, max_steps: int = 1000, step_size: float = 0.1, c1: float = 1.0,
-                   c2: float = 10.0, c3_values: Sequence[float] = C3_VALUES):
+def memguard_noise(params, probs, *, max_steps: int = 1000, refine_steps: int = 300, patience: int = 50,
+                   slots: int = 32, step_size: float = 0.1, c1: float = 1.0, c2: float = 10.0,
+                   c3_values: Sequence[float] = C3_VALUES):
   """Phase I noise for a batch: (s' f32[B, C], found bool[B]); s' keeps each top-1 label.
 
-  max_steps defaults to 1000 where the reference uses 300: saturated members
-  (top probability ~0.9998) need more normalised steps of 0.1 to cross 0.5
-  (measured: 95.5% of such queries found with 300, 98.5% with 1000). The loop
-  stops as soon as every query in the batch has crossed.
+  The first round (c3 = 0.1), which decides whether a query is defended at all, runs up to max_steps = 1000
+  where the reference uses 300: saturated members (top probability ~0.9998) need more normalised steps of
+  0.1 to cross 0.5 (measured: 95.5% of such queries found with 300, 98.5% with 1000). The later rounds only
+  look for less distortion and keep the reference's 300; such a round also stops once |h| has not come closer
+  to g's boundary for `patience` steps: it would not cross (its distortion term wins), and in the reference
+  it would run to its cap and be discarded. `slots` queries are searched at a time, each slot
+  taking the next query as soon as its own is finished.
   """
-  return jax.vmap(lambda p: _search_one(params, p, max_steps, step_size, c1, c2, tuple(c3_values)))(probs)
+  return _search(params, probs, slots=slots, max_steps=max_steps, refine_steps=refine_steps, patience=patience,
+                 step_size=step_size, c1=c1, c2=c2, c3_values=tuple(c3_values))
 
 
 def _content_key(key, x):

@@ -15,7 +15,6 @@ over models on CPU (by default it unrolls the model axis there, which measured
 faster still; see BUILD_NOTES.md).
 """
 
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -30,16 +29,9 @@ CONV_IMPLS = ("auto", "im2col", "lax")
 
 
 def resolve_conv_impl(impl: str = "auto") -> str:
-  """Returns 'im2col' or 'lax' ('auto' is 'lax').
-
-  The environment variable MLPRIV_CONV_IMPL overrides 'auto' (for benchmarks).
-  """
+  """Returns 'im2col' or 'lax' ('auto' is 'lax'); an unknown name is a one-line error."""
   if impl not in CONV_IMPLS:
     raise UserError(f"unknown conv_impl {impl!r}; known: {', '.join(CONV_IMPLS)}")
-  if impl == "auto":
-    impl = os.environ.get("MLPRIV_CONV_IMPL", "auto")
-    if impl not in CONV_IMPLS:
-      raise UserError(f"MLPRIV_CONV_IMPL={impl!r} is not one of {', '.join(CONV_IMPLS)}")
   return "lax" if impl == "auto" else impl
 
 

@@ -1,23 +1,32 @@
 """Train state, optimiser, and the jitted, donated update step (one model or K).
 
 Written for one model; `make_train_step_fn(..., num_models=K)` adds the model axis
-with one `vmap` (the only place the library does so for training).
+(`over_models`, the only place the library does so for training).
+
+What the compiled step depends on: the model, the optimiser's structure, the gradient function,
+the batch size and K. Nothing else: the learning rate arrives as a value each step (the schedule
+is evaluated outside, `learning_rates`), the batch is gathered outside it, and the step's key is
+folded from `state.step` inside it. So a new dataset size, epoch count or schedule compiles
+nothing new.
 """
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mlpriv_jax.data.augment import random_crop_flip, to_float
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
 
+STEP_STREAM = 2   # step key = fold_in(fold_in(model_key, STEP_STREAM), state.step)
+
 
 class TrainState(NamedTuple):
-  """Arrays only, so it can be donated, vmapped and serialised as is."""
+  """Arrays only, so it can be donated, vmapped, sharded and serialised as is."""
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -58,27 +67,53 @@ class TrainConfig:
     return self
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum and coupled weight decay, as PyTorch's SGD.
+def learning_rates(config: TrainConfig, steps_per_epoch: int) -> np.ndarray:
+  """f32[num_epochs * steps_per_epoch]: the learning rate of every global step, computed on the host.
 
-  Weight decay applies to every parameter, BN and biases included, like the
-  reference PyTorch code (WRN, knockoffnets).
+  An optional linear warm-up from 0 over `warmup_epochs`, then multistep (x lr_decay_factor at each of
+  `milestones_epochs`, absolute epochs), cosine (to 0 at the end; Loshchilov & Hutter 2017) or constant:
+  optax's `linear_schedule`, `piecewise_constant_schedule`, `cosine_decay_schedule` joined by
+  `join_schedules`, in closed form, so that no schedule is compiled.
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  t = np.arange(config.num_epochs * steps_per_epoch, dtype=np.float64)
+  s = t - warmup                                    # the schedule's own count, after the warm-up
   total = config.num_epochs * steps_per_epoch - warmup
   if config.schedule == "cosine":
-    lr = optax.cosine_decay_schedule(config.learning_rate, total)
+    lr = config.learning_rate * 0.5 * (1 + np.cos(np.pi * np.minimum(s, total) / total))
   elif config.schedule == "multistep":
-    lr = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(e) * steps_per_epoch - warmup: config.lr_decay_factor for e in config.milestones_epochs})
+    lr = np.full_like(t, config.learning_rate)
+    for e in config.milestones_epochs:
+      lr = np.where(s >= int(e) * steps_per_epoch - warmup, lr * config.lr_decay_factor, lr)
   else:
-    lr = optax.constant_schedule(config.learning_rate)
+    lr = np.full_like(t, config.learning_rate)
   if warmup:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), lr], [warmup])
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov and config.momentum > 0))
+    lr = np.where(t < warmup, config.learning_rate * t / warmup, lr)
+  return lr.astype(np.float32)
+
+
+def _sgd(learning_rate, weight_decay, momentum, nesterov):
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum and coupled weight decay, as PyTorch's SGD.
+
+  Weight decay applies to every parameter, BN and biases included, like the reference PyTorch code (WRN,
+  knockoffnets). The learning rate is an injected hyper-parameter (`optax.inject_hyperparams`) that the
+  step sets from its `lr` argument, so the schedule is not part of the compiled program.
+  """
+  momentum = config.momentum or None
+  return optax.inject_hyperparams(_sgd, static_args=("momentum", "nesterov"))(
+      learning_rate=config.learning_rate, weight_decay=config.weight_decay, momentum=momentum,
+      nesterov=bool(config.nesterov and momentum))
+
+
+def with_learning_rate(opt_state, lr):
+  """The optimiser state of `make_optimizer` with the learning rate for the coming update."""
+  return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                         "learning_rate": jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)})
 
 
 def init_train_state(model: Model, tx: optax.GradientTransformation, key, image_shape) -> TrainState:
@@ -92,38 +127,61 @@ def variables_of(state: TrainState):
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def cross_entropy(logits, labels):
-  """Mean cross-entropy; labels are int[N] (hard) or f32[N, C] probabilities (soft).
+def cross_entropy(logits, labels, mask=None):
+  """Mean cross-entropy; labels are int[N] (hard) or f32[N, C] probabilities (soft); mask: bool[N] rows kept.
 
   Soft labels give the KnockoffNets loss, the cross-entropy against the victim's
   probability vectors (Orekondy et al. 2019, section 4.2).
   """
   logp = jax.nn.log_softmax(logits)
   if labels.ndim == 1:
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1).mean()
-  return -(labels * logp).sum(-1).mean()
+    per_example = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  else:
+    per_example = -(labels * logp).sum(-1)
+  if mask is None:
+    return per_example.mean()
+  return jnp.where(mask, per_example, 0.0).sum() / jnp.maximum(mask.sum(), 1)
 
 
-def _update(model: Model, tx, augment: bool, state: TrainState, images, labels, idx, key):
-  """One SGD step of one model on the batch images[idx]."""
-  aug_key, dropout_key = jax.random.split(key)
-  x = to_float(images[idx])
-  if augment:
-    x = random_crop_flip(aug_key, x)
-  y = labels[idx]
+def make_grad_fn(model: Model, loss_fn: Callable = cross_entropy, *, augment: bool = True) -> Callable:
+  """The plain minibatch gradient: grad_fn(params, batch_stats, batch, key) -> (grads, aux).
 
-  def loss_fn(params):
-    logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                          train=True, key=dropout_key)
-    return cross_entropy(logits, y), (logits, new_model_state)
+  batch: {'x': u8[B, H, W, C], 'y': int[B] or f32[B, C], optionally 'mask': bool[B], the rows that count
+  (passed to loss_fn as its third argument)}; aux: {'loss', 'logits', 'batch_stats'}.
+  A gradient function of this signature is what `make_train_step_fn` takes (DP-SGD is one).
+  """
+  def grad_fn(params, batch_stats, batch, key):
+    aug_key, dropout_key = jax.random.split(key)
+    x = to_float(batch["x"])
+    if augment:
+      x = random_crop_flip(aug_key, x)
 
-  (loss, (logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    def loss(params):
+      logits, new_model_state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                            key=dropout_key)
+      mask = batch.get("mask")
+      value = loss_fn(logits, batch["y"]) if mask is None else loss_fn(logits, batch["y"], mask)
+      return value, (logits, new_model_state)
+
+    (value, (logits, new_model_state)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return grads, dict(loss=value, logits=logits, batch_stats=new_model_state.get("batch_stats", batch_stats))
+  return grad_fn
+
+
+def _update(tx, grad_fn, state: TrainState, batch, model_key, lr):
+  """One step of one model: its key from state.step, its gradient from grad_fn, the optimiser update."""
+  key = jax.random.fold_in(jax.random.fold_in(model_key, STEP_STREAM), state.step)
+  grads, aux = grad_fn(state.params, state.batch_stats, batch, key)
+  if jax.tree.structure(grads) != jax.tree.structure(state.params):
+    raise UserError(f"grad_fn returned a tree of structure {jax.tree.structure(grads)}; the parameters have "
+                    f"{jax.tree.structure(state.params)}")
+  updates, opt_state = tx.update(grads, with_learning_rate(state.opt_state, lr), state.params)
   params = optax.apply_updates(state.params, updates)
-  hard = y if y.ndim == 1 else y.argmax(-1)
-  measurements = {"loss": loss, "accuracy": (logits.argmax(-1) == hard).mean()}
-  return TrainState(state.step + 1, params, new_model_state.get("batch_stats", state.batch_stats),
-                    opt_state), measurements
+  y = batch["y"]
+  correct = aux["logits"].argmax(-1) == (y if y.ndim == 1 else y.argmax(-1))
+  mask = batch.get("mask")
+  accuracy = correct.mean() if mask is None else jnp.where(mask, correct, False).sum() / jnp.maximum(mask.sum(), 1)
+  return TrainState(state.step + 1, params, aux["batch_stats"], opt_state), {"loss": aux["loss"], "accuracy": accuracy}
 
 
 MODEL_AXIS_STRATEGIES = ("auto", "vmap", "unroll")
@@ -142,7 +200,7 @@ def resolve_model_axis(strategy: str = "auto") -> str:
   return strategy
 
 
-def over_models(fn, num_models: int, in_axes: Sequence[int | None], strategy: str = "auto"):
+def over_models(fn, num_models: int, in_axes: Sequence[Optional[int]], strategy: str = "auto"):
   """Adds a leading model axis K to `fn`, by `vmap` or by unrolling (same result)."""
   if resolve_model_axis(strategy) == "vmap":
     return jax.vmap(fn, in_axes=tuple(in_axes))
@@ -154,21 +212,29 @@ def over_models(fn, num_models: int, in_axes: Sequence[int | None], strategy: st
   return unrolled
 
 
-def make_train_step_fn(model: Model, tx, *, augment: bool = True, num_models: int | None = None,
-                       model_axis: str = "auto"):
-  """Returns jitted `step(state, images, labels, idx, key) -> (state, measurements)`.
+def make_train_step_fn(model: Model, tx, *, augment: bool = True, loss_fn: Callable = cross_entropy,
+                       grad_fn: Optional[Callable] = None, num_models: Optional[int] = None,
+                       model_axis: str = "auto", mesh=None):
+  """Returns jitted `step(state, batch, model_key, lr) -> (state, measurements)`.
 
-  images: u8[N, H, W, C] and labels (int[N] or f32[N, C]) stay on the device and
-  are shared; idx: int[B] (int[K, B] with num_models) selects the batch; key is
-  the step's key (one per model with num_models). The state is donated.
+  batch: {'x': u8[B, H, W, C], 'y': int[B] or f32[B, C], optionally 'mask': bool[B]} ([K, B, ...] with
+  num_models); model_key: the model's key ([K] keys); lr: the learning rate of this step (shared by the K
+  models). grad_fn: see `make_grad_fn` (the default, with `loss_fn` and `augment`). The state is donated.
+  mesh: with num_models, the new state and measurements stay split over its 'models' axis.
   """
-  fn = lambda *a: _update(model, tx, augment, *a)
-  if num_models is not None:
-    fn = over_models(fn, num_models, (0, None, None, 0, 0), model_axis)
-  return jax.jit(fn, donate_argnums=0)
+  grad_fn = grad_fn or make_grad_fn(model, loss_fn, augment=augment)
+
+  def train_step(state, batch, model_key, lr):
+    return _update(tx, grad_fn, state, batch, model_key, lr)
+
+  fn = train_step if num_models is None else over_models(train_step, num_models, (0, 0, 0, None), model_axis)
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=0)
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
+  return jax.jit(fn, donate_argnums=0, out_shardings=(split, split))
 
 
-def make_predict_fn(model: Model, *, num_models: int | None = None, model_axis: str = "auto"):
+def make_predict_fn(model: Model, *, num_models: Optional[int] = None, model_axis: str = "auto"):
   """Returns jitted `predict(variables, images) -> logits f32[N, C]` ([K, N, C]).
 
   images are u8 (scaled to [0, 1] here) or floats already in [0, 1].

@@ -79,10 +79,11 @@ def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surro
 
   cfg = train.TrainConfig(num_epochs=1, batch_size=batch_size, learning_rate=learning_rate, momentum=0.5, nesterov=False,
                           weight_decay=0.0, schedule="constant", augment=False)
-  tx = train.make_optimizer(cfg, 1)
+  tx = train.make_optimizer(cfg)
   state = train.init_train_state(surrogate, tx, jax.random.fold_in(key, 1), pool_x.shape[1:])
   step = train.make_train_step_fn(surrogate, tx, augment=False)
   predict = train.make_predict_fn(surrogate)
+  step_key = jax.random.fold_in(key, 2)
 
   stats = {r: [0.0, 0.0, 0] for r in rewards}            # running mean, M2, count (Welford)
   baseline, steps_done, y_mean, n_seen = 0.0, 0, None, 0
@@ -115,7 +116,7 @@ def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surro
     idx = np.asarray(idx)
     y = oracle.query(pool_x[idx])
     # Train on (x_t, y_t), then y^_t = F_A(x_t) (the paper's Sec. 4.1.2 reward order, as ART).
-    state, _ = step(state, jnp.asarray(pool_x[idx]), jnp.asarray(y), jnp.arange(b), jax.random.fold_in(key, 2 + len(chosen)))
+    state, _ = step(state, {"x": jnp.asarray(pool_x[idx]), "y": jnp.asarray(y)}, step_key, learning_rate)
     y_hat = np.asarray(jax.nn.softmax(predict(train.variables_of(state), jnp.asarray(pool_x[idx]))))
 
     raw = {}
