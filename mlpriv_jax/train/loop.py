@@ -364,10 +364,10 @@ def predict(model: Model, variables, images, *, batch_size: int = 500, num_model
             model_axis: str = "auto", chunk_size: Optional[int] = None):
   """Logits f32[N, C] (f32[K, N, C] with num_models) in fixed-size batches.
 
-  images: u8[N, H, W, C] or f32 in [0, 1]. Batches are `batch_size` rows, the last one padded
-  to a power of two (at most batch_size), so a few compiled shapes serve every call. With num_models, the K models run `chunk_size` at a
-  time (default: all); the last chunk is padded with copies of its last model, so one
-  compiled K serves every chunk.
+  images: u8[N, H, W, C] or f32 in [0, 1]. Batches are `batch_size` rows, the last one padded to a
+  power of two (at most batch_size), so a few compiled shapes serve every call. With num_models, the
+  K models run `chunk_size` at a time (default: all); the last chunk is padded with copies of its
+  last model, so one compiled K serves every chunk.
   """
   if num_models is not None and chunk_size is not None and chunk_size < num_models:
     out = []
