@@ -20,7 +20,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # PYTHONPATH wins
 
 flags.DEFINE_string("arch", "cnn_small", "Victim (and MAD proxy) architecture.")
 flags.DEFINE_integer("num_queries", 1000, "Queries for the batched timing.")

@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # PYTHONPATH wins
 
 flags.DEFINE_string("arch", "cnn_small", "Victim and surrogate architecture (randomly initialised victim).")
 flags.DEFINE_integer("budget", 2000, "Queries of the KnockoffNets run.")

@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # PYTHONPATH wins
 
 flags.DEFINE_string("arch", "cnn_tiny", "Architecture of every shadow model.")
 flags.DEFINE_list("ks", ["8", "32", "64"], "Numbers of shadow models.")

@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # PYTHONPATH wins
 
 flags.DEFINE_list("archs", ["cnn_small", "wrn16_4", "resnet20", "resnet32"], "Architectures to time.")
 flags.DEFINE_list("ks", ["1", "8", "32"], "Model counts for the train_k comparison (empty: skip).")

@@ -10,7 +10,7 @@ r"""Model extraction against a trained victim: KnockoffNets (random, adaptive), 
 (with the chosen defence); the evaluation afterwards uses the victim's test set and its undefended top-1
 (fidelity), as the survey does (`mlpriv_jax.lab.extraction`). Writes results.json, results.jsonl, curve.png.
 
-Presets: smoke (embedded patterns20 pool, 2,000 queries, cnn_small surrogate),
+Presets: smoke (embedded figures20 pool, 2,000 queries, cnn_small surrogate),
 cpu (CIFAR-100 pool, 10,000 queries, resnet20 surrogate), paper (CIFAR-100,
 50,000 queries, knockoffnets' training defaults: SGD lr 0.01, momentum 0.5, no
 weight decay, x0.1 at epoch 60, 100 epochs, batch 64, no augmentation).
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # noqa: E402
 
 PRESETS = {
-    "smoke": dict(query_set="patterns20", budget=2000, surrogate_arch="cnn_small", checkpoints="500,1000,2000",
+    "smoke": dict(query_set="figures20", budget=2000, surrogate_arch="cnn_small", checkpoints="500,1000,2000",
                   num_epochs=6, batch_size=64, learning_rate=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
                   schedule="cosine", milestones_epochs="", lr_decay_factor=0.1, augment=False),
     "cpu": dict(query_set="cifar100", budget=10000, surrogate_arch="resnet20", checkpoints="1000,5000,10000",
@@ -43,7 +43,7 @@ flags.DEFINE_string("victim_workdir", None, "Alias of --victim.")
 flags.DEFINE_string("attack", "knockoff_random", "Extraction attack (knockoff_random, knockoff_adaptive, cloudleak, "
                     "jbda).")
 flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wres22, res32, res18, vgg16, ...).")
-flags.DEFINE_string("query_set", None, "The attacker's pool (patterns20, cifar100, ...).")
+flags.DEFINE_string("query_set", None, "The attacker's pool (figures20, patterns20, cifar100, ...).")
 flags.DEFINE_integer("budget", None, "Queries the attacker may make.")
 flags.DEFINE_string("checkpoints", None, "Comma-separated budgets at which the curve is measured.")
 flags.DEFINE_string("defence", "none", "The victim's output defence (see experiments/defend.py).")

@@ -38,6 +38,28 @@ def test_pool_is_a_different_distribution_with_a_hierarchy(shapes):
   assert tv(pool.x_train) > 1.25 * tv(shapes.x_train)  # measured 21.1 against 14.7
 
 
+def test_figures20_form_hierarchy_and_determinism(shapes):
+  pool = data.load_dataset("figures20")
+  assert pool.x_train.shape == (20_000, 32, 32, 3) and pool.x_test.shape == (2_000, 32, 32, 3)
+  assert pool.num_classes == 20 and len(pool.coarse_names) == 5 and pool.source == "embedded"
+  np.testing.assert_array_equal(pool.y_train_coarse, pool.y_train // 4)
+  assert np.bincount(pool.y_train, minlength=20).min() > 800
+  assert not set(pool.class_names) & set(shapes.class_names)
+  from mlpriv_jax.data import procedural
+  x, y, c = procedural.figures20(64, seed=5)
+  x2, y2, _ = procedural.figures20(64, seed=5)
+  np.testing.assert_array_equal(x, x2)
+  np.testing.assert_array_equal(y, y2)
+  # Every class draws a figure of its own: a centred one of radius 8 covers 2-50% of the image, and no two
+  # classes' masks overlap with IoU above 0.9 (pentagon and hexagon, the closest pair, measure 0.84).
+  u, v = procedural._xx - 16, procedural._yy - 16
+  masks = np.stack([procedural._figure_sdf(k, u, v, 8.0) < 0 for k in range(20)])
+  assert 0.02 < masks.mean(axis=(1, 2)).min() and masks.mean(axis=(1, 2)).max() < 0.5
+  inter = np.einsum("ahw,bhw->ab", masks, masks.astype(np.float32))
+  iou = inter / (masks.sum((1, 2))[:, None] + masks.sum((1, 2))[None] - inter)
+  assert (iou - np.eye(20)).max() < 0.9, np.unravel_index((iou - np.eye(20)).argmax(), iou.shape)
+
+
 def _write_npz(path, **arrays):
   np.savez(path, **arrays)
 

@@ -1,7 +1,7 @@
 """Datasets by name: embedded procedural data, local `.npz` files, or tensorflow-datasets.
 
 Look-up order for a name:
-1. embedded (`shapes10`, `patterns20`): generated in code, deterministic from a seed;
+1. embedded (`shapes10`, `figures20`, `patterns20`): generated in code, deterministic from a seed;
 2. `<data_dir>/<name>.npz`, then `<data_dir>/<name>_jpeg.npz` (data_dir from the
    argument, else $MLPRIV_DATA_DIR);
 3. tensorflow-datasets, for `cifar10`, `cifar100`, `svhn_cropped`, `mnist` and
@@ -25,7 +25,7 @@ from mlpriv_jax.data import procedural
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.utils import atomic_write
 
-EMBEDDED = {"shapes10": (10_000, 2_000), "patterns20": (20_000, 2_000)}
+EMBEDDED = {"shapes10": (10_000, 2_000), "figures20": (20_000, 2_000), "patterns20": (20_000, 2_000)}
 TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn_cropped": "svhn_cropped",
               "mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10_jpeg": "cifar10",
               "cifar100_jpeg": "cifar100"}
@@ -135,10 +135,13 @@ def _render(name: str, seed: int) -> Dataset:
     x_tr, y_tr = procedural.shapes10(n_train, seed=2 * seed)
     x_te, y_te = procedural.shapes10(n_test, seed=2 * seed + 1)
     return Dataset(name, x_tr, y_tr, x_te, y_te, procedural.SHAPES10_CLASSES, source="embedded")
-  x_tr, y_tr, c_tr = procedural.patterns20(n_train, seed=2 * seed)
-  x_te, y_te, c_te = procedural.patterns20(n_test, seed=2 * seed + 1)
-  return Dataset(name, x_tr, y_tr, x_te, y_te, procedural.PATTERNS20_CLASSES, c_tr, c_te,
-                 procedural.PATTERNS20_COARSE, source="embedded")
+  render, classes, coarse = {"figures20": (procedural.figures20, procedural.FIGURES20_CLASSES,
+                                           procedural.FIGURES20_COARSE),
+                             "patterns20": (procedural.patterns20, procedural.PATTERNS20_CLASSES,
+                                            procedural.PATTERNS20_COARSE)}[name]
+  x_tr, y_tr, c_tr = render(n_train, seed=2 * seed)
+  x_te, y_te, c_te = render(n_test, seed=2 * seed + 1)
+  return Dataset(name, x_tr, y_tr, x_te, y_te, classes, c_tr, c_te, coarse, source="embedded")
 
 
 def _decode_jpegs(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:

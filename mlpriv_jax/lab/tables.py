@@ -106,9 +106,11 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
     entry = out["tables"].setdefault(table, {"rows": {}})
     victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
     log(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)")
+    t0, trained = time.time(), []   # epochs trained by this run (none when its checkpoint is complete)
     vres = train.train(victim_model, victim_config, x_train, y_train, jax.random.fold_in(key, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
-                       on_epoch_end=lambda r: log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}"))
+                       on_epoch_end=lambda r: (trained.append(r["epoch"]),
+                                               log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")))
     variables = train.variables_of(vres.state)
     victim_top1 = np.asarray(train.predict(victim_model, variables, xt).argmax(-1))
     victim_acc = float((victim_top1 == yt).mean())
@@ -116,7 +118,13 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
                       input_shape=ds.image_shape,
                       meta=model_meta(ds, victim_config, seed=seed, num_train=len(x_train), test_accuracy=victim_acc,
                                       role=f"survey {table} victim ({victim_name})"))
-    entry["victim"] = dict(arch=victim_name, model=victim_model.name, accuracy=victim_acc, fidelity=1.0)
+    if trained or "victim" not in entry:
+      seconds = time.time() - t0
+      entry["victim"] = dict(arch=victim_name, model=victim_model.name, accuracy=victim_acc, fidelity=1.0,
+                             seconds=seconds, epochs_run=len(trained),
+                             seconds_per_epoch=seconds / len(trained) if trained else None,
+                             compile_seconds=vres.compile_seconds)
+    write_json(out_path, out)   # the victim's time is on disk before the first surrogate starts
     victim = Victim(victim_model, variables, budget=budget, key=jax.random.fold_in(key, 10 + t),
                     input_shape=ds.image_shape)
     idx, answers = E.knockoff_random(victim, pool.x_train, budget, jax.random.fold_in(key, 20 + t))
@@ -128,7 +136,7 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
       state = E.train_surrogate(sur, surrogate_config, pool.x_train[idx], answers,
                                 jax.random.fold_in(key, 100 * (t + 1) + r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
-      m.update(model=sur.name, seconds=time.time() - t0)
+      m.update(model=sur.name, seconds=time.time() - t0, epochs=surrogate_config.num_epochs)
       entry["rows"][name] = m
       write_json(out_path, out)
       log(f"  {name:14s} {sur.name:16s} acc {E.survey_cell(m['accuracy'], m['accuracy_ratio'])} "
@@ -144,6 +152,18 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
       for metric in ("accuracy", "fidelity", "accuracy_ratio")])
   log(text)
   log(f"wall {time.time() - t_start:.0f} s; tables in {workdir}")
+  return out
+
+
+def parse_archs(pairs: Sequence[str]) -> Dict[str, str]:
+  """['wres16=wrn16_8', ...] -> {'wres16': 'wrn16_8', ...}; survey names and architectures checked."""
+  out = {}
+  for pair in pairs:
+    name, sep, arch = pair.partition("=")
+    if not sep or name not in SURVEY_NAMES + ("res18_imagenet",) or not arch:
+      raise UserError(f"--archs takes name=architecture pairs with a name in {', '.join(SURVEY_NAMES)}; got {pair!r}")
+    models.canonical_name(arch)
+    out[name] = arch
   return out
 
 
