@@ -99,6 +99,19 @@ def _finish(rng, images, noise_std=0.04):
   return np.clip(np.round(images * 255), 0, 255).astype(np.uint8)
 
 
+def _paint(images, labels, num_classes, sdf, fg, radius, cy, cx, rot):
+  """Paints each image's figure `sdf(label, u, v, radius)` in colour fg, centred at (cy, cx), turned by rot; in place."""
+  for cls in range(num_classes):
+    (idx,) = np.nonzero(labels == cls)
+    if not len(idx):
+      continue
+    dy, dx = _yy - cy[idx, None, None], _xx - cx[idx, None, None]
+    c, s = np.cos(rot[idx])[:, None, None], np.sin(rot[idx])[:, None, None]
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    mask = np.clip(0.5 - sdf(cls, u, v, radius[idx, None, None]), 0, 1)[..., None]
+    images[idx] = images[idx] * (1 - mask) + fg[idx, None, None, :] * mask
+
+
 def shapes10(num_examples: int, seed: int):
   """Renders `num_examples` shapes10 images; returns (uint8[N, 32, 32, 3], int64[N])."""
   rng = np.random.default_rng(seed)
@@ -108,15 +121,7 @@ def shapes10(num_examples: int, seed: int):
   cy, cx = rng.uniform(11, 21, (2, num_examples)).astype(np.float32)
   rot = rng.uniform(-0.3, 0.3, num_examples).astype(np.float32)
   fg = _contrasting(rng, images.mean(axis=(1, 2)))
-  for cls in range(10):
-    (idx,) = np.nonzero(labels == cls)
-    if not len(idx):
-      continue
-    dy, dx = _yy - cy[idx, None, None], _xx - cx[idx, None, None]
-    c, s = np.cos(rot[idx])[:, None, None], np.sin(rot[idx])[:, None, None]
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    mask = np.clip(0.5 - _shape_sdf(cls, u, v, radius[idx, None, None]), 0, 1)[..., None]
-    images[idx] = images[idx] * (1 - mask) + fg[idx, None, None, :] * mask
+  _paint(images, labels, 10, _shape_sdf, fg, radius, cy, cx, rot)
   return _finish(rng, images), labels.astype(np.int64)
 
 
@@ -265,15 +270,7 @@ def figures20(num_examples: int, seed: int):
   radius = rng.uniform(4.0, 12.0, n).astype(np.float32)
   cy, cx = rng.uniform(10, 22, (2, n)).astype(np.float32)
   rot = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
-  for cls in range(20):
-    (idx,) = np.nonzero(labels == cls)
-    if not len(idx):
-      continue
-    dy, dx = _yy - cy[idx, None, None], _xx - cx[idx, None, None]
-    c, s = np.cos(rot[idx])[:, None, None], np.sin(rot[idx])[:, None, None]
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    mask = np.clip(0.5 - _figure_sdf(cls, u, v, radius[idx, None, None]), 0, 1)[..., None]
-    images[idx] = images[idx] * (1 - mask) + fg[idx, None, None, :] * mask
+  _paint(images, labels, 20, _figure_sdf, fg, radius, cy, cx, rot)
   # small clutter: a blob of another colour somewhere in 30% of the images
   (idx,) = np.nonzero(rng.uniform(size=n) < 0.3)
   by, bx = rng.uniform(3, 29, (2, len(idx), 1, 1)).astype(np.float32)
