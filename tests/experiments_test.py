@@ -161,7 +161,7 @@ def test_survey_tables_program_one_row(tmp_path):
   row = res["rows"]["wres16"]
   assert 0 <= row["fidelity"] <= 1 and abs(row["accuracy_ratio"] - row["accuracy"] / res["victim"]["accuracy"]) < 1e-9
   md = open(os.path.join(out, "tables.md")).read()
-  assert "| wres16 (wrn16_1) |" in md and "85.63 (0.90x)" in md   # the survey's own cell beside ours
+  assert "| wres16 (wrn10_1) |" in md and "85.63 (0.90x)" in md   # the survey's own cell beside ours
   assert os.path.exists(os.path.join(out, "victim_wres16", "model.msgpack"))
   bad = _program("survey_tables", f"--workdir={out}", "--tables=table1", "--surrogates=wres16")
   assert bad.returncode == 2 and "use another --workdir" in bad.stderr   # other scale than the saved tables
