@@ -191,6 +191,7 @@ def _strokes(u, v, r, points, width):
 
 
 def _star(rho, theta, r):
+  """Approximate signed distance to a five-pointed star: tips at r, inner corners at 0.45 r."""
   a = np.abs(np.mod(theta + np.pi / 5, 2 * np.pi / 5) - np.pi / 5) / (np.pi / 5)
   return rho - r * (1.0 - 0.55 * a)
 

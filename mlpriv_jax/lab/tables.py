@@ -107,10 +107,14 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
     victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
     log(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)")
     t0, trained = time.time(), []   # epochs trained by this run (none when its checkpoint is complete)
+
+    def on_epoch_end(r):
+      trained.append(r["epoch"])
+      log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")
+
     vres = train.train(victim_model, victim_config, x_train, y_train, jax.random.fold_in(key, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
-                       on_epoch_end=lambda r: (trained.append(r["epoch"]),
-                                               log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")))
+                       on_epoch_end=on_epoch_end)
     variables = train.variables_of(vres.state)
     victim_top1 = np.asarray(train.predict(victim_model, variables, xt).argmax(-1))
     victim_acc = float((victim_top1 == yt).mean())
@@ -160,8 +164,9 @@ def parse_archs(pairs: Sequence[str]) -> Dict[str, str]:
   out = {}
   for pair in pairs:
     name, sep, arch = pair.partition("=")
-    if not sep or name not in SURVEY_NAMES + ("res18_imagenet",) or not arch:
-      raise UserError(f"--archs takes name=architecture pairs with a name in {', '.join(SURVEY_NAMES)}; got {pair!r}")
+    names = SURVEY_NAMES + ("res18_imagenet",)
+    if not sep or name not in names or not arch:
+      raise UserError(f"--archs takes name=architecture pairs with a name in {', '.join(names)}; got {pair!r}")
     models.canonical_name(arch)
     out[name] = arch
   return out
