@@ -181,7 +181,9 @@ def test_shokri_learns_per_class_rules():
 
 from experiments_test import _program  # noqa: E402
 
-MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=8", "--num_epochs=20", "--num_bootstrap=20"]
+MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=4", "--num_epochs=20", "--num_bootstrap=20",
+             "--label_examples=400"]
+LABEL_ONLY = ("gap", "label_augmentation", "label_noise", "label_boundary")
 
 
 @pytest.fixture(scope="module")
@@ -194,20 +196,55 @@ def mia_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_mia_on_an_overfit_target(mia_run):
-  """Shokri and LiRA beat chance by a wide margin; LiRA's TPR at 1% FPR beats the loss attack's."""
+  """With 4 shadow models: Shokri and LiRA beat chance by a wide margin; LiRA's TPR at 1% FPR beats the loss
+  attack's; RMIA offline matches LiRA offline's AUC and beats its TPR at 1% FPR; every label-only attack beats
+  the gap baseline, within its query budget."""
   wd, res = mia_run
   a = res["attacks"]
+  auc = {k: round(v["auc"], 4) for k, v in a.items()}
   assert res["member_is_positive"] and res["target_train_accuracy"] > res["target_test_accuracy"] + 0.1
-  assert a["shokri"]["auc"] > 0.75 and a["lira_online"]["auc"] > 0.75, {k: v["auc"] for k, v in a.items()}
+  assert a["shokri"]["auc"] > 0.75 and a["lira_online"]["auc"] > 0.75, auc
   assert a["lira_online"]["tpr_at_fpr"]["0.01"] > a["loss"]["tpr_at_fpr"]["0.01"], a
-  for name in ("shokri", "loss", "confidence", "entropy", "mentropy", "lira_online", "lira_offline"):
+  assert a["rmia_offline"]["auc"] >= a["lira_offline"]["auc"], auc
+  assert a["rmia_offline"]["tpr_at_fpr"]["0.01"] > a["lira_offline"]["tpr_at_fpr"]["0.01"], a
+  assert a["rmia_offline"]["settings"]["preset"] == "paper_softmax" and res["num_population"] == 1000
+  assert a["label_augmentation"]["auc"] > a["gap"]["auc"] + 0.02, auc
+  assert min(a["label_noise"]["auc"], a["label_boundary"]["auc"]) > a["gap"]["auc"] + 0.05, auc
+  assert a["gap"]["queries_per_example"] == 1 and a["label_augmentation"]["queries_per_example"] == 5
+  assert 50 < a["label_boundary"]["queries_per_example"] <= 300 and a["label_boundary"]["num_scored"] == 400
+  assert 0.5 < a["label_boundary"]["calibrated_accuracy"] <= 1
+  for name in M.REGISTRY:
     lo, hi = a[name]["interval"]["tpr_at_fpr"]["0.001"]
     assert lo <= a[name]["tpr_at_fpr"]["0.001"] <= hi
   keep = np.load(os.path.join(wd, "keep.npy"))
-  assert keep.shape == (9, 1000) and keep[0].sum() == 500 and (keep[1:].sum(0) == 4).all()
+  assert keep.shape == (5, 1000) and keep[0].sum() == 500 and (keep[1:].sum(0) == 2).all()
   saved = np.load(os.path.join(wd, "scores.npz"))
   assert saved["score_lira_online"].shape == (1000,) and (saved["is_member"] == keep[0]).all()
+  idx = saved["index_label_boundary"]
+  assert saved["score_label_boundary"].shape == idx.shape == (400,) and len(set(idx)) == 400
   assert os.path.getsize(os.path.join(wd, "roc.png")) > 1000
+
+
+@pytest.mark.slow
+def test_label_only_attacks_see_through_the_label_defence(mia_run):
+  """Behind the label-only output the label-only attacks score exactly as without it (same models, resumed),
+  beat the gap baseline, and LiRA loses most of its edge (it reads little more than correctness)."""
+  import shutil
+  base_wd, base = mia_run
+  wd = base_wd + "_label"
+  shutil.copytree(base_wd, wd)
+  p = _program("mia", f"--workdir={wd}", *MIA_SMALL, "--defence=label", "--attack=" + ",".join(LABEL_ONLY[:3]) +
+               ",lira_online")
+  assert p.returncode == 0, p.stderr[-3000:]
+  res = json.load(open(os.path.join(wd, "results.json")))
+  a = res["attacks"]
+  auc = {k: round(v["auc"], 4) for k, v in a.items()}
+  assert a["label_augmentation"]["auc"] > max(0.6, a["gap"]["auc"]), auc
+  assert a["lira_online"]["auc"] < base["attacks"]["lira_online"]["auc"] - 0.15, auc
+  assert a["label_noise"]["auc"] > a["lira_online"]["auc"], auc
+  before, after = np.load(os.path.join(base_wd, "scores.npz")), np.load(os.path.join(wd, "scores.npz"))
+  for name in LABEL_ONLY[:3]:
+    np.testing.assert_array_equal(after[f"score_{name}"], before[f"score_{name}"])
 
 
 @pytest.mark.slow
@@ -244,6 +281,14 @@ def test_memguard_blinds_shokri_and_keeps_accuracy(mia_run):
     (dict(attacks=["lira"]), "unknown attack lira"),
     (dict(defence="mad"), "mad defends against extraction"),
     (dict(arch="resnet33"), "unknown architecture"),
+    (dict(attacks=["rmia_offline"], num_population=0), "--num_population must lie in"),
+    (dict(attacks=["rmia_offline"], population="val"), "--population must be one of"),
+    (dict(attacks=["gap"], budget=-1), "--budget must be an integer >= 0"),
+    (dict(attacks=["gap"], label_examples=0), "--label_examples must be >= 1"),
+    (dict(attack_options=dict(rmia=dict(gamma=1))), "unknown attack rmia"),
+    (dict(attacks=["rmia_online"], attack_options=dict(rmia_online=dict(gamma=0))), "gamma must be > 0"),
+    (dict(attacks=["rmia_offline"], attack_options=dict(rmia_offline=dict(offline_a=1.5))), r"a must lie in \[0, 1\]"),
+    (dict(attacks=["rmia_offline"], attack_options=dict(rmia_offline=dict(offline_a="best"))), "or 'tune'"),
 ])
 def test_mia_bad_input_is_one_line(tmp_path, change, match):
   import dataclasses
@@ -255,6 +300,17 @@ def test_mia_bad_input_is_one_line(tmp_path, change, match):
   with pytest.raises(UserError, match=match) as e:
     membership.run(game=game, workdir=str(tmp_path / "bad"), strength=0.5, log=lambda *_: None, **change)
   assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "bad")
+
+
+def test_population_must_be_apart_from_the_candidates():
+  from mlpriv_jax import data
+  from mlpriv_jax.errors import UserError
+  from mlpriv_jax.lab import membership
+  ds = data.load_dataset("shapes10")
+  x, y = membership.population_points(ds, ds.x_train[:100], 50, "train")
+  assert (x == ds.x_train[100:150]).all() and (y == ds.y_train[100:150]).all()
+  with pytest.raises(UserError, match="overlaps the candidates: 3 of its 50 images"):
+    membership.population_points(ds, np.concatenate([ds.x_train[:100], ds.x_test[[4, 9, 20]]]), 50, "test")
 
 
 @pytest.mark.slow

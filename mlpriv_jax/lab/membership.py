@@ -7,11 +7,17 @@ with the chosen defence; every registered attack scores all N examples and is ju
 membership. MemGuard's defence classifier is trained by the defender on the target's members against held-out
 test images (disjoint from the evaluated non-members).
 
+Score attacks (Shokri, metric, LiRA, RMIA) score what the oracle released for the candidates (RMIA also for
+population points: images the attacker holds apart from the candidates, from the test split or the training split
+beyond the universe); query attacks (the label-only ones) query the oracle themselves, on all candidates or a
+random subset of them, and calibrate on the attacker's own shadow models.
+
 The pieces (`membership_keep`, `train_models`, `released_views`, `shadow_view_logits`, `score_attacks`) are
 shared with the arena, which trains the shadows once for every defence it puts in front of the target.
 """
 
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -25,10 +31,11 @@ from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.lab import workdir as wd
 from mlpriv_jax.lab.training import STREAM_KEEP, STREAM_TRAIN, model_meta
-from mlpriv_jax.oracle import Oracle, Victim, query_all
+from mlpriv_jax.oracle import Oracle, Service, Victim, check_budget, query_all
 from mlpriv_jax.utils import atomic_write, write_json
 
-STREAM_TARGET_HALF, STREAM_MEMGUARD, STREAM_SHOKRI, STREAM_VICTIM = 2, 3, 4, 5
+STREAM_TARGET_HALF, STREAM_MEMGUARD, STREAM_SHOKRI, STREAM_VICTIM, STREAM_LABEL_ONLY, STREAM_EVAL = 2, 3, 4, 5, 6, 7
+POPULATIONS = ("test", "train")
 
 
 def membership_keep(key, num_examples: int, num_shadows: int):
@@ -67,6 +74,21 @@ def score_attacks(names: Sequence[str], inputs: M.ScoreInputs, key, *, options: 
   for name in names:
     out[name] = M.score(name, inputs, jax.random.fold_in(key, STREAM_SHOKRI), **(options or {}).get(name, {}))
   return out
+
+
+def population_points(ds: data.Dataset, candidates, num: int, source: str = "test"):
+  """(images, labels) of `num` population points: the first of the test split, or of the training split after
+  the candidates' universe. Raises if any is byte-identical to a candidate (RMIA's population must be apart)."""
+  if source not in POPULATIONS:
+    raise UserError(f"--population must be one of {', '.join(POPULATIONS)}, got {source!r}")
+  xs, ys = (ds.x_test, ds.y_test) if source == "test" else (ds.x_train[len(candidates):], ds.y_train[len(candidates):])
+  if not 1 <= num <= len(xs):
+    raise UserError(f"--num_population must lie in [1, {len(xs)}] for the {source} population of {ds.name}, got {num}")
+  digest = lambda a: {hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in np.asarray(a)}
+  shared = len(digest(candidates) & digest(xs[:num]))
+  if shared:
+    raise UserError(f"the population overlaps the candidates: {shared} of its {num} images are candidates too")
+  return xs[:num], ys[:num]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +151,16 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
         strength: Optional[float] = None, data_dir: Optional[str] = None, num_defence_examples: int = 500,
         fix_variance: Optional[bool] = None, mirror: Optional[bool] = None, shifts: int = 0,
         shokri_features: str = "probs", fprs: Sequence[float] = (0.001, 0.01), num_test: int = 1000,
-        num_bootstrap: int = 200, run_config: Optional[dict] = None, log: Callable = print) -> dict:
-  """The whole membership experiment into `workdir`; returns results.json's content."""
+        num_bootstrap: int = 200, num_population: int = 1000, population: str = "test",
+        label_examples: Optional[int] = None, budget: Optional[int] = None,
+        attack_options: Optional[Dict[str, dict]] = None, run_config: Optional[dict] = None,
+        log: Callable = print) -> dict:
+  """The whole membership experiment into `workdir`; returns results.json's content.
+
+  attack_options: {attack: keywords} for the registry's attacks (e.g. rmia_offline=dict(offline_a="tune"),
+  label_boundary=dict(max_queries=300)). label_examples: how many candidates (a random subset) the query
+  attacks score (None: all). budget: the attacker's query budget at the victim (None: unlimited).
+  """
   t_start = time.time()
   wd.require(workdir)
   attacks = M.parse(attacks)
@@ -138,10 +168,22 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   check_game(game, attacks)
   if shifts < 0 or num_bootstrap < 0:
     raise UserError(f"--shifts and --num_bootstrap must be >= 0, got {shifts}, {num_bootstrap}")
+  if budget is not None and (int(budget) != budget or budget < 0):
+    raise UserError(f"--budget must be an integer >= 0, got {budget}")
+  if label_examples is not None and not 1 <= label_examples:
+    raise UserError(f"--label_examples must be >= 1, got {label_examples}")
+  for name, o in (attack_options or {}).items():
+    if M.get(name).population:
+      M.rmia_settings(**o)
+  score_names = [a for a in attacks if M.get(a).kind == "score"]
+  query_names = [a for a in attacks if M.get(a).kind == "query"]
   dspec = defences.check(defence, strength, threat=defences.MEMBERSHIP)
   strength = strength if dspec.strength is not None else None
   n = game.num_examples
   ds = load_game_data(game, data_dir)
+  pop = None
+  if any(M.get(a).population for a in score_names):
+    pop = population_points(ds, ds.x_train[:n], num_population, population)
   if "members" in dspec.needs and not 1 <= num_defence_examples <= min(n // 2, len(ds.x_test)):
     raise UserError(f"--num_defence_examples must lie in [1, {min(n // 2, len(ds.x_test))}], got "
                     f"{num_defence_examples}")
@@ -166,41 +208,79 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
     guard = defences.make_memguard_classifier(model, target_vars, x[target_keep][:num_defence_examples],
                                               ds.x_test[-num_defence_examples:], jax.random.fold_in(key, STREAM_MEMGUARD))
   d = defences.build(defence, strength, memguard_params=guard)
-  victim = Victim(model, target_vars, defence=d, key=jax.random.fold_in(key, STREAM_VICTIM), input_shape=ds.image_shape)
+  service = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=d)
+  victim = Victim.of(service, budget=budget, key=jax.random.fold_in(key, STREAM_VICTIM))   # the attacker's account
+  evaluator = Victim.of(service, key=jax.random.fold_in(key, STREAM_EVAL))   # ours: utility, not the attacker's budget
 
   # Query the views the models trained on: a mirror view of models that never saw flips only adds noise
   # (measured on the smoke preset: LiRA online TPR at 1% FPR 0.07 with it, 0.25 without).
   mirror = game.config.augment if mirror is None else mirror
   views = M.query_views(x, mirror=mirror, shifts=shifts)  # u8[A, N, H, W, C]
-  asked = views if M.views_needed(attacks) else views[:1]
+  asked = views if M.views_needed(score_names) else views[:1]
+  if score_names:
+    check_budget(victim, len(asked) * (n + (len(pop[0]) if pop else 0)), "the score attacks' queries")
   t0 = time.time()
-  released = released_views(victim, asked)                  # f32[N, A, C], through the defence
-  released_test = query_all(victim, xt, 500)
-  t_query = time.time() - t0
+  released = released_views(evaluator, views[:1])[:, 0]      # f32[N, C], through the defence (our measurement)
+  released_test = query_all(evaluator, xt, 500)
   shadow_vars = jax.tree.map(lambda v: v[1:], g["variables"])
-  shadow_logits = shadow_view_logits(model, shadow_vars, asked, game.num_shadows)
-  inputs = M.ScoreInputs(released, y, shadow_logits, shadow_keep)
+  scored, subsets, queries, seconds = {}, {}, {}, {}
+  if score_names:
+    before = victim.queries_used
+    inputs = M.ScoreInputs(released_views(victim, asked), y,                  # f32[N, A, C], the attacker's queries
+                           shadow_view_logits(model, shadow_vars, asked, game.num_shadows), shadow_keep)
+    if pop is not None:
+      pop_views = M.query_views(pop[0], mirror=mirror, shifts=shifts)[:len(asked)]
+      inputs = inputs._replace(population_probs=released_views(victim, pop_views), population_labels=pop[1],
+                               population_shadow_logits=shadow_view_logits(model, shadow_vars, pop_views,
+                                                                          game.num_shadows))
+    per_score = (victim.queries_used - before) / n
+  t_query = time.time() - t0
 
   t0 = time.time()
   options = dict(shokri=dict(features=shokri_features), lira_online=dict(fix_variance=fix_variance),
                  lira_offline=dict(fix_variance=fix_variance))
-  scored = score_attacks(attacks, inputs, key, options=options, log=log)
+  for name, o in (attack_options or {}).items():
+    options[name] = dict(options.get(name, {}), **o)
+  if score_names:
+    scored.update(score_attacks(score_names, inputs, key, options=options, log=log))
+    queries.update({name: per_score for name in score_names})
+    subsets.update({name: np.arange(n) for name in score_names})
+  if query_names:
+    m = n if label_examples is None else min(int(label_examples), n)
+    idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, STREAM_LABEL_ONLY), n))[:m])
+    shadow_service = Service.from_model(model, jax.tree.map(lambda v: v[0], shadow_vars), input_shape=ds.image_shape)
+    shadow_oracle = lambda k: Victim.of(shadow_service.with_variables(jax.tree.map(lambda v: v[k], shadow_vars)))
+    q_inputs = M.QueryInputs(x[idx], y[idx], shadow_keep[:, idx], shadow_oracle)
+    for name in query_names:
+      before, t1 = victim.queries_used, time.time()
+      scored[name] = M.query_attack(name, victim, q_inputs, jax.random.fold_in(key, STREAM_LABEL_ONLY),
+                                    **options.get(name, {}))
+      subsets[name], queries[name], seconds[name] = idx, (victim.queries_used - before) / m, time.time() - t1
   out, extra = {}, {}
   for name in attacks:
     s, ex = scored[name]
+    member = target_keep[subsets[name]]
     extra.update({k: v for k, v in ex.items() if k.startswith("phi_")})
-    out[name] = M.membership_report(s, target_keep, fprs=fprs, num_bootstrap=num_bootstrap, seed=game.seed)
-    log(f"  {name:13s} AUC {out[name]['auc']:.4f}  balanced acc {out[name]['balanced_accuracy']:.4f}  " +
-        "  ".join(f"TPR@{f} {v:.4f}" for f, v in out[name]["tpr_at_fpr"].items()))
+    out[name] = M.membership_report(s, member, fprs=fprs, num_bootstrap=num_bootstrap, seed=game.seed)
+    out[name].update(queries_per_example=queries[name], num_scored=int(len(s)),
+                     settings={k: v for k, v in ex.items() if isinstance(v, (bool, int, float, str, dict))})
+    if name in seconds:
+      out[name]["seconds"] = seconds[name]
+    if "threshold" in ex:   # the threshold calibrated on a shadow model, applied to the target
+      pred = s > ex["threshold"]
+      out[name]["calibrated_accuracy"] = float(0.5 * (pred[member].mean() + (~pred[~member]).mean()))
+    log(f"  {name:18s} AUC {out[name]['auc']:.4f}  balanced acc {out[name]['balanced_accuracy']:.4f}  " +
+        "  ".join(f"TPR@{f} {v:.4f}" for f, v in out[name]["tpr_at_fpr"].items()) +
+        f"  ({queries[name]:.1f} queries per example)")
   t_attacks = time.time() - t0
 
-  train_acc = float((released[target_keep, 0].argmax(-1) == y[target_keep]).mean())
+  train_acc = float((released[target_keep].argmax(-1) == y[target_keep]).mean())
   # What the defence changed on the evaluated queries (identity view): L1 distortion, labels flipped.
   clean = np.asarray(jax.nn.softmax(train.predict(model, target_vars, x)))
-  l1 = np.abs(released[:, 0] - clean).sum(-1)
+  l1 = np.abs(released - clean).sum(-1)
   g_auc = {}
   if guard is not None:  # MemGuard's own view: its classifier g before and after the noise
-    for what, p in (("clean", clean), ("released", released[:, 0])):
+    for what, p in (("clean", clean), ("released", released)):
       g_auc[what] = M.membership_report(np.asarray(defences.defence_classifier_score(guard, p)), target_keep,
                                         num_bootstrap=0)["auc"]
     log(f"  MemGuard's classifier g: AUC {g_auc['clean']:.4f} on clean outputs, {g_auc['released']:.4f} on "
@@ -208,30 +288,31 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   fix = next((ex["fix_variance"] for _, ex in scored.values() if "fix_variance" in ex), fix_variance)
   res = dict(
       member_is_positive=True, dataset=ds.name, arch=model.name, num_examples=n, num_members=int(target_keep.sum()),
-      num_shadows=game.num_shadows, num_views=int(released.shape[1]), fix_variance=fix,
+      num_shadows=game.num_shadows, num_views=int(len(asked)), fix_variance=fix,
+      num_population=int(len(pop[0])) if pop is not None else 0, population=population if pop is not None else None,
+      queries_used=victim.queries_used, budget=budget,
       defence=d.name, epsilon=strength, target_train_accuracy=train_acc,
       defence_mean_l1=float(l1.mean()), defence_changed_fraction=float((l1 > 1e-6).mean()),
-      defence_label_flips=int((released[:, 0].argmax(-1) != clean.argmax(-1)).sum()),
+      defence_label_flips=int((released.argmax(-1) != clean.argmax(-1)).sum()),
       memguard_classifier_auc=g_auc or None,
       target_test_accuracy=float((released_test.argmax(-1) == yt).mean()),
       target_test_accuracy_undefended=float((np.asarray(test_logits).argmax(-1) == yt).mean()),
-      shadow_train_accuracy=float(np.mean([(shadow_logits[k, shadow_keep[k], 0].argmax(-1) == y[shadow_keep[k]]).mean()
-                                           for k in range(game.num_shadows)])),
+      shadow_train_accuracy=_shadow_train_accuracy(model, shadow_vars, x, y, shadow_keep),
       attacks=out, seconds=dict(train=t_train, queries=t_query, attacks=t_attacks, total=time.time() - t_start),
       config=dict(run_config or {}, **{k: getattr(game.config, k) for k in ("num_epochs", "batch_size",
                                                                             "learning_rate", "weight_decay",
                                                                             "augment")}))
   write_json(os.path.join(workdir, "results.json"), res)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), report_rows(out, defence=defence, strength=strength,
-                                                                          seed=game.seed, data_source=ds.source,
-                                                                          queries=victim.queries_used))
+                                                                          seed=game.seed, data_source=ds.source))
   scores = {name: scored[name][0] for name in attacks}
+  subset_index = {f"index_{k}": subsets[k] for k in query_names}   # the candidates a query attack scored
   atomic_write(os.path.join(workdir, "scores.npz"),
-               lambda f: np.savez(f, is_member=target_keep, labels=y, shadow_keep=shadow_keep, **extra,
+               lambda f: np.savez(f, is_member=target_keep, labels=y, shadow_keep=shadow_keep, **extra, **subset_index,
                                   **{f"score_{k}": v for k, v in scores.items()}))
   curves = {}
   for name in attacks:
-    fpr, tpr = M.roc_curve(scores[name], target_keep)
+    fpr, tpr = M.roc_curve(scores[name], target_keep[subsets[name]])
     curves[name] = (fpr, tpr, out[name]["auc"])
   plots.roc_loglog(os.path.join(workdir, "roc.png"), curves,
                    f"{model.name} on {ds.name}, {game.num_shadows} shadows, defence {d.name} (member = positive)")
@@ -241,11 +322,19 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   return res
 
 
+def _shadow_train_accuracy(model, shadow_vars, x, y, shadow_keep) -> float:
+  logits = np.asarray(train.predict(model, shadow_vars, x, num_models=shadow_keep.shape[0]))
+  return float(np.mean([(logits[k, shadow_keep[k]].argmax(-1) == y[shadow_keep[k]]).mean()
+                        for k in range(shadow_keep.shape[0])]))
+
+
 def report_rows(reports: dict, **common) -> list:
   """Flat result rows of membership reports {attack: membership_report(...)}."""
   rows = []
   for name, r in reports.items():
     iv = r.get("interval", {})
+    if "queries_per_example" in r:   # what this attack asked the victim, in all
+      common = dict(common, queries=round(r["queries_per_example"] * r["num_scored"]))
     for metric in ("auc", "balanced_accuracy", "advantage"):
       rows.append(results.row(metric=metric, value=r[metric], attack=name, ci=iv.get(metric), **common))
     for f, v in r["tpr_at_fpr"].items():

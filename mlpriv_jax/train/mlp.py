@@ -77,3 +77,9 @@ def train_binary_mlps(key, x, targets, groups, num_groups: int, *, widths: Seque
 
   params, _ = run(params, opt_state)
   return params
+
+
+def grouped_logits(params, x, groups, widths: Sequence[int]):
+  """Logits f32[N] of record n under MLP groups[n]: params with a leading axis G, x f[N, D], groups int[N]."""
+  all_groups = jax.vmap(lambda p: mlp_logits(p, x, tuple(widths)))(params)   # [G, N]
+  return jnp.take_along_axis(all_groups, jnp.asarray(groups)[None], axis=0)[0]

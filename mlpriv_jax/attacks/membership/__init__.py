@@ -1,13 +1,16 @@
 """Membership inference through the oracle. Member = positive; every score is higher = member.
 
 Shokri shadow models, the metric attacks (loss, confidence, entropy, modified entropy with class-dependent
-thresholds) and LiRA (online, offline), found by name in `REGISTRY`.
+thresholds), LiRA and RMIA (online, offline), and the label-only attacks (gap, augmentation, noise, boundary
+distance), found by name in `REGISTRY`.
 """
 
 from mlpriv_jax.attacks.membership.lira import lira_offline, lira_online
 from mlpriv_jax.attacks.membership.metrics import check_fprs, membership_report, roc_curve, tpr_at_fpr
-from mlpriv_jax.attacks.membership.registry import (REGISTRY, MembershipAttack, ScoreInputs, check_shadows, get,
-                                                    lira_phis, parse, score, views_needed)
+from mlpriv_jax.attacks.membership.registry import (REGISTRY, MembershipAttack, QueryInputs, ScoreInputs,
+                                                    check_shadows, get, labels_of, lira_phis, parse, query_attack,
+                                                    rmia_settings, score, views_needed)
+from mlpriv_jax.attacks.membership.rmia import rmia
 from mlpriv_jax.attacks.membership.shokri import ShokriAttack, attack_records, shokri_score, train_shokri
 from mlpriv_jax.attacks.membership.signals import (SIGNALS, confidence_score, entropy_score,
                                                    logit_scaled_confidence, loss_score, modified_entropy_score,

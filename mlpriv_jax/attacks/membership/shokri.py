@@ -10,12 +10,11 @@ released vector for (x, y) with attack model y: higher = member.
 from typing import NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 
 from mlpriv_jax.attacks.membership.signals import released_log_probs
 from mlpriv_jax.errors import UserError
-from mlpriv_jax.train.mlp import mlp_logits, train_binary_mlps
+from mlpriv_jax.train.mlp import grouped_logits, train_binary_mlps
 
 
 class ShokriAttack(NamedTuple):
@@ -70,6 +69,4 @@ def train_shokri(key, probs, labels, is_member, num_classes: int, *, features: s
 def shokri_score(attack: ShokriAttack, probs, labels):
   """Membership logit f32[N] of released probabilities f[N, C] with true labels int[N]."""
   chex.assert_rank(probs, 2)
-  x = _features(probs, attack.features)
-  all_classes = jax.vmap(lambda p: mlp_logits(p, x, (attack.hidden,)))(attack.params)  # [C, N]
-  return jnp.take_along_axis(all_classes, jnp.asarray(labels)[None], axis=0)[0]
+  return grouped_logits(attack.params, _features(probs, attack.features), labels, (attack.hidden,))
