@@ -27,7 +27,7 @@ rerun with the same --workdir resumes the training.
 
 Presets: smoke (shapes10, 1,000 examples, cnn_small, 8 shadows; label-only attacks on 500 candidates,
 HopSkipJump capped at 300 queries each; ~4 min on 2 CPU cores), cpu (4,000 CIFAR-10 examples, cnn_small, 16
-shadows, HopSkipJump 2,000 queries), paper (LiRA: WRN-28-2, 256 shadows, each on half of CIFAR-10's 50,000,
+shadows, label-only attacks on 500 candidates, HopSkipJump 1,000 queries), paper (LiRA: WRN-28-2, 256 shadows, each on half of CIFAR-10's 50,000,
 100 epochs; RMIA against 10,000 test images; HopSkipJump with cleverhans' defaults, ~35,000 queries; GPU).
 RMIA's defaults (--rmia_preset=paper_softmax) are its authors' code's (gamma = 2, a = 0.3, 20% trimmed means, a
 majority vote over views) with the true-class softmax at T = 1 for their Taylor soft margin, which needs logits; paper,
@@ -52,7 +52,7 @@ PRESETS = {
                   num_defence_examples=500, chunk_size=0),
     "cpu": dict(_RECIPE, dataset="cifar10_jpeg", arch="cnn_small", num_examples=4000, num_shadows=16, num_epochs=20,
                 batch_size=128, learning_rate=0.05, weight_decay=5e-4, augment=True, num_defence_examples=1000,
-                chunk_size=0, num_population=2000, label_examples=1000, hsj_max_queries=2000, hsj_initial_evals=50,
+                chunk_size=0, num_population=2000, label_examples=500, hsj_max_queries=1000, hsj_initial_evals=50,
                 noise_samples=100),
     # LiRA's train.py: wrn28-2, lr 0.1 cosine, batch 256, wd 5e-4, momentum 0.9, crop+flip.
     "paper": dict(_RECIPE, dataset="cifar10", arch="wrn28_2", num_examples=50000, num_shadows=256, num_epochs=100,
