@@ -10,6 +10,7 @@ from scipy.stats import norm
 from mlpriv_jax import defences, models
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.attacks.membership import label_only as L
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.oracle import BudgetExceeded, Victim
 
 # A 2-class linear model: logits (0, w.x + b), w = (3, 4), b = -3.5; x = (1, 1) is class 1 at L2 distance 0.7
@@ -146,3 +147,7 @@ def test_label_only_budget_too_small_is_one_line(tiny_game):
   assert "\n" not in str(e.value) and small.queries_used == 0
   with pytest.raises(BudgetExceeded, match="label_boundary needs up to 80 queries per example"):
     M.query_attack("label_boundary", small, inputs, jax.random.key(0), max_queries=80)
+  # 8 x 8 x 3 inputs: HopSkipJump's start needs 1 + 10 + ceil(log2(192^1.5)) = 23 queries, plus the label.
+  with pytest.raises(UserError, match="label_boundary needs max_queries >= 24 per example"):
+    M.query_attack("label_boundary", small, inputs, jax.random.key(0), max_queries=23)
+  assert small.queries_used == 0

@@ -12,7 +12,8 @@ population points: images the attacker holds apart from the candidates, from the
 beyond the universe); query attacks (the label-only ones) query the oracle themselves, on all candidates or a
 random subset of them, and calibrate on the attacker's own shadow models.
 
-The pieces (`membership_keep`, `train_models`, `released_views`, `shadow_view_logits`, `score_attacks`) are
+The pieces (`membership_keep`, `train_models`, `released_views`, `shadow_view_logits`, `score_attacks`,
+`query_attacks`) are
 shared with the arena, which trains the shadows once for every defence it puts in front of the target.
 """
 
@@ -89,6 +90,23 @@ def population_points(ds: data.Dataset, candidates, num: int, source: str = "tes
   if shared:
     raise UserError(f"the population overlaps the candidates: {shared} of its {num} images are candidates too")
   return xs[:num], ys[:num]
+
+
+def query_attacks(names: Sequence[str], oracle: Oracle, model, shadow_variables, x, y, shadow_keep, key, *,
+                  options: Optional[dict] = None) -> Dict[str, tuple]:
+  """{name: (scores f64[M], extras, queries per example, seconds)} of the query attacks `names` on candidates
+  x u8[M, ...], y int[M]; they query `oracle` and calibrate on the shadows (stacked variables, keep bool[K, M])."""
+  shadow_service = Service.from_model(model, jax.tree.map(lambda v: v[0], shadow_variables),
+                                      input_shape=tuple(x.shape[1:]))
+  shadow_oracle = lambda k: Victim.of(shadow_service.with_variables(jax.tree.map(lambda v: v[k], shadow_variables)))
+  inputs = M.QueryInputs(x, y, shadow_keep, shadow_oracle)
+  out = {}
+  for name in names:
+    before, t0 = oracle.queries_used, time.time()
+    scores, extras = M.query_attack(name, oracle, inputs, jax.random.fold_in(key, STREAM_LABEL_ONLY),
+                                    **(options or {}).get(name, {}))
+    out[name] = (scores, extras, (oracle.queries_used - before) / len(y), time.time() - t0)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,14 +266,9 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   if query_names:
     m = n if label_examples is None else min(int(label_examples), n)
     idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, STREAM_LABEL_ONLY), n))[:m])
-    shadow_service = Service.from_model(model, jax.tree.map(lambda v: v[0], shadow_vars), input_shape=ds.image_shape)
-    shadow_oracle = lambda k: Victim.of(shadow_service.with_variables(jax.tree.map(lambda v: v[k], shadow_vars)))
-    q_inputs = M.QueryInputs(x[idx], y[idx], shadow_keep[:, idx], shadow_oracle)
-    for name in query_names:
-      before, t1 = victim.queries_used, time.time()
-      scored[name] = M.query_attack(name, victim, q_inputs, jax.random.fold_in(key, STREAM_LABEL_ONLY),
-                                    **options.get(name, {}))
-      subsets[name], queries[name], seconds[name] = idx, (victim.queries_used - before) / m, time.time() - t1
+    for name, (sc, ex, q, sec) in query_attacks(query_names, victim, model, shadow_vars, x[idx], y[idx],
+                                                 shadow_keep[:, idx], key, options=options).items():
+      scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
   out, extra = {}, {}
   for name in attacks:
     s, ex = scored[name]

@@ -10,7 +10,6 @@ from mlpriv_jax.attacks.membership.metrics import check_fprs, membership_report,
 from mlpriv_jax.attacks.membership.registry import (REGISTRY, MembershipAttack, QueryInputs, ScoreInputs,
                                                     check_shadows, get, labels_of, lira_phis, parse, query_attack,
                                                     rmia_settings, score, views_needed)
-from mlpriv_jax.attacks.membership.rmia import rmia
 from mlpriv_jax.attacks.membership.shokri import ShokriAttack, attack_records, shokri_score, train_shokri
 from mlpriv_jax.attacks.membership.signals import (SIGNALS, confidence_score, entropy_score,
                                                    logit_scaled_confidence, loss_score, modified_entropy_score,

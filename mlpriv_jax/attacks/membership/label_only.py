@@ -73,7 +73,7 @@ def noise_robustness(labels_of: Callable, images, labels, key, *, sigma: float, 
   """
   if not sigma > 0 or int(num_samples) != num_samples or num_samples < 1:
     raise UserError(f"the noise attack needs sigma > 0 and num_samples >= 1, got {sigma}, {num_samples}")
-  x = _as_float(images)
+  x = as_float(images)
   y = np.asarray(labels)
   correct = np.asarray(labels_of(x)) == y
   score = np.zeros(len(x))
@@ -91,7 +91,7 @@ def noise_robustness(labels_of: Callable, images, labels, key, *, sigma: float, 
 
 def gap_score(labels_of: Callable, images, labels):
   """f64[N]: 1 if the label is right (predict member), else 0 (Yeom et al. 2018's gap attack; the baseline)."""
-  return (np.asarray(labels_of(_as_float(images))) == np.asarray(labels)).astype(np.float64)
+  return (np.asarray(labels_of(as_float(images))) == np.asarray(labels)).astype(np.float64)
 
 
 def _rng(key):
@@ -100,7 +100,8 @@ def _rng(key):
   return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
 
 
-def _as_float(images):
+def as_float(images):
+  """f32 images in [0, 1] from uint8 (or floats as they are)."""
   images = np.asarray(images)
   return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
@@ -140,8 +141,8 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
   theta = gamma / (d * math.sqrt(d))
   bs_steps = max(0, math.ceil(math.log2(1 / theta)))       # the binary search halves [0, 1] down to theta
   cap = math.inf if max_queries is None else int(max_queries)
-  if cap < 1 + 10 + bs_steps:
-    raise UserError(f"HopSkipJump needs at least {1 + 10 + bs_steps} queries per example to find a starting "
+  if cap < hsj_min_queries(d, gamma):
+    raise UserError(f"HopSkipJump needs at least {hsj_min_queries(d, gamma)} queries per example to find a starting "
                     f"point (dimension {d}); the cap is {max_queries}")
   queries, grad_queries = np.zeros(b, np.int64), np.zeros(b, np.int64)
   k_init, k_grad = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -229,6 +230,11 @@ def calibrate_threshold(member_scores, nonmember_scores, num_thresholds: int = 9
   acc = ((s_in[None] > taus[:, None]).sum(1) + (s_out[None] <= taus[:, None]).sum(1)) / (len(s_in) + len(s_out))
   best = int(np.argmax(acc))
   return float(taus[best]), float(acc[best])
+
+
+def hsj_min_queries(d: int, gamma: float = 1.0) -> int:
+  """The fewest decisions `hopskipjump_l2` needs per example: one draw, the blend search and a binary search."""
+  return 1 + 10 + max(0, math.ceil(math.log2(d * math.sqrt(d) / gamma)))
 
 
 def hsj_max_queries(d: int, *, num_iterations: int = 64, initial_num_evals: int = 100, max_num_evals: int = 10_000,

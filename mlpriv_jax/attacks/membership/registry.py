@@ -205,28 +205,27 @@ def _label_boundary(oracle, inputs: QueryInputs, key, *, max_queries: Optional[i
   hsj = dict(num_iterations=num_iterations, initial_num_evals=initial_num_evals, max_num_evals=max_num_evals,
              gamma=gamma)
   dim = int(np.prod(inputs.images.shape[1:]))
+  if max_queries is not None and int(max_queries) < 1 + L.hsj_min_queries(dim, gamma):
+    raise UserError(f"label_boundary needs max_queries >= {1 + L.hsj_min_queries(dim, gamma)} per example "
+                    f"(the label, then HopSkipJump's start at dimension {dim}), got {max_queries}")
   per_example = 1 + (L.hsj_max_queries(dim, **hsj) if max_queries is None else int(max_queries) - 1)
-  if max_queries is not None and int(max_queries) < 2:
-    raise UserError(f"label_boundary needs max_queries >= 2 per example, got {max_queries}")
   _need(oracle, inputs, per_example, "label_boundary")
-  grad_queries = []
 
-  def distances(lab, images, labels, k=jax.random.fold_in(key, 0)):
-    x = L._as_float(images)
+  def distances(lab, images, labels, k):
+    """(distance f64[N], gradient queries per example): 0 for a misclassified x, which costs one query."""
+    x = L.as_float(images)
     dist = np.zeros(len(x))
-    idx = np.flatnonzero(np.asarray(lab(x)) == labels)     # misclassified: distance 0, nothing more asked
-    if len(idx):
-      decide = lambda xs, ii: np.asarray(lab(xs.reshape(-1, *x.shape[1:]))) != labels[idx][ii]
-      r = L.hopskipjump_l2(decide, x[idx].reshape(len(idx), -1), k, max_queries=per_example - 1, **hsj)
-      dist[idx] = r.distance
-      grad_queries.append(float(r.gradient_queries.sum()) / len(x))
-    return dist
+    idx = np.flatnonzero(np.asarray(lab(x)) == labels)
+    if not len(idx):
+      return dist, 0.0
+    decide = lambda xs, ii: np.asarray(lab(xs.reshape(-1, *x.shape[1:]))) != labels[idx][ii]
+    r = L.hopskipjump_l2(decide, x[idx].reshape(len(idx), -1), k, max_queries=per_example - 1, **hsj)
+    dist[idx] = r.distance
+    return dist, float(r.gradient_queries.sum()) / len(x)
 
-  calib = _calibrated(lambda lab, x, y: distances(lab, x, y, jax.random.fold_in(key, 1)), inputs, num_calibration)
-  grad_queries.clear()
-  scores = distances(labels_of(oracle), inputs.images, inputs.labels)
-  return scores, dict(max_queries=per_example, gradient_queries_per_example=grad_queries[0] if grad_queries else 0.0,
-                      **hsj, **calib)
+  calib = _calibrated(lambda lab, x, y: distances(lab, x, y, jax.random.fold_in(key, 1))[0], inputs, num_calibration)
+  scores, grad_queries = distances(labels_of(oracle), inputs.images, inputs.labels, jax.random.fold_in(key, 0))
+  return scores, dict(max_queries=per_example, gradient_queries_per_example=grad_queries, **hsj, **calib)
 
 
 REGISTRY = {a.name: a for a in (
