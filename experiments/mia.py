@@ -27,8 +27,9 @@ rerun with the same --workdir resumes the training.
 
 Presets: smoke (shapes10, 1,000 examples, cnn_small, 8 shadows; label-only attacks on 500 candidates,
 HopSkipJump capped at 300 queries each; ~4 min on 2 CPU cores), cpu (4,000 CIFAR-10 examples, cnn_small, 16
-shadows, label-only attacks on 500 candidates, HopSkipJump 1,000 queries), paper (LiRA: WRN-28-2, 256 shadows, each on half of CIFAR-10's 50,000,
-100 epochs; RMIA against 10,000 test images; HopSkipJump with cleverhans' defaults, ~35,000 queries; GPU).
+shadows, label-only attacks on 500 candidates, HopSkipJump 1,000 queries; ~14 min), paper (LiRA: WRN-28-2, 256
+shadows, each on half of CIFAR-10's 50,000, 100 epochs; RMIA against 10,000 test images; HopSkipJump with
+cleverhans' defaults, ~35,000 queries; GPU).
 RMIA's defaults (--rmia_preset=paper_softmax) are its authors' code's (gamma = 2, a = 0.3, 20% trimmed means, a
 majority vote over views) with the true-class softmax at T = 1 for their Taylor soft margin, which needs logits; paper,
 privacy_meter and leakpro name the published sets (BUILD_NOTES.md).

@@ -69,10 +69,10 @@ def test_fast_path_equals_brute_force_and_majority_vote():
   brute = np.asarray(R._pairwise_chunk(rx.astype(np.float32), rz.astype(np.float32), 1.3)) / 257
   np.testing.assert_array_equal(R.fast_pairwise_scores(rx[:, 0], rz[:, 0], 1.3), brute)
   # Ties at the edge (quotients exactly gamma) agree too.
-  rz_t = np.array([[0.5], [1.0], [0.25], [2.0]])
-  rx_t = np.array([[1.0], [2.0], [0.5], [4.0]])
+  rz_t = np.array([[0.5], [1.0], [0.25], [2.0]], np.float32)
+  rx_t = np.array([[1.0], [2.0], [0.5], [4.0]], np.float32)
   np.testing.assert_array_equal(R.fast_pairwise_scores(rx_t[:, 0], rz_t[:, 0], 2.0),
-                                np.asarray(R._pairwise_chunk(rx_t.astype(np.float32), rz_t.astype(np.float32), 2.0)) / 4)
+                                np.asarray(R._pairwise_chunk(rx_t, rz_t, 2.0)) / 4)
   # 18 views, chunked == one chunk == a loop; 9 of 18 votes lose.
   rx18, rz18 = rng.lognormal(size=(37, 18)), rng.lognormal(size=(23, 18))
   loop = np.array([[(np.sum(rx18[i] / rz18[j] > 1.0) * 2 > 18) for j in range(23)] for i in range(37)]).mean(1)

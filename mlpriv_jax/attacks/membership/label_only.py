@@ -200,7 +200,8 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
       fval = 2.0 * ask(probe.reshape(-1, d), np.repeat(ii, evals)).reshape(len(ii), evals) - 1.0
       grad_queries[ii] += evals
       mean = fval.mean(1, keepdims=True)
-      g = np.where(mean == 1.0, rv.mean(1), np.where(mean == -1.0, -rv.mean(1), ((fval - mean)[..., None] * rv).mean(1)))
+      centred = ((fval - mean)[..., None] * rv).mean(1)   # all probes on one side: +-mean(rv), as cleverhans
+      g = np.where(mean == 1.0, rv.mean(1), np.where(mean == -1.0, -rv.mean(1), centred))
       grad[sl] = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     # Geometric step size: epsilon = dist / sqrt(j), halved until the step stays adversarial.
     eps = dist[idx] / np.sqrt(j)

@@ -99,7 +99,8 @@ def _lira(online):
   return fn
 
 
-def rmia_settings(preset: str = "paper_softmax", gamma: Optional[float] = None, offline_a: Union[None, float, str] = None):
+def rmia_settings(preset: str = "paper_softmax", gamma: Optional[float] = None,
+                  offline_a: Union[None, float, str] = None):
   """(preset, gamma, a or 'tune') with the preset's values filled in, each checked (one-line errors).
 
   The default preset is the authors' code with the true-class softmax at T = 1: an oracle releases probabilities,
