@@ -139,7 +139,7 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
                     f"{num_iterations}, {initial_num_evals}, {max_num_evals}, {gamma}, {init_tries}")
   b, d = x0.shape
   theta = gamma / (d * math.sqrt(d))
-  bs_steps = max(0, math.ceil(math.log2(1 / theta)))       # the binary search halves [0, 1] down to theta
+  bs_steps = _binary_search_steps(d, gamma)
   cap = math.inf if max_queries is None else int(max_queries)
   if cap < hsj_min_queries(d, gamma):
     raise UserError(f"HopSkipJump needs at least {hsj_min_queries(d, gamma)} queries per example to find a starting "
@@ -154,9 +154,10 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
   def blend(alpha, idx, towards):
     return (1 - alpha[:, None]) * x0[idx] + alpha[:, None] * towards
 
-  def binary_search(idx, pert):
+  def binary_search(idx, pert, steps):
+    """The blend of x0 and the adversarial `pert` closest to x0 that stays adversarial, to 2^-steps."""
     low, high = np.zeros(len(idx), np.float32), np.ones(len(idx), np.float32)
-    for _ in range(bs_steps):
+    for _ in range(steps):
       mid = (low + high) / 2
       adv = ask(blend(mid, idx, pert), idx)
       high, low = np.where(adv, mid, high), np.where(adv, low, mid)
@@ -173,13 +174,8 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
     adv = ask(u, todo)
     start[todo[adv]], found[todo[adv]] = u[adv], True
   idx = np.flatnonzero(found)
-  low, high = np.zeros(len(idx), np.float32), np.ones(len(idx), np.float32)
-  for _ in range(10):   # 2^-10 < 1e-3
-    mid = (low + high) / 2
-    adv = ask(blend(mid, idx, start[idx]), idx)
-    high, low = np.where(adv, mid, high), np.where(adv, low, mid)
   pert, dist = x0.copy(), np.full(b, np.float32(np.sqrt(d)))   # no start found: the diameter of [0, 1]^D
-  pert[idx], dist[idx] = binary_search(idx, blend(high, idx, start[idx]))
+  pert[idx], dist[idx] = binary_search(idx, binary_search(idx, start[idx], 10)[0], bs_steps)   # 2^-10 < 1e-3
 
   for j in range(1, num_iterations + 1):
     evals = hsj_iteration_evals(j, initial_num_evals, max_num_evals)
@@ -216,7 +212,7 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
       eps[todo[~adv]] /= 2
     stepped = pert[idx].copy()
     stepped[ok] = np.clip(pert[idx[ok]] + eps[ok, None] * grad[ok], 0, 1)
-    pert[idx], dist[idx] = binary_search(idx, stepped)
+    pert[idx], dist[idx] = binary_search(idx, stepped, bs_steps)
   return HsjResult(dist, pert, queries, grad_queries, found)
 
 
@@ -233,14 +229,19 @@ def calibrate_threshold(member_scores, nonmember_scores, num_thresholds: int = 9
   return float(taus[best]), float(acc[best])
 
 
+def _binary_search_steps(d: int, gamma: float) -> int:
+  """Halvings of [0, 1] down to cleverhans' threshold theta = gamma / d^(3/2)."""
+  return max(0, math.ceil(math.log2(d * math.sqrt(d) / gamma)))
+
+
 def hsj_min_queries(d: int, gamma: float = 1.0) -> int:
   """The fewest decisions `hopskipjump_l2` needs per example: one draw, the blend search and a binary search."""
-  return 1 + 10 + max(0, math.ceil(math.log2(d * math.sqrt(d) / gamma)))
+  return 1 + 10 + _binary_search_steps(d, gamma)
 
 
 def hsj_max_queries(d: int, *, num_iterations: int = 64, initial_num_evals: int = 100, max_num_evals: int = 10_000,
                     gamma: float = 1.0, init_tries: int = 100, max_halvings: int = 30) -> int:
   """The most decisions `hopskipjump_l2` can ask for one example of dimension d without a cap."""
-  bs_steps = max(0, math.ceil(math.log2(d * math.sqrt(d) / gamma)))
+  bs_steps = _binary_search_steps(d, gamma)
   return init_tries + 10 + bs_steps + sum(hsj_iteration_evals(j, initial_num_evals, max_num_evals) + max_halvings
                                           + bs_steps for j in range(1, num_iterations + 1))

@@ -111,7 +111,7 @@ def rmia_settings(preset: str = "paper_softmax", gamma: Optional[float] = None,
   if isinstance(offline_a, str) and offline_a != "tune":
     raise UserError(f"RMIA offline a must be a number in [0, 1] or 'tune', got {offline_a!r}")
   a = p.offline_a if offline_a is None else offline_a
-  R.check_rmia(gamma, 0.5 if a == "tune" else float(a))
+  R.check_rmia(gamma, None if a == "tune" else float(a))
   return p, gamma, a
 
 
@@ -177,10 +177,9 @@ def _label_augmentation(oracle, inputs: QueryInputs, key, *, d: int = 1, mirror:
   _need(oracle, inputs, num_views, "label_augmentation")
   feats = lambda o: L.augmentation_features(labels_of(o), inputs.images, inputs.labels, d, mirror=mirror)
   c = feats(oracle)
-  count = c.sum(1).astype(np.float64)
   extras = dict(d=d, mirror=mirror, num_views=num_views, scorer=scorer)
   if scorer == "count":
-    return count, extras
+    return c.sum(1).astype(np.float64), extras
   # The paper code's rule: an attack MLP per true class on the shadow (source) models' features.
   k = inputs.shadow_keep.shape[0]
   shadow_c = np.concatenate([feats(inputs.shadow_oracle(j)) for j in range(k)])

@@ -16,7 +16,7 @@ trained on them), so their P_IN always takes the offline approximation, online t
 """
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import chex
 import jax
@@ -164,10 +164,11 @@ def fast_pairwise_scores(ratio_x, ratio_z, gamma: float):
   return lo / len(rz)
 
 
-def check_rmia(gamma: float, offline_a: float) -> None:
+def check_rmia(gamma: float, offline_a: Optional[float] = None) -> None:
+  """One-line errors for gamma <= 0 and a outside [0, 1] (None: a not given)."""
   if not gamma > 0:
     raise UserError(f"RMIA gamma must be > 0, got {gamma}")
-  if not 0 <= offline_a <= 1:
+  if offline_a is not None and not 0 <= offline_a <= 1:
     raise UserError(f"RMIA offline a must lie in [0, 1], got {offline_a}")
 
 
