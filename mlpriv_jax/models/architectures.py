@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mlpriv_jax.errors import UserError
-from mlpriv_jax.models.layers import Conv, batch_norm, dense
+from mlpriv_jax.models.layers import Conv, batch_norm, dense, group_norm
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -43,6 +43,7 @@ class ZooModule(nn.Module):
   std: Sequence[float] = CIFAR_STD
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  norm_kind: str = "batch"   # 'batch' or 'group' (the `_gn` zoo names, for DP-SGD)
 
   def normalise(self, x):
     return _Normalise(self.mean, self.std, self.dtype)(x)
@@ -51,6 +52,8 @@ class ZooModule(nn.Module):
     return Conv(features, kernel_size, strides, use_bias=use_bias, dtype=self.dtype, conv_impl=self.conv_impl)
 
   def norm(self, train: bool):
+    if self.norm_kind == "group":
+      return lambda x: group_norm(self.dtype, x.shape[-1])(x)
     return batch_norm(train, self.dtype)
 
   def head(self, x):

@@ -15,6 +15,7 @@ over models on CPU (by default it unrolls the model axis there, which measured
 faster still; see BUILD_NOTES.md).
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -97,6 +98,15 @@ def batch_norm(train: bool, dtype: Any, name: str | None = None):
   """BatchNorm matching PyTorch defaults (momentum 0.1 there == 0.9 here, eps 1e-5)."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def group_norm(dtype: Any, channels: int, groups: int = 16, name: str | None = None):
+  """GroupNorm (Wu & He 2018) with gcd(groups, channels) groups: 16 in De et al.'s DP-SGD WRN (2022).
+
+  Normalises each example on its own, so per-example gradients (DP-SGD) stay per example.
+  """
+  return nn.GroupNorm(num_groups=math.gcd(groups, channels), epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                      name=name)
 
 
 def dense(features: int, dtype: Any, name: str | None = None):

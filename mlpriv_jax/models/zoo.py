@@ -29,8 +29,11 @@ _FIXED = {
 _WRN = re.compile(r"wrn(\d+)_(\d+)$")
 _CIFAR_RESNET = re.compile(r"resnet(\d+)$")
 # Names listed in errors and docs; any wrn<6n+4>_<k> and resnet<6n+2> also parse.
+# Any name with the suffix `_gn` is the same network with GroupNorm for BatchNorm (for DP-SGD).
 KNOWN = ("wrn16_4", "wrn16_8", "wrn22_8", "wrn28_2", "wrn28_10", "resnet20", "resnet32", "resnet56",
-         "resnet18", "resnet18_imagenet", "vgg16", "resnet18_narrow", "vgg16_narrow", "cnn_small", "cnn_tiny")
+         "resnet18", "resnet18_imagenet", "vgg16", "resnet18_narrow", "vgg16_narrow", "cnn_small", "cnn_tiny",
+         "cnn_small_gn", "wrn16_4_gn", "resnet20_gn")
+GROUP_NORM_SUFFIX = "_gn"
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -57,10 +60,12 @@ class Model(NamedTuple):
 
 def canonical_name(name: str) -> str:
   """Resolves aliases; raises a one-line UserError listing the known names."""
-  name = ALIASES.get(name, name)
-  m, r = _WRN.match(name), _CIFAR_RESNET.match(name)
-  if name in _FIXED or (m and (int(m[1]) - 4) % 6 == 0) or (r and name != "resnet18" and (int(r[1]) - 2) % 6 == 0):
-    return name
+  gn = name.endswith(GROUP_NORM_SUFFIX)
+  base = name[: -len(GROUP_NORM_SUFFIX)] if gn else name
+  base = ALIASES.get(base, base)
+  m, r = _WRN.match(base), _CIFAR_RESNET.match(base)
+  if base in _FIXED or (m and (int(m[1]) - 4) % 6 == 0) or (r and base != "resnet18" and (int(r[1]) - 2) % 6 == 0):
+    return base + GROUP_NORM_SUFFIX if gn else base
   raise UserError(f"unknown architecture {name!r}; known: {', '.join(KNOWN)} "
                    f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
 
@@ -68,7 +73,7 @@ def canonical_name(name: str) -> str:
 def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_impl: str = "auto",
               mean: Sequence[float] = arch.CIFAR_MEAN, std: Sequence[float] = arch.CIFAR_STD,
               dropout_rate: float = 0.0) -> Model:
-  """Builds a zoo model by name (`wrn16_8`, `resnet32`, `vgg16`, aliases `wres16`, ...).
+  """Builds a zoo model by name (`wrn16_8`, `resnet32`, `vgg16`, aliases `wres16`, GroupNorm `wrn16_4_gn`, ...).
 
   Args:
     name: architecture name or alias.
@@ -87,14 +92,16 @@ def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_imp
     raise UserError(f"unknown compute dtype {dtype_name!r}; known: {', '.join(DTYPES)}")
   if len(mean) != len(std) or not all(s > 0 for s in std):
     raise UserError(f"mean and std must have one entry per channel and std > 0, got {mean} and {std}")
+  gn = name.endswith(GROUP_NORM_SUFFIX)
+  base = name[: -len(GROUP_NORM_SUFFIX)] if gn else name
   kw = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-            dtype=DTYPES[dtype_name], conv_impl=conv_impl)
-  if name in _FIXED:
-    module = _FIXED[name](**kw)
-  elif m := _WRN.match(name):
+            dtype=DTYPES[dtype_name], conv_impl=conv_impl, norm_kind="group" if gn else "batch")
+  if base in _FIXED:
+    module = _FIXED[base](**kw)
+  elif m := _WRN.match(base):
     module = arch.WideResNet(depth=int(m[1]), widen_factor=int(m[2]), dropout_rate=dropout_rate, **kw)
   else:
-    module = arch.CifarResNet(depth=int(_CIFAR_RESNET.match(name)[1]), **kw)
+    module = arch.CifarResNet(depth=int(_CIFAR_RESNET.match(base)[1]), **kw)
   spec = dict(arch=name, num_classes=int(num_classes), mean=list(kw["mean"]), std=list(kw["std"]),
               dtype=dtype_name, dropout_rate=float(dropout_rate))
   return _from_module(name, int(num_classes), module, spec)

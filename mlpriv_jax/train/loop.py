@@ -47,7 +47,7 @@ import numpy as np
 
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
-from mlpriv_jax.train import checkpoint
+from mlpriv_jax.train import checkpoint, dpsgd
 from mlpriv_jax.train.step import (TrainConfig, TrainState, init_train_state, learning_rates, make_optimizer,
                                    make_predict_fn, make_train_step_fn, resolve_model_axis, variables_of)
 
@@ -167,7 +167,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
             chunk_size: Optional[int] = None, workdir: Optional[str] = None, eval_data=None,
             on_epoch_end: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None,
             model_axis: str = "auto", grad_fn: Optional[Callable] = None, mesh=None,
-            process_index: int = 0, process_count: int = 1) -> TrainResult:
+            process_index: int = 0, process_count: int = 1, dp: Optional[dpsgd.DPConfig] = None) -> TrainResult:
   """Trains K models of one architecture at once, model k on images[keep[k]].
 
   Args:
@@ -189,6 +189,8 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     mesh: a `jax.sharding.Mesh` with an axis 'models': the K models of a chunk are split over its devices.
     process_index, process_count: this process trains chunk i when i % process_count == process_index
       (several hosts sharing one workdir); the result then holds only those models (`model_ids`).
+    dp: train with DP-SGD (`dpsgd`): Poisson sampling at rate B / n_k for model k, clipped and noised
+      gradients; config.batch_size is then the expected batch size.
   Returns:
     TrainResult whose state leaves have a leading axis K.
   """
@@ -222,7 +224,8 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     chunk_labels = data[1][start:stop] if labels.ndim == 3 else data[1]
     r = _run(model, config, (data[0], chunk_labels, images.shape[0]), keep[start:stop], key, np.arange(start, stop),
              vmapped=True, ckpt_path=path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
-             model_axis=model_axis, steps=steps, grad_fn=grad_fn, mesh=mesh, per_model_labels=labels.ndim == 3)
+             model_axis=model_axis, steps=steps, grad_fn=grad_fn, mesh=mesh, per_model_labels=labels.ndim == 3,
+             dp=dp)
     states.append(r.state)
     history.extend(r.history)
     compile_s += r.compile_seconds
@@ -234,7 +237,8 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
 
 def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, model_index: int = 0,
           steps_per_epoch: Optional[int] = None, ckpt_path: Optional[str] = None, eval_data=None,
-          on_epoch_end=None, meta: Optional[dict] = None, grad_fn: Optional[Callable] = None) -> TrainResult:
+          on_epoch_end=None, meta: Optional[dict] = None, grad_fn: Optional[Callable] = None,
+          dp: Optional[dpsgd.DPConfig] = None) -> TrainResult:
   """Trains one model (the un-vmapped path); same arguments as `train_k`.
 
   keep: optional bool[N]; model_index: the k whose keys this model uses;
@@ -251,7 +255,7 @@ def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, 
   data = _device_data(images, labels, None)
   return _run(model, config, (*data, images.shape[0]), keep, key, np.array([model_index]), vmapped=False,
               ckpt_path=ckpt_path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
-              steps=steps_per_epoch, grad_fn=grad_fn)
+              steps=steps_per_epoch, grad_fn=grad_fn, dp=dp)
 
 
 def _device_data(images, labels, mesh):
@@ -272,10 +276,17 @@ def _shard(tree, mesh):
 
 
 def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_data, on_epoch_end, meta,
-         model_axis="vmap", steps=None, grad_fn=None, mesh=None, per_model_labels=False) -> TrainResult:
+         model_axis="vmap", steps=None, grad_fn=None, mesh=None, per_model_labels=False, dp=None) -> TrainResult:
   images_d, labels_d, num_examples = data
   num_models = keep.shape[0]
   steps = steps or math.ceil(int(keep.sum(1).max()) / config.batch_size)
+  if dp is not None:
+    dp.validate()
+    dpsgd.check_dp_model(model)
+    if grad_fn is not None or labels_d.ndim != 1:
+      raise UserError("DP-SGD trains on hard labels int[N] with its own gradient (no grad_fn, no soft labels)")
+    grad_fn = FUNCTIONS.get(("dp_grad", model.module, dp, config.batch_size, config.augment),
+                            lambda: dpsgd.make_dp_grad_fn(model, dp, config.batch_size, augment=config.augment))
   tx = make_optimizer(config)
   lrs = learning_rates(config, steps)
   image_shape = tuple(images_d.shape[1:])
@@ -302,12 +313,18 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
     state = jax.tree.map(lambda x: x[0], state)
     step_fn = FUNCTIONS.get(("step", model.module, opt_key, config.augment, None, None, grad_fn),
                             lambda: make_train_step_fn(model, tx, augment=config.augment, grad_fn=grad_fn))
+  if dp is not None:
+    sample = _poisson_sampler(keep_d.shape, labels_d.shape, dp.physical_batch or dpsgd.physical_batch_size(b))
+    rates = jnp.asarray(config.batch_size / keep.sum(1), jnp.float32)   # q_k = B / n_k
   if mesh is not None:
     state, model_keys, keep_d = _shard(state, mesh), _shard(model_keys, mesh), _shard(keep_d, mesh)
+    if dp is not None:
+      rates = _shard(rates, mesh)
 
   meta = dict(meta or {}, arch=model.name, num_classes=model.num_classes, num_models=num_models,
               model_ids=[int(model_ids[0]), int(model_ids[-1])], vmapped=vmapped, batch_size=config.batch_size,
               num_epochs=config.num_epochs, steps_per_epoch=steps,
+              dp=dataclasses.asdict(dp) if dp is not None else None,
               train_config=json.loads(json.dumps(dataclasses.asdict(config))),
               data=hashlib.sha256(np.packbits(keep).tobytes() + str((num_examples, *image_shape)).encode()
                                   ).hexdigest()[:16])
@@ -316,7 +333,7 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
     # Resume: everything the remaining epochs need is a function of (state, epoch).
     # A rerun with other hyper-parameters or data must not continue this state.
     check = {k: meta[k] for k in ("arch", "num_classes", "num_models", "model_ids", "batch_size", "steps_per_epoch",
-                                  "train_config", "data")}
+                                  "train_config", "data", "dp")}
     state, saved_meta = checkpoint.restore(ckpt_path, state, check)
     if mesh is not None:
       state = _shard(state, mesh)
@@ -328,7 +345,10 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
     order = order_fn(model_keys, keep_d, epoch)           # [K, N_bucket]
     t_epoch = time.perf_counter()
     for t in range(steps):
-      batch = gather_fn(order, counts, t, images_d, labels_d)
+      if dp is None:
+        batch = gather_fn(order, counts, t, images_d, labels_d)
+      else:
+        batch = sample(model_keys, keep_d, rates, epoch * steps + t, images_d, labels_d)
       lr = lrs[epoch * steps + t]
       t0 = time.perf_counter()
       if vmapped:
@@ -358,6 +378,22 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
       on_epoch_end(record)
   return TrainResult(state, history, compile_s, seen / busy_s if busy_s > 0 else float("nan"),
                      tuple(int(i) for i in model_ids))
+
+
+def _poisson_sampler(keep_shape, labels_shape, rows: int):
+  """sample(model_keys, keep, rates, step, images, labels) -> the K models' Poisson batches [K, chunks, rows, ...].
+
+  One host sync per step (the largest sample's size sets the number of passes, almost always 1)."""
+  order_fn = FUNCTIONS.get(("poisson", keep_shape),
+                           lambda: jax.jit(jax.vmap(dpsgd.poisson_sample, in_axes=(0, 0, 0, None))))
+
+  def sample(model_keys, keep_d, rates, step, images_d, labels_d):
+    order, count = order_fn(model_keys, keep_d, rates, step)
+    chunks = max(1, math.ceil(int(count.max()) / rows))
+    gather = FUNCTIONS.get(("poisson_gather", keep_shape, labels_shape, rows, chunks), lambda: jax.jit(jax.vmap(
+        lambda o, c, x, y: dpsgd.gather_sample(o, c, x, y, num_chunks=chunks, rows=rows), in_axes=(0, 0, None, None))))
+    return gather(order, count, images_d, labels_d)
+  return sample
 
 
 def predict(model: Model, variables, images, *, batch_size: int = 500, num_models: Optional[int] = None,

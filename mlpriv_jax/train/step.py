@@ -178,7 +178,8 @@ def _update(tx, grad_fn, state: TrainState, batch, model_key, lr):
   updates, opt_state = tx.update(grads, with_learning_rate(state.opt_state, lr), state.params)
   params = optax.apply_updates(state.params, updates)
   y = batch["y"]
-  correct = aux["logits"].argmax(-1) == (y if y.ndim == 1 else y.argmax(-1))
+  logits = aux["logits"]
+  correct = logits.argmax(-1) == (y.argmax(-1) if y.ndim == logits.ndim else y)   # soft labels: one per logit
   mask = batch.get("mask")
   accuracy = correct.mean() if mask is None else jnp.where(mask, correct, False).sum() / jnp.maximum(mask.sum(), 1)
   return TrainState(state.step + 1, params, aux["batch_stats"], opt_state), {"loss": aux["loss"], "accuracy": accuracy}
