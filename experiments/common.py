@@ -36,6 +36,28 @@ def define_train_flags(what: str = "the model") -> None:
   flags.DEFINE_float("warmup_epochs", None, "Linear learning-rate warm-up from 0, in epochs.")
 
 
+def define_dp_flags(what: str = "the model") -> None:
+  """DP-SGD (Abadi et al. 2016): --dp_epsilon turns it on for {what}."""
+  flags.DEFINE_float("dp_epsilon", None, f"Train {what} with DP-SGD to this epsilon (inf: clipping, no noise); "
+                     "needs a GroupNorm model (e.g. cnn_small_gn). Default: no DP.")
+  flags.DEFINE_float("dp_delta", 1e-5, "DP-SGD: delta, below 1/n.")
+  flags.DEFINE_float("dp_clip_norm", 1.0, "DP-SGD: per-example L2 clip norm C.")
+  flags.DEFINE_integer("dp_augmult", 1, "DP-SGD: augmented views per example, gradients averaged before clipping.")
+  flags.DEFINE_enum("dp_accountant", "pld", ["pld", "rdp"], "DP-SGD: dp-accounting's accountant.")
+
+
+def dp_target():
+  """The DPTarget of the --dp_* flags, or None without --dp_epsilon."""
+  if FLAGS.dp_epsilon is None:
+    for name in ("dp_delta", "dp_clip_norm", "dp_augmult", "dp_accountant"):
+      if FLAGS[name].present:
+        from mlpriv_jax.errors import UserError
+        raise UserError(f"--{name} is a DP-SGD setting: give --dp_epsilon too")
+    return None
+  from mlpriv_jax import dp
+  return dp.DPTarget(FLAGS.dp_epsilon, FLAGS.dp_delta, FLAGS.dp_clip_norm, FLAGS.dp_augmult, FLAGS.dp_accountant)
+
+
 def given(name: str) -> bool:
   """Whether the user set flag `name` (on the command line, or to a value other than its None default)."""
   f = FLAGS[name]

@@ -25,6 +25,14 @@ results.jsonl, scores.npz (per-example scores, labels, membership; index_<attack
 attack scored) and roc.png (log-log ROC). Each attack's entry also holds its queries per example and settings. A
 rerun with the same --workdir resumes the training.
 
+DP-SGD (Abadi et al. 2016) with --dp_epsilon: the target and every shadow trained with one DP recipe (Poisson
+sampling, clipping to --dp_clip_norm, noise calibrated by dp-accounting to --dp_epsilon at --dp_delta), with the
+preset's DP recipe (a GroupNorm model); results.json's `dp` holds the accounted guarantee. Every attack's entry
+holds `audit`: the epsilon its scores prove (Steinke, Nasr & Jagielski 2023's one-run bound, 95%; beside it the
+Clopper-Pearson bound), for DP, undefended and output-defended targets alike.
+
+  python experiments/mia.py --preset=smoke --dp_epsilon=8 --workdir=runs/mia_dp8
+
 Presets: smoke (shapes10, 1,000 examples, cnn_small, 8 shadows; label-only attacks on 500 candidates,
 HopSkipJump capped at 300 queries each; ~4 min on 2 CPU cores), cpu (4,000 CIFAR-10 examples, cnn_small, 16
 shadows, label-only attacks on 500 candidates, HopSkipJump 1,000 queries; ~14 min), paper (LiRA: WRN-28-2, 256
@@ -47,14 +55,20 @@ _RECIPE = dict(momentum=0.9, nesterov=True, schedule="cosine")
 # The label-only attacks' query budgets: HopSkipJump capped per example (0: cleverhans' 64 iterations uncapped).
 _SMALL_QUERIES = dict(num_population=1000, label_examples=500, hsj_max_queries=300, hsj_initial_evals=20,
                       noise_samples=20)
+# With --dp_epsilon a preset's `dp` entries replace its recipe: DP-SGD needs a GroupNorm model, more data, larger
+# expected batches and a larger learning rate (clipping shrinks the gradient); explicit flags still win.
 PRESETS = {
     "smoke": dict(_RECIPE, **_SMALL_QUERIES, dataset="shapes10", arch="cnn_small", num_examples=1000, num_shadows=8,
                   num_epochs=25, batch_size=64, learning_rate=0.05, weight_decay=5e-4, augment=False,
-                  num_defence_examples=500, chunk_size=0),
+                  num_defence_examples=500, chunk_size=0,
+                  dp=dict(arch="cnn_tiny_gn", num_examples=4000, num_epochs=40, batch_size=256, learning_rate=2.0,
+                          weight_decay=0.0)),
     "cpu": dict(_RECIPE, dataset="cifar10_jpeg", arch="cnn_small", num_examples=4000, num_shadows=16, num_epochs=20,
                 batch_size=128, learning_rate=0.05, weight_decay=5e-4, augment=True, num_defence_examples=1000,
                 chunk_size=0, num_population=2000, label_examples=500, hsj_max_queries=1000, hsj_initial_evals=50,
-                noise_samples=100),
+                noise_samples=100,
+                dp=dict(arch="cnn_small_gn", num_examples=8000, num_epochs=30, batch_size=512, learning_rate=2.0,
+                        weight_decay=0.0)),
     # LiRA's train.py: wrn28-2, lr 0.1 cosine, batch 256, wd 5e-4, momentum 0.9, crop+flip.
     "paper": dict(_RECIPE, dataset="cifar10", arch="wrn28_2", num_examples=50000, num_shadows=256, num_epochs=100,
                   batch_size=256, learning_rate=0.1, weight_decay=5e-4, augment=True, num_defence_examples=5000,
@@ -65,6 +79,7 @@ PRESETS = {
 
 common.define_base(PRESETS, workdir_help="Output folder; a rerun resumes the training from its checkpoints.")
 common.define_train_flags("the target and every shadow (one recipe)")
+common.define_dp_flags("the target and every shadow (one recipe, as an attacker who knows it)")
 flags.DEFINE_string("dataset", None, "Target data (shapes10, cifar10, cifar10_jpeg, cifar100, ...).")
 flags.DEFINE_string("arch", None, "Architecture of the target and of every shadow model.")
 flags.DEFINE_list("attack", ["all"], "Attacks, comma-separated, or 'all' (the membership registry).")
@@ -103,12 +118,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from mlpriv_jax.lab import membership
+  dp_target = common.dp_target()
   s = common.settings(PRESETS, ("dataset", "arch", "num_examples", "num_shadows", "chunk_size",
                                 "num_defence_examples", "num_population", "label_examples", "hsj_max_queries",
-                                "hsj_initial_evals", "noise_samples", *common.TRAIN_FLAGS))
+                                "hsj_initial_evals", "noise_samples", *common.TRAIN_FLAGS),
+                      derived=lambda p: p.get("dp", {}) if dp_target is not None else {})
   warmup = {} if common.given("warmup_epochs") else dict(warmup_epochs=min(1.0, s["num_epochs"] / 10))
   game = membership.MembershipGame(s["dataset"], s["arch"], s["num_examples"], s["num_shadows"],
-                                   common.train_config(s, **warmup), FLAGS.seed, s["chunk_size"] or None)
+                                   common.train_config(s, **warmup), FLAGS.seed, s["chunk_size"] or None,
+                                   dp=dp_target)
   membership.run(game=game, workdir=FLAGS.workdir, attacks=FLAGS.attack, defence=FLAGS.defence,
                  strength=FLAGS.epsilon, data_dir=FLAGS.data_dir, num_defence_examples=s["num_defence_examples"],
                  fix_variance=FLAGS.fix_variance, mirror=FLAGS.mirror, shifts=FLAGS.shifts,

@@ -10,6 +10,11 @@ Presets (explicit flags override them):
          about 15 minutes on 2 CPU cores (resnet20 trains at ~188 img/s there).
   paper: the architecture's published recipe on full CIFAR-10 (`mlpriv_jax.lab.recipes`); for a GPU.
 
+DP-SGD (Abadi et al. 2016) with --dp_epsilon: a GroupNorm model, Poisson sampling at rate batch_size / n, the
+noise multiplier calibrated by dp-accounting; results.json's `dp` holds the guarantee.
+
+  python experiments/train.py --preset=smoke --arch=cnn_small_gn --dp_epsilon=4 --workdir=runs/dp4
+
 Rerunning with the same --workdir resumes from the last epoch's checkpoint. Writes <workdir>/model/ (the
 artifact every other program and the server load), results.json, results.jsonl, metrics.jsonl (one line per
 epoch), config.json, and keep.npy plus model_<k>/ when --num_models > 1.
@@ -33,6 +38,7 @@ PRESETS = {
 
 common.define_base(PRESETS)
 common.define_train_flags()
+common.define_dp_flags()
 flags.DEFINE_string("dataset", None, "Dataset name (shapes10, patterns20, cifar10, cifar10_jpeg, cifar100, ...).")
 flags.DEFINE_string("arch", None, "Architecture (wrn16_8, wrn22_8, resnet32, resnet18, vgg16, cnn_small, ...).")
 flags.DEFINE_integer("num_models", 1, "Train this many models at once (train_k).")
@@ -54,7 +60,8 @@ def main(argv):
   training.run(dataset=s["dataset"], arch=s["arch"], workdir=FLAGS.workdir, config=common.train_config(s),
                data_dir=FLAGS.data_dir, seed=FLAGS.seed, num_train=s["num_train"], num_models=FLAGS.num_models,
                keep_fraction=FLAGS.keep_fraction, chunk_size=FLAGS.chunk_size, model_axis=FLAGS.model_axis,
-               dtype=FLAGS.dtype, dropout_rate=FLAGS.dropout_rate, run_config=dict(preset=FLAGS.preset),
+               dtype=FLAGS.dtype, dropout_rate=FLAGS.dropout_rate, dp_target=common.dp_target(),
+               run_config=dict(preset=FLAGS.preset),
                log=common.log)
 
 

@@ -1,6 +1,8 @@
 """Shared test set-up: strict rank promotion, and the real CIFAR files when present."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -9,6 +11,13 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def program(name, *args, timeout=600):
+  """Runs experiments/<name>.py as a subprocess on the CPU; returns the CompletedProcess (text output)."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", f"{name}.py"), *args],
+                        capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def shared_data_dir():

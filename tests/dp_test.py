@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from conftest import program
 from mlpriv_jax import data, dp, models, train
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.train import dpsgd
@@ -263,3 +264,75 @@ def test_dp_ceiling():
 def test_audit_bad_input(scores, member, kw):
   with pytest.raises(UserError):
     dp.epsilon_lower_bound(scores, member, **kw)
+
+
+# --- the programs ----------------------------------------------------------------------------------------------------
+
+def _dp_train(tmp_path, target, arch="cnn_tiny_gn", **kw):
+  from mlpriv_jax.lab import training
+  cfg = train.TrainConfig(num_epochs=1, batch_size=32, learning_rate=0.5, weight_decay=0.0, augment=False)
+  return training.run(dataset="shapes10", arch=arch, workdir=str(tmp_path / "run"), config=cfg, num_train=256,
+                      dp_target=target, log=lambda *_: None, **kw)
+
+
+@pytest.mark.parametrize("target,arch,match", [
+    (dict(epsilon=0.0), "cnn_tiny_gn", "--dp_epsilon must be > 0"),
+    (dict(epsilon=-1.0), "cnn_tiny_gn", "--dp_epsilon must be > 0"),
+    (dict(epsilon=4.0, delta=0.0), "cnn_tiny_gn", r"--dp_delta must lie in \(0, 1\)"),
+    (dict(epsilon=4.0, delta=1.5), "cnn_tiny_gn", r"--dp_delta must lie in \(0, 1\)"),
+    (dict(epsilon=4.0, delta=0.01), "cnn_tiny_gn", "above 1/n"),
+    (dict(epsilon=4.0, clip_norm=0.0), "cnn_tiny_gn", "--dp_clip_norm must be finite and > 0"),
+    (dict(epsilon=4.0), "cnn_tiny", "use its GroupNorm variant cnn_tiny_gn"),
+    (dict(epsilon=1e-6), "cnn_tiny_gn", "needs a noise multiplier above 1000"),
+])
+def test_dp_training_bad_input_is_one_line_and_writes_nothing(tmp_path, target, arch, match):
+  with pytest.raises(UserError, match=match) as e:
+    _dp_train(tmp_path, dp.DPTarget(**target), arch=arch)
+  assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+def test_dp_training_records_what_the_accountant_was_fed(tmp_path):
+  res = _dp_train(tmp_path, dp.DPTarget(epsilon=4.0, delta=1e-3), num_models=2, keep_fraction=0.5)
+  rec = res["dp"]
+  assert rec["steps"] == res["steps"]                        # the engine's step count
+  assert rec["epsilon"] <= 4.0 and rec["epsilon"] > 3.96
+  assert rec["sampling_rate"] == pytest.approx(32 / 128, rel=0.1)   # B / n of the smaller half
+  assert dp.compute_epsilon(rec["noise_multiplier"], rec["sampling_rate"], rec["steps"], 1e-3) == rec["epsilon"]
+
+
+def test_dp_train_program_exit_codes(tmp_path):
+  ok = program("train", "--preset=smoke", f"--workdir={tmp_path / 'ok'}", "--arch=cnn_tiny_gn", "--num_train=256",
+               "--num_epochs=1", "--batch_size=32", "--dp_epsilon=8")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  for args, match in ((["--arch=cnn_small"], "use its GroupNorm variant cnn_small_gn"),
+                      (["--arch=cnn_tiny_gn", "--dp_epsilon=-1"], "--dp_epsilon must be > 0"),
+                      (["--arch=cnn_tiny_gn", "--dp_clip_norm=2"], "give --dp_epsilon too")):
+    extra = [] if any(a.startswith("--dp_epsilon") or a.startswith("--dp_clip") for a in args) else ["--dp_epsilon=8"]
+    p = program("train", "--preset=smoke", f"--workdir={tmp_path / 'bad'}", *args, *extra)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and match in lines[0], p.stderr[-1000:]
+  assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_mia_against_a_dp_target_stays_under_the_guarantee(tmp_path):
+  """Target and shadows trained with DP-SGD at epsilon 2: results.json holds the accounted guarantee, every
+  attack's audited epsilon stays below it (a bound above it would be a bug), and LiRA's TPR at 1% FPR stays
+  below the DP ceiling e^eps FPR + delta, within 3 binomial standard errors."""
+  from mlpriv_jax.lab import membership
+  cfg = train.TrainConfig(num_epochs=8, batch_size=128, learning_rate=2.0, weight_decay=0.0, augment=False,
+                          schedule="cosine")
+  game = membership.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 4, cfg, dp=dp.DPTarget(epsilon=2.0))
+  res = membership.run(game=game, workdir=str(tmp_path / "run"), num_bootstrap=0, num_test=500, label_examples=200,
+                       attacks=["loss", "lira_online", "rmia_online", "label_noise"],
+                       attack_options=dict(label_noise=dict(num_samples=10)), log=lambda *_: None)
+  rec = res["dp"]
+  keep = np.load(tmp_path / "run" / "keep.npy")
+  assert 1.98 < rec["epsilon"] <= 2.0 and rec["noise_multiplier"] > 0.5
+  assert rec["steps"] == 8 * math.ceil(keep.sum(1).max() / 128) and rec["sampling_rate"] == 128 / keep.sum(1).min()
+  for name, a in res["attacks"].items():
+    assert a["audit"]["epsilon_lower_bound"] <= rec["epsilon"], (name, a["audit"])
+    assert a["audit"]["delta"] == rec["delta"]
+  ceiling = dp.dp_ceiling(rec["epsilon"], rec["delta"], 0.01)
+  tpr = res["attacks"]["lira_online"]["tpr_at_fpr"]["0.01"]
+  assert tpr <= ceiling + 3 * math.sqrt(ceiling * (1 - ceiling) / res["num_members"]), tpr

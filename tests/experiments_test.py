@@ -3,13 +3,11 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import program as _program
 from mlpriv_jax import train
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.lab import defend, extraction, tables, training
@@ -17,12 +15,6 @@ from mlpriv_jax.lab import defend, extraction, tables, training
 TINY = ["--arch=cnn_tiny", "--num_train=256", "--num_epochs=1", "--batch_size=32"]
 TINY_CFG = train.TrainConfig(num_epochs=1, batch_size=32, learning_rate=0.05, schedule="cosine", weight_decay=5e-4)
 quiet = lambda *_: None
-
-
-def _program(name, *args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", f"{name}.py"), *args],
-                        capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _train(workdir, **kw):

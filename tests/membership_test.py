@@ -223,6 +223,12 @@ def test_mia_on_an_overfit_target(mia_run):
   idx = saved["index_label_boundary"]
   assert saved["score_label_boundary"].shape == idx.shape == (400,) and len(set(idx)) == 400
   assert os.path.getsize(os.path.join(wd, "roc.png")) > 1000
+  # The audit of an undefended overfit target proves some epsilon; it never exceeds the perfect attack's bound.
+  for name in M.REGISTRY:
+    audit = a[name]["audit"]
+    assert audit["method"].startswith("one_run") and audit["num_canaries"] == a[name]["num_scored"]
+    assert 0 <= audit["epsilon_lower_bound"] < 6 and 0 <= audit["clopper_pearson"] < 6
+  assert a["lira_online"]["audit"]["epsilon_lower_bound"] > 0.3, a["lira_online"]["audit"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ dp-accounting's privacy loss distributions ('pld', the tighter; Koskela et al. 2
 and Renyi DP ('rdp'; Mironov 2017, with the conversion of Canonne, Kamath & Steinke 2020, Prop. 12).
 """
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -23,6 +24,17 @@ def _dp_accounting():
   except ImportError as e:
     raise UserError("DP accounting needs the 'dp' extra (dp-accounting): pip install 'mlpriv_jax[dp]'") from e
   return dp_accounting
+
+
+@contextlib.contextmanager
+def _quiet_rdp():
+  from absl import logging
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
 
 
 def dpsgd_event(noise_multiplier: float, sampling_rate: float, steps: int):
@@ -88,7 +100,8 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
   if compute_epsilon(lo, sampling_rate, steps, delta, accountant="rdp") <= target_epsilon:
     raise UserError(f"epsilon {target_epsilon} at delta {delta} is met by a noise multiplier below {lo:g} for "
                     f"{steps} steps at sampling rate {sampling_rate:.4g}: too weak a guarantee to train for")
-  sigma = calibrate("rdp", lo, MAX_NOISE_MULTIPLIER)
+  with _quiet_rdp():   # RDP drops fractional orders whose series do not converge at small sigma, with a warning each
+    sigma = calibrate("rdp", lo, MAX_NOISE_MULTIPLIER)
   if accountant == "rdp":
     return sigma
   lo = sigma / 2

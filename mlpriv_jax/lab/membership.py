@@ -19,6 +19,7 @@ shared with the arena, which trains the shadows once for every defence it puts i
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -35,6 +36,7 @@ from mlpriv_jax.lab.training import STREAM_KEEP, STREAM_TRAIN, model_meta
 from mlpriv_jax.oracle import Oracle, Service, Victim, check_budget, query_all
 from mlpriv_jax.utils import atomic_write, write_json
 
+DEFAULT_AUDIT_DELTA = 1e-5   # the audit's delta when the target was not trained with DP
 STREAM_TARGET_HALF, STREAM_MEMGUARD, STREAM_SHOKRI, STREAM_VICTIM, STREAM_LABEL_ONLY, STREAM_EVAL = 2, 3, 4, 5, 6, 7
 POPULATIONS = ("test", "train")
 
@@ -49,10 +51,12 @@ def membership_keep(key, num_examples: int, num_shadows: int):
 
 
 def train_models(model, config, x, y, keep, key, *, workdir: Optional[str], chunk_size: Optional[int] = None,
-                 meta: Optional[dict] = None, log: Callable = print):
-  """The K + 1 models of the game, trained at once (resumes from `workdir`); variables stacked on axis 0."""
+                 meta: Optional[dict] = None, dp_config=None, log: Callable = print):
+  """The K + 1 models of the game, trained at once (resumes from `workdir`); variables stacked on axis 0.
+
+  dp_config: a `dp.DPConfig`: every model trained with DP-SGD."""
   res = train.train_k(model, config, x, y, keep, jax.random.fold_in(key, STREAM_TRAIN), chunk_size=chunk_size,
-                      workdir=workdir, meta=meta,
+                      workdir=workdir, meta=meta, dp=dp_config,
                       on_epoch_end=lambda r: log(f"  epoch {r['epoch']} models {r['models']} loss {r['train_loss']:.3f}"))
   return train.variables_of(res.state)
 
@@ -119,6 +123,7 @@ class MembershipGame:
   config: train.TrainConfig
   seed: int = 0
   chunk_size: Optional[int] = None
+  dp: Optional[object] = None   # a `dp.DPTarget`: target and shadows trained with DP-SGD, one recipe
 
 
 def check_game(game: MembershipGame, attacks: Sequence[str]) -> None:
@@ -128,6 +133,10 @@ def check_game(game: MembershipGame, attacks: Sequence[str]) -> None:
     raise UserError(f"--num_examples must be an even number >= 4 (half members, half not), got {n}")
   models.canonical_name(game.arch)
   game.config.validate()
+  if game.dp is not None:
+    from mlpriv_jax import dp
+    game.dp.validate(n // 2)
+    dp.check_dp_model(models.get_model(game.arch, 10))
 
 
 def load_game_data(game: MembershipGame, data_dir: Optional[str] = None) -> data.Dataset:
@@ -138,10 +147,25 @@ def load_game_data(game: MembershipGame, data_dir: Optional[str] = None) -> data
   return ds
 
 
-def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, log: Callable = print):
+def dp_recipe(game: MembershipGame):
+  """(DPConfig, record) of a DP game (None, None otherwise): the noise meeting game.dp for its K + 1 models.
+
+  The accountant covers the largest sampling rate B / n_k of the models and the engine's step count."""
+  if game.dp is None:
+    return None, None
+  from mlpriv_jax import dp
+  target_keep, shadow_keep = membership_keep(jax.random.key(game.seed), game.num_examples, game.num_shadows)
+  counts = np.r_[target_keep.sum(), shadow_keep.sum(1)]
+  return dp.calibrate_training(game.dp, num_examples=int(counts.min()), batch_size=game.config.batch_size,
+                               num_epochs=game.config.num_epochs,
+                               steps_per_epoch=math.ceil(int(counts.max()) / game.config.batch_size))
+
+
+def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, log: Callable = print):
   """Trains (or resumes) the target and shadows on `ds`; writes keep.npy and the target artifact.
 
-  Returns dict(ds, x, y, model, variables (K + 1 stacked), target_keep, shadow_keep, target_variables).
+  recipe: `dp_recipe(game)` if already computed. Returns dict(ds, x, y, model, variables (K + 1 stacked),
+  target_keep, shadow_keep, target_variables, dp (the accounted guarantee of a DP game, or None)).
   """
   n = game.num_examples
   x, y = ds.x_train[:n], ds.y_train[:n]
@@ -151,18 +175,23 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, log: Callable
   target_keep, shadow_keep = membership_keep(key, n, game.num_shadows)
   keep = np.concatenate([target_keep[None], shadow_keep])  # row 0: the target
   wd.save_npy(os.path.join(workdir, "keep.npy"), keep)
+  dp_config, dp_record = recipe or dp_recipe(game)
+  if dp_record is not None:
+    log(f"DP-SGD: epsilon {dp_record['epsilon']:.4g} at delta {dp_record['delta']:g}: noise multiplier "
+        f"{dp_record['noise_multiplier']:.4g}, clip {dp_record['clip_norm']:g}, rate {dp_record['sampling_rate']:.4g}, "
+        f"{dp_record['steps']} steps")
   variables = train_models(model, game.config, x, y, keep, key, workdir=os.path.join(workdir, "models"),
-                           chunk_size=game.chunk_size, meta=dict(dataset=ds.name), log=log)
+                           chunk_size=game.chunk_size, meta=dict(dataset=ds.name), dp_config=dp_config, log=log)
   target_vars = jax.tree.map(lambda v: v[0], variables)
   target_dir = os.path.join(workdir, "target")
   if not os.path.exists(os.path.join(target_dir, models.artifact.FILE)):
     test_acc = float(train.evaluate(model, target_vars, ds.x_test, ds.y_test))
     meta = model_meta(ds, game.config, seed=game.seed, num_train=int(target_keep.sum()), test_accuracy=test_acc,
-                      role="membership target (row 0 of keep.npy)")
+                      role="membership target (row 0 of keep.npy)", dp=dp_record)
     meta["data"]["member_indices"] = np.flatnonzero(target_keep).tolist()
     models.save_model(target_dir, model, target_vars, input_shape=ds.image_shape, meta=meta)
   return dict(ds=ds, x=x, y=y, model=model, variables=variables, target_vars=target_vars, target_keep=target_keep,
-              shadow_keep=shadow_keep)
+              shadow_keep=shadow_keep, dp=dp_record)
 
 
 def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",), defence: str = "none",
@@ -205,12 +234,15 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   if "members" in dspec.needs and not 1 <= num_defence_examples <= min(n // 2, len(ds.x_test)):
     raise UserError(f"--num_defence_examples must lie in [1, {min(n // 2, len(ds.x_test))}], got "
                     f"{num_defence_examples}")
+  recipe = dp_recipe(game)   # an unreachable epsilon fails here, before anything is written
   wd.claim(workdir, dict(run_config or {}, dataset=game.dataset, arch=models.canonical_name(game.arch),
-                         num_examples=n, num_shadows=game.num_shadows, config=repr(game.config), seed=game.seed),
-           keys=("dataset", "arch", "num_examples", "num_shadows", "config", "seed"))
+                         num_examples=n, num_shadows=game.num_shadows, config=repr(game.config), seed=game.seed,
+                         dp=repr(game.dp)),
+           keys=("dataset", "arch", "num_examples", "num_shadows", "config", "seed", "dp"))
   log(f"mia: {game.arch} on {game.dataset}, N = {n} (target on {n // 2}), {game.num_shadows} shadows, "
-      f"{game.config.num_epochs} epochs; attacks {', '.join(attacks)}; defence {defence}")
-  g = setup(game, ds, workdir, log=log)
+      f"{game.config.num_epochs} epochs; attacks {', '.join(attacks)}; defence {defence}"
+      + (f"; DP-SGD to epsilon {game.dp.epsilon:g}" if game.dp is not None else ""))
+  g = setup(game, ds, workdir, recipe=recipe, log=log)
   t_train = time.time() - t_start
   x, y, model = g["x"], g["y"], g["model"]
   target_keep, shadow_keep, target_vars = g["target_keep"], g["shadow_keep"], g["target_vars"]
@@ -270,6 +302,7 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
                                                  shadow_keep[:, idx], key, options=options).items():
       scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
   out, extra = {}, {}
+  audit_delta = game.dp.delta if game.dp is not None else DEFAULT_AUDIT_DELTA
   for name in attacks:
     s, ex = scored[name]
     member = target_keep[subsets[name]]
@@ -282,9 +315,11 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
     if "threshold" in ex:   # the threshold calibrated on a shadow model, applied to the target
       pred = s > ex["threshold"]
       out[name]["calibrated_accuracy"] = float(0.5 * (pred[member].mean() + (~pred[~member]).mean()))
+    out[name]["audit"] = _audit(s, member, audit_delta)
     log(f"  {name:18s} AUC {out[name]['auc']:.4f}  balanced acc {out[name]['balanced_accuracy']:.4f}  " +
         "  ".join(f"TPR@{f} {v:.4f}" for f, v in out[name]["tpr_at_fpr"].items()) +
-        f"  ({queries[name]:.1f} queries per example)")
+        f"  ({queries[name]:.1f} queries per example)" +
+        (f"  audited eps >= {out[name]['audit']['epsilon_lower_bound']:.3f}" if out[name]["audit"] else ""))
   t_attacks = time.time() - t0
 
   train_acc = float((released[target_keep].argmax(-1) == y[target_keep]).mean())
@@ -303,7 +338,7 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
       member_is_positive=True, dataset=ds.name, arch=model.name, num_examples=n, num_members=int(target_keep.sum()),
       num_shadows=game.num_shadows, num_views=int(len(asked)), fix_variance=fix,
       num_population=int(len(pop[0])) if pop is not None else 0, population=population if pop is not None else None,
-      queries_used=victim.queries_used, budget=budget,
+      queries_used=victim.queries_used, budget=budget, dp=g["dp"],
       defence=d.name, epsilon=strength, target_train_accuracy=train_acc,
       defence_mean_l1=float(l1.mean()), defence_changed_fraction=float((l1 > 1e-6).mean()),
       defence_label_flips=int((released.argmax(-1) != clean.argmax(-1)).sum()),
@@ -333,6 +368,16 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
       f"(undefended {res['target_test_accuracy_undefended']:.4f}); wall {time.time() - t_start:.0f} s; "
       f"results in {workdir}")
   return res
+
+
+def _audit(scores, member, delta: float) -> Optional[dict]:
+  """The attack's privacy audit of the target (`dp.audit_report`), None without the 'dp' extra."""
+  try:
+    import jax_privacy  # noqa: F401
+  except ImportError:
+    return None
+  from mlpriv_jax import dp
+  return dp.audit_report(scores, member, delta=delta)
 
 
 def _shadow_train_accuracy(model, shadow_vars, x, y, shadow_keep) -> float:

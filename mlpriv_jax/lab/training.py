@@ -6,6 +6,7 @@ artifact: `model/` for one model, `model_<k>/` for each of K.
 """
 
 import dataclasses
+import math
 import os
 import time
 from typing import Callable, Optional
@@ -41,10 +42,13 @@ def model_meta(ds, config: train.TrainConfig, *, seed: int, num_train: int, test
 def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, data_dir: Optional[str] = None,
         seed: int = 0, num_train: int = 0, num_models: int = 1, keep_fraction: float = 1.0,
         chunk_size: Optional[int] = None, model_axis: str = "auto", dtype: str = "float32",
-        dropout_rate: float = 0.0, run_config: Optional[dict] = None, log: Callable = print) -> dict:
+        dropout_rate: float = 0.0, dp_target=None, run_config: Optional[dict] = None,
+        log: Callable = print) -> dict:
   """Trains, evaluates and writes everything into `workdir`; returns results.json's content.
 
-  run_config: extra entries for config.json (e.g. the preset); a rerun with the same workdir resumes.
+  dp_target: a `dp.DPTarget` to train with DP-SGD (batch_size is then the expected batch size); results.json's
+  `dp` holds the accounted guarantee. run_config: extra entries for config.json (e.g. the preset); a rerun with
+  the same workdir resumes.
   """
   t_start = time.time()
   if int(num_models) != num_models or num_models < 1:
@@ -55,15 +59,30 @@ def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, dat
   mean, std = data.channel_stats(x_train)
   model = models.get_model(arch, ds.num_classes, mean=mean, std=std, dropout_rate=dropout_rate, dtype=dtype)
   num_params = models.count_params(model, (1, *ds.image_shape))
+  key = jax.random.key(seed)
+  keep = None
+  if num_models > 1:
+    keep = np.asarray(train.balanced_keep(jax.random.fold_in(key, STREAM_KEEP), num_models, len(x_train),
+                                          keep_fraction))
+  dp_config, dp_record = None, None
+  if dp_target is not None:
+    from mlpriv_jax import dp
+    dp.check_dp_model(model)
+    counts = keep.sum(1) if keep is not None else np.array([len(x_train)])
+    dp_config, dp_record = dp.calibrate_training(
+        dp_target, num_examples=int(counts.min()), batch_size=config.batch_size, num_epochs=config.num_epochs,
+        steps_per_epoch=math.ceil(int(counts.max()) / config.batch_size))
+    log(f"DP-SGD: epsilon {dp_record['epsilon']:.4g} at delta {dp_record['delta']:g} ({dp_target.accountant}): "
+        f"noise multiplier {dp_record['noise_multiplier']:.4g}, clip {dp_record['clip_norm']:g}, rate "
+        f"{dp_record['sampling_rate']:.4g}, {dp_record['steps']} steps")
   cfg = dict(run_config or {}, seed=seed, num_models=num_models, keep_fraction=keep_fraction, dtype=dtype,
              dropout_rate=dropout_rate, arch=model.name, dataset=ds.name, data_source=ds.source,
              num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,
-             image_shape=list(ds.image_shape), train_config=dataclasses.asdict(config))
-  wd.claim(workdir, cfg, keys=("arch", "dataset", "num_classes", "num_models", "seed", "num_train"))
+             image_shape=list(ds.image_shape), train_config=dataclasses.asdict(config), dp=dp_record)
+  wd.claim(workdir, cfg, keys=("arch", "dataset", "num_classes", "num_models", "seed", "num_train", "dp"))
   log(f"{model.name}: {num_params:,} parameters; {ds.name} ({ds.source}): {len(x_train)} train, "
       f"{len(ds.x_test)} test images; {config.num_epochs} epochs on {jax.default_backend()}")
 
-  key = jax.random.key(seed)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
   def on_epoch_end(record):
@@ -78,18 +97,17 @@ def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, dat
   if num_models == 1:
     result = train.train(model, config, x_train, y_train, jax.random.fold_in(key, STREAM_TRAIN),
                          ckpt_path=os.path.join(workdir, "checkpoint.msgpack"), eval_data=eval_data,
-                         on_epoch_end=on_epoch_end, meta=meta)
+                         on_epoch_end=on_epoch_end, meta=meta, dp=dp_config)
     test_accuracy = float(train.evaluate(model, result.state, *eval_data))
     models.save_model(os.path.join(workdir, "model"), model, train.variables_of(result.state),
                       input_shape=ds.image_shape,
-                      meta=model_meta(ds, config, seed=seed, num_train=len(x_train), test_accuracy=test_accuracy))
+                      meta=model_meta(ds, config, seed=seed, num_train=len(x_train), test_accuracy=test_accuracy,
+                                      dp=dp_record))
   else:
-    keep = np.asarray(train.balanced_keep(jax.random.fold_in(key, STREAM_KEEP), num_models, len(x_train),
-                                          keep_fraction))
     wd.save_npy(os.path.join(workdir, "keep.npy"), keep)
     result = train.train_k(model, config, x_train, y_train, keep, jax.random.fold_in(key, STREAM_TRAIN),
                            chunk_size=chunk_size, workdir=workdir, eval_data=eval_data,
-                           on_epoch_end=on_epoch_end, meta=meta, model_axis=model_axis)
+                           on_epoch_end=on_epoch_end, meta=meta, model_axis=model_axis, dp=dp_config)
     test_accuracy = [float(a) for a in train.evaluate(model, result.state, *eval_data, num_models=num_models,
                                                       model_axis=model_axis)]
     variables = train.variables_of(result.state)
@@ -97,11 +115,13 @@ def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, dat
       models.save_model(os.path.join(workdir, f"model_{k}"), model, jax.tree.map(lambda v: v[k], variables),
                         input_shape=ds.image_shape,
                         meta=model_meta(ds, config, seed=seed, num_train=int(keep[k].sum()),
-                                        test_accuracy=test_accuracy[k], model_index=k, keep="keep.npy"))
+                                        test_accuracy=test_accuracy[k], model_index=k, keep="keep.npy",
+                                        dp=dp_record))
   out = dict(test_accuracy=test_accuracy, num_params=num_params, train_images_per_sec=result.train_images_per_sec,
              compile_seconds=result.compile_seconds, wall_seconds=time.time() - t_start,
              arch=model.name, dataset=ds.name, num_models=num_models, epochs=config.num_epochs,
-             backend=jax.default_backend(), device=str(jax.devices()[0].device_kind))
+             backend=jax.default_backend(), device=str(jax.devices()[0].device_kind), dp=dp_record,
+             steps=int(np.max(result.state.step)))
   write_json(os.path.join(workdir, "results.json"), out)
   accs = test_accuracy if isinstance(test_accuracy, list) else [test_accuracy]
   names = ["test_accuracy"] if num_models == 1 else [f"test_accuracy_model_{k}" for k in range(num_models)]
