@@ -336,3 +336,20 @@ def test_mia_against_a_dp_target_stays_under_the_guarantee(tmp_path):
   ceiling = dp.dp_ceiling(rec["epsilon"], rec["delta"], 0.01)
   tpr = res["attacks"]["lira_online"]["tpr_at_fpr"]["0.01"]
   assert tpr <= ceiling + 3 * math.sqrt(ceiling * (1 - ceiling) / res["num_members"]), tpr
+
+
+def test_sampling_rates_never_exceed_B_over_n():
+  counts = np.array([1933, 2000, 4097])
+  q = dpsgd.sampling_rates(256, counts)
+  assert (q.astype(np.float64) <= 256 / counts).all() and (256 / counts - q < 2 ** -23).all()
+  assert (q * 2 ** 23 == np.round(q * 2 ** 23)).all()   # P[uniform < q] = q exactly for JAX's k / 2^23 uniforms
+
+
+def test_member_trained_defences_are_refused_under_dp(tmp_path):
+  from mlpriv_jax.lab import membership
+  game = membership.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 2, train.TrainConfig(num_epochs=1, batch_size=64),
+                                   dp=dp.DPTarget(epsilon=4.0))
+  with pytest.raises(UserError, match="memguard trains on the target's members outside DP-SGD"):
+    membership.run(game=game, workdir=str(tmp_path / "bad"), defence="memguard", strength=1.0, attacks=["loss"],
+                   log=lambda *_: None)
+  assert not (tmp_path / "bad").exists()

@@ -96,15 +96,22 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
   calibrate = lambda name, lo, hi: float(dpa.calibrate_dp_mechanism(
       lambda: _accountant(name), lambda s: dpsgd_event(s, sampling_rate, steps), target_epsilon, delta,
       bracket_interval=dpa.ExplicitBracketInterval(lo, hi), tol=1e-6))
-  lo = MIN_NOISE_MULTIPLIER
-  if compute_epsilon(lo, sampling_rate, steps, delta, accountant="rdp") <= target_epsilon:
-    raise UserError(f"epsilon {target_epsilon} at delta {delta} is met by a noise multiplier below {lo:g} for "
-                    f"{steps} steps at sampling rate {sampling_rate:.4g}: too weak a guarantee to train for")
+  too_weak = UserError(f"epsilon {target_epsilon} at delta {delta} is met by a noise multiplier below "
+                       f"{MIN_NOISE_MULTIPLIER:g} for {steps} steps at sampling rate {sampling_rate:.4g}: too weak a "
+                       f"guarantee to train for")
   with _quiet_rdp():   # RDP drops fractional orders whose series do not converge at small sigma, with a warning each
-    sigma = calibrate("rdp", lo, MAX_NOISE_MULTIPLIER)
+    if compute_epsilon(MIN_NOISE_MULTIPLIER, sampling_rate, steps, delta, accountant="rdp") <= target_epsilon:
+      raise too_weak
+    sigma = calibrate("rdp", MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER)
   if accountant == "rdp":
     return sigma
-  lo = sigma / 2
-  while lo > MIN_NOISE_MULTIPLIER and compute_epsilon(lo, sampling_rate, steps, delta) <= target_epsilon:
-    lo /= 2
-  return calibrate("pld", max(lo, MIN_NOISE_MULTIPLIER), sigma)
+  eps = lambda s: compute_epsilon(s, sampling_rate, steps, delta, accountant="pld")
+  hi = sigma
+  while eps(hi) > target_epsilon:   # PLD is never above RDP; a guard, not a case
+    hi *= 1.25
+  lo = hi / 2
+  while eps(lo) <= target_epsilon:
+    if lo <= MIN_NOISE_MULTIPLIER:
+      raise too_weak
+    lo = max(lo / 2, MIN_NOISE_MULTIPLIER)
+  return calibrate("pld", lo, hi)

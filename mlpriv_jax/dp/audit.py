@@ -12,6 +12,7 @@ Scores (higher = member) of canaries whose membership was drawn at random, throu
   Clopper-Pearson bounds at the threshold. Sound when each canary is an independent training run; over the
   examples of one run it is the common heuristic, reported beside the one-run bound.
 
+Each bound holds at its confidence on its own; the largest over several attacks is not corrected for their number.
 A lower bound above the accountant's epsilon on a DP-trained model is a bug (in the training, the accounting
 or the audit), not a result.
 """

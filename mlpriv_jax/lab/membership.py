@@ -169,7 +169,7 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
   """
   n = game.num_examples
   x, y = ds.x_train[:n], ds.y_train[:n]
-  mean, std = data.channel_stats(x)
+  mean, std = data.channel_stats(x) if game.dp is None else (models.CIFAR_MEAN, models.CIFAR_STD)   # public under DP
   model = models.get_model(game.arch, ds.num_classes, mean=mean, std=std)
   key = jax.random.key(game.seed)
   target_keep, shadow_keep = membership_keep(key, n, game.num_shadows)
@@ -226,6 +226,9 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   query_names = [a for a in attacks if M.get(a).kind == "query"]
   dspec = defences.check(defence, strength, threat=defences.MEMBERSHIP)
   strength = strength if dspec.strength is not None else None
+  if game.dp is not None and "members" in dspec.needs:
+    raise UserError(f"{defence} trains on the target's members outside DP-SGD, so the DP guarantee would not cover "
+                    f"what it releases; run it without --dp_epsilon")
   n = game.num_examples
   ds = load_game_data(game, data_dir)
   pop = None

@@ -56,7 +56,9 @@ def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, dat
   models.canonical_name(arch)  # an unknown name fails before any data is loaded
   config.validate()
   ds, x_train, y_train = load_train_split(dataset, data_dir, seed, num_train)
-  mean, std = data.channel_stats(x_train)
+  # Under DP the input normalisation is public (CIFAR's constants): the private data's statistics would be an
+  # un-noised release inside the model.
+  mean, std = data.channel_stats(x_train) if dp_target is None else (models.CIFAR_MEAN, models.CIFAR_STD)
   model = models.get_model(arch, ds.num_classes, mean=mean, std=std, dropout_rate=dropout_rate, dtype=dtype)
   num_params = models.count_params(model, (1, *ds.image_shape))
   key = jax.random.key(seed)

@@ -22,6 +22,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mlpriv_jax.data.augment import random_crop_flip, to_float
@@ -125,6 +126,14 @@ def make_dp_grad_fn(model: Model, dp: DPConfig, expected_batch_size: int, *, aug
     loss = jnp.where(mask, values, 0.0).sum() / jnp.maximum(mask.sum(), 1)
     return grads, dict(loss=loss, logits=logits, batch_stats=batch_stats)
   return grad_fn
+
+
+def sampling_rates(expected_batch_size: int, counts) -> np.ndarray:
+  """f32[K]: q_k = B / n_k rounded down to a multiple of 2^-23, so that P[uniform < q_k] never exceeds B / n_k.
+
+  JAX's float32 uniforms are k / 2^23 for k uniform, so for such q, P[u < q] = q exactly."""
+  q = expected_batch_size / np.asarray(counts, np.float64)
+  return (np.floor(q * 2.0 ** 23) / 2.0 ** 23).astype(np.float32)
 
 
 def poisson_sample(model_key, keep_row, rate, step):

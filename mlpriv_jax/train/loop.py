@@ -314,8 +314,11 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
     step_fn = FUNCTIONS.get(("step", model.module, opt_key, config.augment, None, None, grad_fn),
                             lambda: make_train_step_fn(model, tx, augment=config.augment, grad_fn=grad_fn))
   if dp is not None:
-    sample = _poisson_sampler(keep_d.shape, labels_d.shape, dp.physical_batch or dpsgd.physical_batch_size(b))
-    rates = jnp.asarray(config.batch_size / keep.sum(1), jnp.float32)   # q_k = B / n_k
+    rows = dp.physical_batch or dpsgd.physical_batch_size(b)
+    if dp.microbatch_size and rows % dp.microbatch_size:
+      raise UserError(f"microbatch_size {dp.microbatch_size} must divide the {rows} rows of a DP-SGD pass")
+    sample = _poisson_sampler(keep_d.shape, labels_d.shape, rows)
+    rates = jnp.asarray(dpsgd.sampling_rates(config.batch_size, keep.sum(1)))
   if mesh is not None:
     state, model_keys, keep_d = _shard(state, mesh), _shard(model_keys, mesh), _shard(keep_d, mesh)
     if dp is not None:
