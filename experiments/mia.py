@@ -37,7 +37,9 @@ Presets: smoke (shapes10, 1,000 examples, cnn_small, 8 shadows; label-only attac
 HopSkipJump capped at 300 queries each; ~4 min on 2 CPU cores), cpu (4,000 CIFAR-10 examples, cnn_small, 16
 shadows, label-only attacks on 500 candidates, HopSkipJump 1,000 queries; ~14 min), paper (LiRA: WRN-28-2, 256
 shadows, each on half of CIFAR-10's 50,000, 100 epochs; RMIA against 10,000 test images; HopSkipJump with
-cleverhans' defaults, ~35,000 queries; GPU).
+cleverhans' defaults, ~35,000 queries; GPU). Their DP recipes: smoke cnn_tiny_gn on 4,000 examples, 40 epochs,
+expected batch 256, lr 2 (~8 min); cpu cnn_small_gn on 8,000 CIFAR-10 examples, 30 epochs, batch 512; paper
+De et al.'s WRN-16-4.
 RMIA's defaults (--rmia_preset=paper_softmax) are its authors' code's (gamma = 2, a = 0.3, 20% trimmed means, a
 majority vote over views) with the true-class softmax at T = 1 for their Taylor soft margin, which needs logits; paper,
 privacy_meter and leakpro name the published sets (BUILD_NOTES.md).
@@ -74,7 +76,10 @@ PRESETS = {
                   batch_size=256, learning_rate=0.1, weight_decay=5e-4, augment=True, num_defence_examples=5000,
                   chunk_size=16,  # bounds GPU memory; 257 vmapped WRN-28-2 would not fit (size unmeasured: no GPU yet)
                   num_population=10000, label_examples=1000, hsj_max_queries=0, hsj_initial_evals=100,
-                  noise_samples=2500),
+                  noise_samples=2500,
+                  # De et al. (2022)'s WRN-16-4 recipe (GroupNorm, B 4096, lr 2, no momentum); unmeasured here
+                  dp=dict(arch="wrn16_4_gn", batch_size=4096, learning_rate=2.0, momentum=0.0, nesterov=False,
+                          weight_decay=0.0, num_epochs=100)),
 }
 
 common.define_base(PRESETS, workdir_help="Output folder; a rerun resumes the training from its checkpoints.")

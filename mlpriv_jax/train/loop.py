@@ -18,6 +18,10 @@ bucket share every compiled function; each step's batch is gathered by index
 outside the step, so the step itself compiles once per (model, batch size, K,
 gradient function), whatever the data size, schedule or epoch count.
 
+DP-SGD (`dp=dpsgd.DPConfig(...)`) replaces the epoch order by Poisson sampling: at global step s, model k
+takes each of its examples with probability B / n_k from fold_in(fold_in(k_m, 3), s), in passes of a fixed
+number of rows (`dpsgd`), and its gradient is the clipped, noised sum.
+
 Compiled functions live in one bounded cache (`FUNCTIONS`, least recently used out).
 
 A Python loop over jitted steps (not `lax.scan`): on XLA:CPU the scanned loop
@@ -345,7 +349,7 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
   counts = jnp.asarray(keep.sum(1).astype(np.int32))
   compile_s, busy_s, seen = 0.0, 0.0, 0
   for epoch in range(first_epoch, config.num_epochs):
-    order = order_fn(model_keys, keep_d, epoch)           # [K, N_bucket]
+    order = order_fn(model_keys, keep_d, epoch) if dp is None else None   # [K, N_bucket]; DP samples per step
     t_epoch = time.perf_counter()
     for t in range(steps):
       if dp is None:
