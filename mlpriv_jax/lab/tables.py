@@ -8,6 +8,7 @@ the answers, and report `accuracy (ratio)` and `fidelity (ratio)` beside the sur
 tables.json and results.jsonl; a rerun reuses finished victims and rows.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -68,11 +69,12 @@ def render(out: dict, *, preset: str, budget: int, pool_name: str, data_name: st
 def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, budget: int, archs: Dict[str, str],
         victim_config: train.TrainConfig, surrogate_config: train.TrainConfig, num_test: int = 0,
         rows: Sequence[str] = SURVEY_NAMES, tables: Sequence[str] = ("table1", "table2"),
-        data_dir: Optional[str] = None, seed: int = 0, run_config: Optional[dict] = None,
-        log: Callable = print) -> dict:
+        data_dir: Optional[str] = None, seed: int = 0, lr_by_arch: Optional[Dict[str, float]] = None,
+        run_config: Optional[dict] = None, log: Callable = print) -> dict:
   """Trains the victims and surrogates (or resumes them) and writes the tables; returns tables.json's content.
 
-  archs maps each survey name (and a victim's) to the architecture trained in its place.
+  archs maps each survey name (and a victim's) to the architecture trained in its place; lr_by_arch gives an
+  architecture its own peak learning rate, victim and surrogate alike (the narrow VGG diverges at the others').
   run_config identifies the run (preset, overrides): a workdir holding tables of another run is refused.
   """
   t_start = time.time()
@@ -85,6 +87,12 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
     raise UserError(f"--budget must be >= 1, got {budget}")
   for a in archs.values():
     models.canonical_name(a)
+  lr_by_arch = dict(lr_by_arch or {})
+  for a, lr in lr_by_arch.items():
+    models.canonical_name(a)
+    if not lr > 0:
+      raise UserError(f"the learning rate of {a} must be > 0, got {lr}")
+  for_arch = lambda config, a: dataclasses.replace(config, learning_rate=lr_by_arch[a]) if a in lr_by_arch else config
   ds, x_train, y_train = load_train_split(victim_dataset, data_dir, seed, num_train)
   pool = data.load_dataset(query_set, data_dir, seed=seed + 1)
   E.check_budget(budget, len(pool.x_train))
@@ -112,7 +120,8 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
       trained.append(r["epoch"])
       log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")
 
-    vres = train.train(victim_model, victim_config, x_train, y_train, jax.random.fold_in(key, t),
+    vcfg = for_arch(victim_config, archs[victim_name])
+    vres = train.train(victim_model, vcfg, x_train, y_train, jax.random.fold_in(key, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
                        on_epoch_end=on_epoch_end)
     variables = train.variables_of(vres.state)
@@ -120,7 +129,7 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
     victim_acc = float((victim_top1 == yt).mean())
     models.save_model(os.path.join(workdir, f"victim_{victim_name}"), victim_model, variables,
                       input_shape=ds.image_shape,
-                      meta=model_meta(ds, victim_config, seed=seed, num_train=len(x_train), test_accuracy=victim_acc,
+                      meta=model_meta(ds, vcfg, seed=seed, num_train=len(x_train), test_accuracy=victim_acc,
                                       role=f"survey {table} victim ({victim_name})"))
     if trained or "victim" not in entry:
       seconds = time.time() - t0
@@ -137,7 +146,7 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
         continue
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
-      state = E.train_surrogate(sur, surrogate_config, pool.x_train[idx], answers,
+      state = E.train_surrogate(sur, for_arch(surrogate_config, archs[name]), pool.x_train[idx], answers,
                                 jax.random.fold_in(key, 100 * (t + 1) + r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
       m.update(model=sur.name, seconds=time.time() - t0, epochs=surrogate_config.num_epochs)
