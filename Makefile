@@ -17,7 +17,7 @@ demo: $(VENV)/.installed-test
 
 # The whole test suite, the TFDS path and DP-SGD included (tensorflow-datasets and the dp extra are installed for it).
 test: $(VENV)/.installed-test,tfds,dp
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_throughput.py

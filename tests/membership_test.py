@@ -195,7 +195,6 @@ def mia_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mia_run")   # one worker trains the fixture once (--dist loadgroup)
 def test_mia_on_an_overfit_target(mia_run):
   """With 4 shadow models: Shokri and LiRA beat chance by a wide margin; LiRA's TPR at 1% FPR beats the loss
   attack's; RMIA offline matches LiRA offline's AUC and beats its TPR at 1% FPR; every label-only attack beats
@@ -233,7 +232,6 @@ def test_mia_on_an_overfit_target(mia_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mia_run")   # one worker trains the fixture once (--dist loadgroup)
 def test_label_only_attacks_see_through_the_label_defence(mia_run):
   """Behind the label-only output the label-only attacks score exactly as without it (same models, resumed),
   beat the gap baseline, and LiRA loses most of its edge (it reads little more than correctness)."""
@@ -260,7 +258,6 @@ def test_label_only_attacks_see_through_the_label_defence(mia_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mia_run")   # one worker trains the fixture once (--dist loadgroup)
 def test_memguard_blinds_shokri_and_keeps_accuracy(mia_run):
   """MemGuard (epsilon 1, labels kept) against the Shokri attack, on the same trained models (resumed)."""
   import shutil
@@ -327,7 +324,6 @@ def test_population_must_be_apart_from_the_candidates():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mia_run")   # one worker trains the fixture once (--dist loadgroup)
 def test_extract_program_attacks_the_target_of_a_mia_run(mia_run, tmp_path):
   """The mia workdir holds the target as a model artifact (target/), which every program can load."""
   wd, res = mia_run
