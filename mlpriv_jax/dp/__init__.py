@@ -5,5 +5,5 @@ Needs the 'dp' extra (dp-accounting, jax-privacy; Python >= 3.11), imported on f
 
 from mlpriv_jax.dp.accounting import ACCOUNTANTS, calibrate_noise, compute_epsilon, dpsgd_event
 from mlpriv_jax.dp.audit import METHODS, audit_report, dp_ceiling, epsilon_lower_bound
-from mlpriv_jax.dp.recipe import DPTarget, calibrate_training
+from mlpriv_jax.dp.recipe import DPTarget, calibrate_training, describe
 from mlpriv_jax.train.dpsgd import DPConfig, check_dp_model, physical_batch_size

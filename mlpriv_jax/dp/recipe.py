@@ -39,12 +39,14 @@ class DPTarget:
     return self
 
 
-def calibrate_training(target: DPTarget, *, num_examples: int, batch_size: int, num_epochs: int,
-                       steps_per_epoch: int):
+def calibrate_training(target: DPTarget, *, counts, batch_size: int, num_epochs: int):
   """(DPConfig, record): the noise multiplier meeting `target` for this run, and results.json's `dp` entry.
 
-  num_examples: the smallest training set among the models (the largest sampling rate).
+  counts: each model's number of training examples; the record accounts the largest rate B / min(counts) over
+  `train_k`'s num_epochs x ceil(max(counts) / B) steps.
   """
+  num_examples = int(min(counts))
+  steps_per_epoch = math.ceil(int(max(counts)) / batch_size)
   target.validate(num_examples)
   if batch_size > num_examples:
     raise UserError(f"the expected batch size {batch_size} exceeds the {num_examples} training examples")
@@ -60,3 +62,10 @@ def calibrate_training(target: DPTarget, *, num_examples: int, batch_size: int, 
                 augmult=target.augmult, accountant=f"dp_accounting {target.accountant.upper()}, Poisson-subsampled "
                                                    f"Gaussian, add-or-remove-one")
   return config, record
+
+
+def describe(record: dict) -> str:
+  """One log line of a `calibrate_training` record."""
+  return (f"DP-SGD: epsilon {record['epsilon']:.4g} at delta {record['delta']:g}: noise multiplier "
+          f"{record['noise_multiplier']:.4g}, clip {record['clip_norm']:g}, rate {record['sampling_rate']:.4g}, "
+          f"{record['steps']} steps")

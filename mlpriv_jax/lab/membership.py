@@ -19,7 +19,6 @@ shared with the arena, which trains the shadows once for every defence it puts i
 
 import dataclasses
 import hashlib
-import math
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -155,10 +154,8 @@ def dp_recipe(game: MembershipGame):
     return None, None
   from mlpriv_jax import dp
   target_keep, shadow_keep = membership_keep(jax.random.key(game.seed), game.num_examples, game.num_shadows)
-  counts = np.r_[target_keep.sum(), shadow_keep.sum(1)]
-  return dp.calibrate_training(game.dp, num_examples=int(counts.min()), batch_size=game.config.batch_size,
-                               num_epochs=game.config.num_epochs,
-                               steps_per_epoch=math.ceil(int(counts.max()) / game.config.batch_size))
+  return dp.calibrate_training(game.dp, counts=np.r_[target_keep.sum(), shadow_keep.sum(1)],
+                               batch_size=game.config.batch_size, num_epochs=game.config.num_epochs)
 
 
 def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, log: Callable = print):
@@ -177,9 +174,8 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
   wd.save_npy(os.path.join(workdir, "keep.npy"), keep)
   dp_config, dp_record = recipe or dp_recipe(game)
   if dp_record is not None:
-    log(f"DP-SGD: epsilon {dp_record['epsilon']:.4g} at delta {dp_record['delta']:g}: noise multiplier "
-        f"{dp_record['noise_multiplier']:.4g}, clip {dp_record['clip_norm']:g}, rate {dp_record['sampling_rate']:.4g}, "
-        f"{dp_record['steps']} steps")
+    from mlpriv_jax import dp
+    log(dp.describe(dp_record))
   variables = train_models(model, game.config, x, y, keep, key, workdir=os.path.join(workdir, "models"),
                            chunk_size=game.chunk_size, meta=dict(dataset=ds.name), dp_config=dp_config, log=log)
   target_vars = jax.tree.map(lambda v: v[0], variables)

@@ -6,7 +6,6 @@ artifact: `model/` for one model, `model_<k>/` for each of K.
 """
 
 import dataclasses
-import math
 import os
 import time
 from typing import Callable, Optional
@@ -70,13 +69,10 @@ def run(*, dataset: str, arch: str, workdir: str, config: train.TrainConfig, dat
   if dp_target is not None:
     from mlpriv_jax import dp
     dp.check_dp_model(model)
-    counts = keep.sum(1) if keep is not None else np.array([len(x_train)])
-    dp_config, dp_record = dp.calibrate_training(
-        dp_target, num_examples=int(counts.min()), batch_size=config.batch_size, num_epochs=config.num_epochs,
-        steps_per_epoch=math.ceil(int(counts.max()) / config.batch_size))
-    log(f"DP-SGD: epsilon {dp_record['epsilon']:.4g} at delta {dp_record['delta']:g} ({dp_target.accountant}): "
-        f"noise multiplier {dp_record['noise_multiplier']:.4g}, clip {dp_record['clip_norm']:g}, rate "
-        f"{dp_record['sampling_rate']:.4g}, {dp_record['steps']} steps")
+    counts = keep.sum(1) if keep is not None else [len(x_train)]
+    dp_config, dp_record = dp.calibrate_training(dp_target, counts=counts, batch_size=config.batch_size,
+                                                 num_epochs=config.num_epochs)
+    log(dp.describe(dp_record))
   cfg = dict(run_config or {}, seed=seed, num_models=num_models, keep_fraction=keep_fraction, dtype=dtype,
              dropout_rate=dropout_rate, arch=model.name, dataset=ds.name, data_source=ds.source,
              num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,

@@ -58,10 +58,15 @@ class Model(NamedTuple):
   spec: Any = None
 
 
+def _split_group_norm(name: str):
+  """('wrn16_4', True) for 'wrn16_4_gn'; (name, False) otherwise."""
+  gn = name.endswith(GROUP_NORM_SUFFIX)
+  return (name[: -len(GROUP_NORM_SUFFIX)] if gn else name), gn
+
+
 def canonical_name(name: str) -> str:
   """Resolves aliases; raises a one-line UserError listing the known names."""
-  gn = name.endswith(GROUP_NORM_SUFFIX)
-  base = name[: -len(GROUP_NORM_SUFFIX)] if gn else name
+  base, gn = _split_group_norm(name)
   base = ALIASES.get(base, base)
   m, r = _WRN.match(base), _CIFAR_RESNET.match(base)
   if base in _FIXED or (m and (int(m[1]) - 4) % 6 == 0) or (r and base != "resnet18" and (int(r[1]) - 2) % 6 == 0):
@@ -92,8 +97,7 @@ def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_imp
     raise UserError(f"unknown compute dtype {dtype_name!r}; known: {', '.join(DTYPES)}")
   if len(mean) != len(std) or not all(s > 0 for s in std):
     raise UserError(f"mean and std must have one entry per channel and std > 0, got {mean} and {std}")
-  gn = name.endswith(GROUP_NORM_SUFFIX)
-  base = name[: -len(GROUP_NORM_SUFFIX)] if gn else name
+  base, gn = _split_group_norm(name)
   kw = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
             dtype=DTYPES[dtype_name], conv_impl=conv_impl, norm_kind="group" if gn else "batch")
   if base in _FIXED:
