@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import chex
 import jax
@@ -179,6 +180,7 @@ def test_shokri_learns_per_class_rules():
 
 # ---------------------------------------------------------------- the program
 
+from conftest import shared_workdir  # noqa: E402
 from experiments_test import _program  # noqa: E402
 
 MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=4", "--num_epochs=20", "--num_bootstrap=20",
@@ -186,11 +188,15 @@ MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=4", "--num_
 LABEL_ONLY = ("gap", "label_augmentation", "label_noise", "label_boundary")
 
 
-@pytest.fixture(scope="module")
-def mia_run(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp("mia") / "run")
+def _build_mia_run(wd):
   p = _program("mia", f"--workdir={wd}", *MIA_SMALL)
   assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def mia_run(tmp_path_factory):
+  """One mia run shared by the tests below, trained once even when xdist puts them on both workers."""
+  wd = shared_workdir(tmp_path_factory, "mia_run", _build_mia_run)
   return wd, json.load(open(os.path.join(wd, "results.json")))
 
 
@@ -335,3 +341,4 @@ def test_extract_program_attacks_the_target_of_a_mia_run(mia_run, tmp_path):
   r = json.load(open(os.path.join(out, "results.json")))
   assert r["queries_used"] == 500 and 0 <= r["fidelity"] <= 1
   assert abs(r["victim_accuracy"] - res["target_test_accuracy_undefended"]) < 0.1   # the same target
+
