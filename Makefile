@@ -15,8 +15,8 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) experiments/survey_tables.py --preset=smoke --workdir=runs/demo
 
-# The whole test suite, the TFDS path and DP-SGD included (tensorflow-datasets and the dp extra are installed for it).
-test: $(VENV)/.installed-test,tfds,dp
+# The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it).
+test: $(VENV)/.installed-test,tfds,dp,serve
 	$(PY) -m pytest -q -n 2 tests
 
 bench: $(VENV)/.installed-test

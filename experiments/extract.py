@@ -40,6 +40,12 @@ common.define_base(PRESETS)
 common.define_train_flags("the surrogate")
 flags.DEFINE_string("victim", None, "The victim: a model artifact, or a workdir holding one.")
 flags.DEFINE_string("victim_workdir", None, "Alias of --victim.")
+flags.DEFINE_string("victim_url", None, "Attack the victim served at this URL (experiments/serve.py, or any Open "
+                    "Inference Protocol v2 endpoint) instead of the artifact's in-process victim; --victim still "
+                    "evaluates the surrogate.")
+flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY, which keeps it out of "
+                    "the process list).")
+flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
 flags.DEFINE_string("attack", "knockoff_random", "Extraction attack (knockoff_random, knockoff_adaptive, cloudleak, "
                     "jbda).")
 flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wres22, res32, res18, vgg16, ...).")
@@ -69,7 +75,9 @@ def main(argv):
                  checkpoints=[int(c) for c in common.parse_floats(s["checkpoints"], "--checkpoints")],
                  defence=FLAGS.defence, strength=FLAGS.epsilon, data_dir=FLAGS.data_dir, num_test=FLAGS.num_test,
                  jbda_seeds=FLAGS.jbda_seeds, attack_options=options, seed=FLAGS.seed,
-                 run_config=dict(preset=FLAGS.preset), log=common.log)
+                 run_config=dict(preset=FLAGS.preset), victim_url=FLAGS.victim_url,
+                 api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"), model_name=FLAGS.model_name,
+                 log=common.log)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,10 @@ PRESETS = {
 common.define_base(PRESETS, workdir_help="Output folder; a rerun resumes the training from its checkpoints.")
 common.define_train_flags("the target and every shadow (one recipe)")
 common.define_dp_flags("the target and every shadow (one recipe, as an attacker who knows it)")
+flags.DEFINE_string("victim_url", None, "Attack the target served at this URL (experiments/serve.py "
+                    "--victim=<this workdir>) instead of the in-process one.")
+flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY).")
+flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
 flags.DEFINE_string("dataset", None, "Target data (shapes10, cifar10, cifar10_jpeg, cifar100, ...).")
 flags.DEFINE_string("arch", None, "Architecture of the target and of every shadow model.")
 flags.DEFINE_list("attack", ["all"], "Attacks, comma-separated, or 'all' (the membership registry).")
@@ -139,7 +143,9 @@ def main(argv):
                  shokri_features=FLAGS.shokri_features, fprs=common.parse_floats(",".join(FLAGS.fprs), "--fprs"),
                  num_test=FLAGS.num_test, num_bootstrap=FLAGS.num_bootstrap, num_population=s["num_population"],
                  population=FLAGS.population, label_examples=s["label_examples"] or None, budget=FLAGS.budget,
-                 attack_options=_attack_options(s), run_config=dict(preset=FLAGS.preset), log=common.log)
+                 attack_options=_attack_options(s), run_config=dict(preset=FLAGS.preset),
+                 victim_url=FLAGS.victim_url, api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"),
+                 model_name=FLAGS.model_name, log=common.log)
 
 
 def _attack_options(s) -> dict:

@@ -342,3 +342,32 @@ def test_extract_program_attacks_the_target_of_a_mia_run(mia_run, tmp_path):
   assert r["queries_used"] == 500 and 0 <= r["fidelity"] <= 1
   assert abs(r["victim_accuracy"] - res["target_test_accuracy_undefended"]) < 0.1   # the same target
 
+
+@pytest.mark.slow
+def test_mia_through_victim_url_scores_as_in_process(mia_run, tmp_path):
+  """The target served over HTTP (experiments/serve.py's library) and attacked with --victim_url: the same scores
+  as the in-process run, query attacks included."""
+  pytest.importorskip("fastapi")
+  from mlpriv_jax import serve
+  from mlpriv_jax.lab import serving
+  base_wd, _ = mia_run
+  wd = str(tmp_path / "remote")
+  shutil.copytree(base_wd, wd)
+  keys = tmp_path / "keys.json"
+  keys.write_text(json.dumps({"clients": [{"name": "auditor", "key": "sk-auditor-0123456789"}]}))
+  served = serving.build(victim=wd, keys_file=str(keys), budget_per_key=None, log=lambda *_: None)
+  with serve.BackgroundServer(serve.create_app(served)) as s:
+    p = _program("mia", f"--workdir={wd}", *MIA_SMALL, "--attack=loss,lira_offline,gap", f"--victim_url={s.url}")
+    assert p.returncode == 2 and "needs an API key" in p.stderr
+    os.environ["MLPRIV_API_KEY"] = "sk-auditor-0123456789"
+    try:
+      p = _program("mia", f"--workdir={wd}", *MIA_SMALL, "--attack=loss,lira_offline,gap", f"--victim_url={s.url}")
+    finally:
+      del os.environ["MLPRIV_API_KEY"]
+    assert p.returncode == 0, p.stderr[-3000:]
+    used = int(served.accounts["auditor"].queries_used)
+  res = json.load(open(os.path.join(wd, "results.json")))
+  assert res["victim_url"] == s.url and used == res["queries_used"] > 1000
+  before, after = np.load(os.path.join(base_wd, "scores.npz")), np.load(os.path.join(wd, "scores.npz"))
+  for name in ("loss", "lira_offline", "gap"):
+    np.testing.assert_allclose(after[f"score_{name}"], before[f"score_{name}"], rtol=1e-5, atol=1e-6, err_msg=name)

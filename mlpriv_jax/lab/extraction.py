@@ -17,7 +17,7 @@ from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.lab import victims
 from mlpriv_jax.lab import workdir as wd
-from mlpriv_jax.oracle import Victim
+from mlpriv_jax.oracle import Victim, check_budget
 from mlpriv_jax.utils import write_json
 
 STREAM_VICTIM, STREAM_ATTACK, STREAM_DEFENCE = 1, 2, 7
@@ -44,8 +44,16 @@ def run(*, victim: str, workdir: str, attack: str, budget: int, surrogate_arch: 
         config: train.TrainConfig, checkpoints: Sequence[int] = (), defence: str = "none",
         strength: Optional[float] = None, data_dir: Optional[str] = None, num_test: int = 0, jbda_seeds: int = 100,
         attack_options: Optional[dict] = None, seed: int = 0, run_config: Optional[dict] = None,
+        victim_url: Optional[str] = None, api_key: Optional[str] = None, model_name: str = "victim",
         log: Callable = print) -> dict:
+  """Runs `attack` against the victim artifact at `victim` behind `defence`, or, with `victim_url`, against the
+  victim served there (`experiments/serve.py`; its defence is the server's), evaluating with the artifact."""
   t_start = time.time()
+  if victim_url and not api_key:
+    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  if victim_url and defence != "none":
+    raise UserError(f"--defence={defence} defends the in-process victim; a served victim answers with its own "
+                    f"defence (experiments/serve.py --defence)")
   wd.require(workdir)
   spec = E.get(attack)
   if int(budget) != budget or budget < 1:
@@ -74,15 +82,25 @@ def run(*, victim: str, workdir: str, attack: str, budget: int, surrogate_arch: 
   key = jax.random.key(seed)
   d = defences.build(defence, strength, model=v.model, key=jax.random.fold_in(key, STREAM_DEFENCE),
                      input_shape=v.input_shape)
-  oracle = Victim(v.model, v.variables, defence=d, budget=budget, key=jax.random.fold_in(key, STREAM_VICTIM),
-                  input_shape=v.input_shape)
+  if victim_url:
+    from mlpriv_jax.serve import RemoteVictim
+    oracle = RemoteVictim(victim_url, api_key, model_name)
+    if (oracle.input_shape, oracle.num_classes) != (tuple(v.input_shape), v.model.num_classes):
+      raise UserError(f"{victim_url} serves {oracle.num_classes} classes of {oracle.input_shape}; the artifact "
+                      f"{v.meta['artifact']} has {v.model.num_classes} of {tuple(v.input_shape)}")
+    check_budget(oracle, budget, f"{attack} with --budget={budget}")
+  else:
+    oracle = Victim(v.model, v.variables, defence=d, budget=budget, key=jax.random.fold_in(key, STREAM_VICTIM),
+                    input_shape=v.input_shape)
   mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
   surrogate = models.get_model(surrogate_arch, oracle.num_classes, mean=mean, std=std)
   wd.claim(workdir, dict(run_config or {}, attack=attack, budget=budget, surrogate=surrogate.name, query_set=pool.name,
-                         defence=defence, strength=strength, victim=v.meta["artifact"], seed=seed),
+                         defence=defence, strength=strength, victim=v.meta["artifact"], seed=seed,
+                         victim_url=victim_url),
            keys=("attack", "budget", "surrogate", "query_set", "defence", "strength", "seed"))
   log(f"{attack}: victim {v.model.name} ({ds.name}, acc {victim_acc:.4f}), surrogate {surrogate.name}, "
-      f"pool {pool.name} ({len(pool.x_train)}), budget {budget}, defence {d.name}")
+      f"pool {pool.name} ({len(pool.x_train)}), budget {budget}, "
+      + (f"served at {victim_url}" if victim_url else f"defence {d.name}"))
 
   images = ds.x_test[:first] if spec.pool == "seeds" else pool.x_train
   options = dict(attack_options or {})
@@ -100,7 +118,7 @@ def run(*, victim: str, workdir: str, attack: str, budget: int, surrogate_arch: 
              budget=budget, surrogate=surrogate.name, query_set=pool.name, defence=d.name, curve=res.curve,
              survey_cells=dict(accuracy=E.survey_cell(accuracy, accuracy / victim_acc),
                                fidelity=E.survey_cell(fidelity, fidelity)),
-             wall_seconds=time.time() - t_start)
+             victim_url=victim_url, wall_seconds=time.time() - t_start)
   write_json(os.path.join(workdir, "results.json"), out)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), [
       results.row(metric=m, value=c[m], attack=attack, defence=defence, strength=strength, queries=c["queries"],

@@ -197,8 +197,13 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
         num_bootstrap: int = 200, num_population: int = 1000, population: str = "test",
         label_examples: Optional[int] = None, budget: Optional[int] = None,
         attack_options: Optional[Dict[str, dict]] = None, run_config: Optional[dict] = None,
+        victim_url: Optional[str] = None, api_key: Optional[str] = None, model_name: str = "victim",
         log: Callable = print) -> dict:
   """The whole membership experiment into `workdir`; returns results.json's content.
+
+  With `victim_url` the attacker queries the target served there (`experiments/serve.py --victim=<this
+  workdir>`, behind the server's own defence) instead of the in-process one; the game's models (the target's
+  membership, the shadows) come from the workdir as always, and the utility figures are the undefended target's.
 
   attack_options: {attack: keywords} for the registry's attacks (e.g. rmia_offline=dict(offline_a="tune"),
   label_boundary=dict(max_queries=300)). label_examples: how many candidates (a random subset) the query
@@ -220,6 +225,11 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
       M.rmia_settings(**o)
   score_names = [a for a in attacks if M.get(a).kind == "score"]
   query_names = [a for a in attacks if M.get(a).kind == "query"]
+  if victim_url and not api_key:
+    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  if victim_url and defence != "none":
+    raise UserError(f"--defence={defence} defends the in-process target; a served target answers with its own "
+                    f"defence (experiments/serve.py --defence)")
   dspec = defences.check(defence, strength, threat=defences.MEMBERSHIP)
   strength = strength if dspec.strength is not None else None
   if game.dp is not None and "members" in dspec.needs:
@@ -259,6 +269,12 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   d = defences.build(defence, strength, memguard_params=guard)
   service = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=d)
   victim = Victim.of(service, budget=budget, key=jax.random.fold_in(key, STREAM_VICTIM))   # the attacker's account
+  if victim_url:
+    from mlpriv_jax.serve import RemoteVictim
+    victim = RemoteVictim(victim_url, api_key, model_name)
+    if (victim.input_shape, victim.num_classes) != (tuple(ds.image_shape), model.num_classes):
+      raise UserError(f"{victim_url} serves {victim.num_classes} classes of {victim.input_shape}; the target "
+                      f"has {model.num_classes} of {tuple(ds.image_shape)}")
   evaluator = Victim.of(service, key=jax.random.fold_in(key, STREAM_EVAL))   # ours: utility, not the attacker's budget
 
   # Query the views the models trained on: a mirror view of models that never saw flips only adds noise
@@ -338,7 +354,7 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
       num_shadows=game.num_shadows, num_views=int(len(asked)), fix_variance=fix,
       num_population=int(len(pop[0])) if pop is not None else 0, population=population if pop is not None else None,
       queries_used=victim.queries_used, budget=budget, dp=g["dp"],
-      defence=d.name, epsilon=strength, target_train_accuracy=train_acc,
+      defence=d.name, epsilon=strength, target_train_accuracy=train_acc, victim_url=victim_url,
       defence_mean_l1=float(l1.mean()), defence_changed_fraction=float((l1 > 1e-6).mean()),
       defence_label_flips=int((released.argmax(-1) != clean.argmax(-1)).sum()),
       memguard_classifier_auc=g_auc or None,

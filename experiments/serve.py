@@ -1,0 +1,68 @@
+r"""Serves a victim artifact over HTTP behind a defence, with API keys and per-key budgets.
+
+  python experiments/train.py --preset=smoke --workdir=runs/victim
+  echo '{"clients": [{"name": "alice", "key": "sk-alice-0123456789"}]}' > keys.json
+  python experiments/serve.py --victim=runs/victim --defence=round2 --keys_file=keys.json --port=8000
+  MLPRIV_API_KEY=sk-alice-0123456789 python experiments/extract.py --victim=runs/victim \
+      --victim_url=http://127.0.0.1:8000 --workdir=runs/knockoff_http
+
+The Open Inference Protocol v2 (`/v2/health/ready`, `/v2/models/victim`, `/v2/models/victim/infer`, as KServe,
+Triton and Seldon) and TF Serving's `/v1/models/victim:predict`; `Authorization: Bearer <key>` or `X-API-Key`.
+Each key has its own budget (examples; --budget_per_key unless the keys file gives one), PRADA monitor (with
+--monitor=prada), defence state and reproducible key stream; 401 / 403 / 429 / 400 / 413 / 404 as in
+`mlpriv_jax.serve.app`. One inference thread and one uvicorn worker, so the counts are exact. The server is
+ready once every batch bucket is compiled; stop it with Ctrl-C.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import common  # noqa: E402
+
+flags.DEFINE_string("victim", None, "The victim: a model artifact, or a workdir holding one.")
+flags.DEFINE_string("defence", "none", "The output defence (see experiments/defend.py).")
+flags.DEFINE_float("strength", None, "Strength of the defence, where it takes one.")
+flags.DEFINE_string("keys_file", None, 'JSON {"clients": [{"name", "key", "budget"?}, ...]}, read once.')
+flags.DEFINE_integer("budget_per_key", 50000, "Examples each key may query, unless the keys file says otherwise.")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
+flags.DEFINE_integer("port", 8000, "Port to listen on (0: a free one, printed).")
+flags.DEFINE_string("model_name", "victim", "The model's name in the URLs.")
+flags.DEFINE_boolean("disclose_defence", False, "Name the defence and its strength in the model metadata.")
+flags.DEFINE_enum("monitor", "none", ["none", "prada"], "Stream monitor per key (PRADA, Juuti et al. 2019).")
+flags.DEFINE_float("prada_delta", 0.9, "PRADA's Shapiro-Wilk threshold.")
+flags.DEFINE_enum("on_detect", "refuse", ["refuse", "degrade"], "A flagged key: 403, or shuffled top-3 answers.")
+flags.DEFINE_float("max_body_mb", 4.0, "Largest request body, in MiB (413 above it).")
+flags.DEFINE_string("data_dir", None, "Folder with the victim's dataset (MemGuard trains on its members).")
+flags.DEFINE_integer("seed", 0, "Root seed of the defence and of every key's stream.")
+flags.DEFINE_boolean("access_log", True, "Log one line per request (never a key).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from mlpriv_jax.errors import UserError
+  from mlpriv_jax.lab import serving
+  from mlpriv_jax import serve
+  if not FLAGS.victim:
+    raise UserError("--victim is required (a model artifact; train one with experiments/train.py)")
+  if not FLAGS.keys_file:
+    raise UserError('--keys_file is required: JSON {"clients": [{"name": ..., "key": ..., "budget"?: ...}]}')
+  if not FLAGS.max_body_mb > 0:
+    raise UserError(f"--max_body_mb must be > 0, got {FLAGS.max_body_mb}")
+  sock = serve.bind(FLAGS.host, FLAGS.port)   # a port in use fails before anything is loaded
+  served = serving.build(victim=FLAGS.victim, keys_file=FLAGS.keys_file, defence=FLAGS.defence,
+                         strength=FLAGS.strength, budget_per_key=FLAGS.budget_per_key, model_name=FLAGS.model_name,
+                         monitor=FLAGS.monitor, prada_delta=FLAGS.prada_delta, on_detect=FLAGS.on_detect,
+                         disclose_defence=FLAGS.disclose_defence, max_body_bytes=int(FLAGS.max_body_mb * 2**20),
+                         data_dir=FLAGS.data_dir, seed=FLAGS.seed, log=common.log)
+  host, port = sock.getsockname()[:2]
+  common.log(f"listening on http://{host}:{port} (model {FLAGS.model_name!r}; ready at /v2/health/ready once "
+             f"compiled)")
+  serve.serve_forever(serve.create_app(served), sock, access_log=FLAGS.access_log)
+
+
+if __name__ == "__main__":
+  common.run(main)

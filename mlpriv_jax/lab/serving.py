@@ -1,0 +1,63 @@
+"""A victim artifact behind its defence, made ready to serve (what experiments/serve.py runs).
+
+One `Service` (the model and its defence, compiled once per batch bucket) and one account per key of the keys
+file: its budget, its PRADA monitor (with `monitor="prada"`), its defence state and key stream.
+"""
+
+from typing import Callable, Optional
+
+import jax
+
+from mlpriv_jax import defences, models
+from mlpriv_jax.errors import UserError
+from mlpriv_jax.oracle import BUCKETS, Service
+
+STREAM_DEFENCE = 1
+
+
+def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optional[float] = None,
+          budget_per_key: Optional[int] = 50000, model_name: str = "victim", monitor: str = "none",
+          prada_delta: float = 0.9, on_detect: str = "refuse", disclose_defence: bool = False,
+          max_body_bytes: int = 4 << 20, buckets=BUCKETS, data_dir: Optional[str] = None, num_guard: int = 500,
+          guard_steps: int = 500, seed: int = 0, log: Callable = print):
+  """The `serve.Served` state of the artifact at `victim` (checked in full before anything is compiled)."""
+  from mlpriv_jax import serve
+  if budget_per_key is not None and (int(budget_per_key) != budget_per_key or budget_per_key < 0):
+    raise UserError(f"--budget_per_key must be an integer >= 0, got {budget_per_key}")
+  if monitor not in ("none", "prada"):
+    raise UserError(f"--monitor must be none or prada, got {monitor!r}")
+  if not model_name or "/" in model_name or ":" in model_name:
+    raise UserError(f"--model_name must be a non-empty name without '/' or ':', got {model_name!r}")
+  spec = defences.check(defence, strength)
+  if spec.strength is not None and strength is None:
+    raise UserError(f"--defence={defence} needs --strength ({spec.strength}, {spec.valid_text})")
+  strength = strength if spec.strength is not None else None
+  keyring = serve.load_keys(keys_file, budget_per_key)
+  monitor_factory = None
+  if monitor == "prada":
+    defences.Prada(delta=prada_delta)   # checks delta
+    monitor_factory = lambda: defences.Prada(delta=prada_delta)
+  key = jax.random.fold_in(jax.random.key(seed), STREAM_DEFENCE)
+  if "members" in spec.needs:   # MemGuard: its classifier is trained on the victim's members and test images
+    from mlpriv_jax.lab import defend, victims
+    v = victims.load(victim, data_dir)
+    model, variables, meta = v.model, v.variables, v.meta
+    needs = defend.defence_needs([defence], v, key, held_out=v.dataset.x_test, num_guard=num_guard,
+                                 guard_steps=guard_steps, log=log)
+  else:
+    model, variables, meta = models.load_model(victim)
+    needs = {}
+  input_shape = tuple(meta.get("input_shape") or ())
+  if len(input_shape) != 3 or min(input_shape) < 1:
+    raise UserError(f"{meta['artifact']}: the protocol describes images [B, H, W, C]; the artifact's input "
+                    f"shape is {list(input_shape)}")
+  d = defences.build(defence, strength, model=model, key=key, input_shape=input_shape, **needs)
+  service = Service.from_model(model, variables, input_shape=input_shape, defence=d, buckets=buckets,
+                               max_traces=len(buckets))
+  served = serve.Served(service, keyring, model_name=model_name, seed=seed, monitor_factory=monitor_factory,
+                        on_detect=on_detect, disclose_defence=disclose_defence, defence_strength=strength,
+                        max_body_bytes=max_body_bytes)
+  log(f"serving {model.name} ({meta['artifact']}) as {model_name!r} behind {d.name}"
+      + (f" {strength:g}" if strength is not None else "") + f" to {len(keyring.clients)} keys"
+      + (", PRADA monitor" if monitor_factory else ""))
+  return served

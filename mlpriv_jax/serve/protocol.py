@@ -1,0 +1,135 @@
+"""The wire formats: the Open Inference Protocol v2 (KServe, Triton, Seldon) and TF Serving's v1 `:predict`.
+
+Requests become u8 or f32 arrays [B, H, W, C] (checked by `oracle.validate_queries` afterwards); answers are the
+released probabilities only. Every malformed request raises `QueryError` with a one-line message (HTTP 400).
+
+v2 (`POST /v2/models/{name}/infer`):
+  {"id"?: str, "inputs": [{"name": str, "shape": [B, H, W, C], "datatype": "FP32" | "UINT8", "data": [...]}]}
+  -> {"model_name", "model_version", "id", "outputs": [{"name": "probabilities", "shape": [B, K],
+      "datatype": "FP32", "data": [...]}]}
+  `data` is row-major, flat or nested. FP32 values lie in [0, 1]; UINT8 ones are integers in [0, 255].
+v1 (`POST /v1/models/{name}:predict`):
+  {"instances": [image, ...]} with each image a nested [H][W][C] list of floats in [0, 1], or {"b64": PNG}
+  (also under one named key, e.g. {"image": {"b64": ...}}) -> {"predictions": [[K floats], ...]}
+"""
+
+import base64
+import binascii
+import io
+import math
+
+import numpy as np
+
+from mlpriv_jax.oracle import QueryError
+
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+MAX_BODY_BYTES = 4 << 20   # the default request size limit (Vertex AI's is 1.5 MB, Rekognition's 5 MB)
+DATATYPES = {"FP32": np.float32, "UINT8": np.uint8}
+
+
+def _numbers(data, what: str) -> np.ndarray:
+  """A float64 array of JSON numbers (a flat or nested rectangular list), or QueryError."""
+  if not isinstance(data, list):
+    raise QueryError(f"{what} must be a list of numbers, got {type(data).__name__}")
+  try:
+    a = np.array(data)
+  except (ValueError, TypeError, OverflowError):
+    raise QueryError(f"{what} must be numbers in a rectangular (flat or nested) list") from None
+  if a.dtype.kind not in "iuf":   # strings, booleans, nulls, objects, ragged lists
+    raise QueryError(f"{what} must be numbers in a rectangular (flat or nested) list")
+  return a.astype(np.float64)
+
+
+def _to_dtype(a: np.ndarray, datatype: str) -> np.ndarray:
+  if datatype == "UINT8":
+    if not np.all(np.isfinite(a)) or np.any(a != np.round(a)) or a.min(initial=0) < 0 or a.max(initial=0) > 255:
+      raise QueryError("UINT8 data must be integers in [0, 255]")
+    return a.astype(np.uint8)
+  return a.astype(np.float32)
+
+
+def parse_v2(body, input_shape) -> tuple:
+  """(images u8/f32[B, H, W, C], request id or None) of an OIP v2 inference request."""
+  if not isinstance(body, dict):
+    raise QueryError("the request must be a JSON object with an 'inputs' list")
+  inputs = body.get("inputs")
+  if not isinstance(inputs, list) or len(inputs) != 1:
+    raise QueryError(f"'inputs' must be a list of one tensor (the {INPUT_NAME!r} images)")
+  t = inputs[0]
+  if not isinstance(t, dict):
+    raise QueryError("each input must be an object with name, shape, datatype and data")
+  missing = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+  if missing:
+    raise QueryError(f"input tensor lacks {', '.join(missing)}")
+  if t["name"] != INPUT_NAME:
+    raise QueryError(f"unknown input {t['name']!r}; the model's input is {INPUT_NAME!r}")
+  if t["datatype"] not in DATATYPES:
+    raise QueryError(f"datatype must be one of {', '.join(DATATYPES)}, got {t['datatype']!r}")
+  shape = t["shape"]
+  if (not isinstance(shape, list) or len(shape) != 1 + len(input_shape)
+      or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+      or tuple(shape[1:]) != tuple(input_shape) or shape[0] < 1):
+    raise QueryError(f"shape must be [B, {', '.join(map(str, input_shape))}] with B >= 1, got {shape!r}")
+  rid = body.get("id")
+  if rid is not None and not isinstance(rid, str):
+    raise QueryError("'id' must be a string")
+  outputs = body.get("outputs")
+  if outputs is not None and (not isinstance(outputs, list) or any(
+      not isinstance(o, dict) or o.get("name") != OUTPUT_NAME for o in outputs)):
+    raise QueryError(f"the model's only output is {OUTPUT_NAME!r}")
+  a = _numbers(t["data"], "data")
+  if a.size != math.prod(shape):
+    raise QueryError(f"data holds {a.size} values; shape {shape} needs {math.prod(shape)}")
+  return _to_dtype(a.reshape(shape), t["datatype"]), rid
+
+
+def answer_v2(probs: np.ndarray, model_name: str, rid) -> dict:
+  out = {"model_name": model_name, "model_version": "1",
+         "outputs": [{"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32",
+                      "data": np.asarray(probs, np.float32).ravel().tolist()}]}
+  if rid is not None:
+    out["id"] = rid
+  return out
+
+
+def decode_png(b64, input_shape) -> np.ndarray:
+  """u8[H, W, C] of a base64 PNG of exactly the model's size (checked before the pixels are decoded)."""
+  from PIL import Image
+  if not isinstance(b64, str):
+    raise QueryError("'b64' must be a base64 string")
+  try:
+    raw = base64.b64decode(b64, validate=True)
+    img = Image.open(io.BytesIO(raw))
+    if img.format != "PNG":
+      raise QueryError(f"b64 images must be PNG, got {img.format}")
+    h, w, c = input_shape
+    if img.size != (w, h):
+      raise QueryError(f"b64 image is {img.size[0]}x{img.size[1]}; the model takes {w}x{h}")
+    a = np.asarray(img.convert("RGB" if c == 3 else "L"))
+  except QueryError:
+    raise
+  except (binascii.Error, ValueError, OSError, Image.DecompressionBombError) as e:
+    raise QueryError(f"b64 is not a readable PNG: {type(e).__name__}") from None
+  return a.reshape(input_shape).astype(np.uint8)
+
+
+def parse_v1(body, input_shape) -> np.ndarray:
+  """Images u8/f32[B, H, W, C] of a TF Serving `:predict` request in the row ('instances') format."""
+  if not isinstance(body, dict) or not isinstance(body.get("instances"), list) or not body["instances"]:
+    raise QueryError("the request must be a JSON object with a non-empty 'instances' list")
+  inst = body["instances"]
+  inst = [next(iter(i.values())) if isinstance(i, dict) and len(i) == 1 and "b64" not in i else i for i in inst]
+  if all(isinstance(i, dict) for i in inst):
+    if any(set(i) != {"b64"} for i in inst):
+      raise QueryError("an image object must be {'b64': <base64 PNG>}")
+    return np.stack([decode_png(i["b64"], input_shape) for i in inst])
+  if any(not isinstance(i, list) for i in inst):
+    raise QueryError("instances must all be nested lists of floats in [0, 1], or all {'b64': PNG}")
+  a = _numbers(inst, "instances")
+  if a.shape[1:] != tuple(input_shape):
+    raise QueryError(f"each instance must have shape {list(input_shape)}, got {list(a.shape[1:])}")
+  return a.astype(np.float32)
+
+
+def answer_v1(probs: np.ndarray) -> dict:
+  return {"predictions": np.asarray(probs, np.float32).tolist()}
