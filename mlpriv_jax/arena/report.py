@@ -1,0 +1,270 @@
+"""The arena's outputs, collated from its cells alone (`--collate_only` runs just this).
+
+  arena.json   schema-versioned: config, provenance, the headline, every cell
+  cells.csv    one row per cell and metric (tidy, for pandas)
+  report.md    the headline table, attack x defence pivots, links to the plots
+  report.html  the same with every plot embedded (one file, opens offline)
+  *.png        privacy-utility trade-offs (extraction, membership), fidelity against budget per defence, log-log
+               ROC per defence with the attacks overlaid, attack x defence heatmaps
+"""
+
+import base64
+import csv
+import html
+import io
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+from mlpriv_jax.arena import scoring
+from mlpriv_jax.utils import atomic_write, write_json
+
+SCHEMA = "mlpriv_jax.arena/1"
+
+
+def _fmt(v, digits=3) -> str:
+  if v is None:
+    return "-"
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  if isinstance(v, float):
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+  return str(v)
+
+
+def cells_csv(cells: Sequence[dict]) -> str:
+  out = io.StringIO()
+  fields = ("family", "attack", "defence", "strength", "setting", "budget", "surrogate", "seed", "metric", "value")
+  w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+  w.writeheader()
+  for c in cells:
+    for m, v in sorted(c["metrics"].items()):
+      w.writerow({**{f: "" if c.get(f) is None else c[f] for f in fields[:8]}, "metric": m,
+                  "value": "" if v is None else v})
+  return out.getvalue()
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> List[List[str]]:
+  return [list(header)] + [[_fmt(v) for v in r] for r in rows]
+
+
+def _md(table: List[List[str]]) -> str:
+  lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table[1:]])
+
+
+def _html_table(table: List[List[str]]) -> str:
+  head = "".join(f"<th>{html.escape(h)}</th>" for h in table[0])
+  body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in table[1:])
+  return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def headline_table(rows: Sequence[dict]) -> List[List[str]]:
+  budget = next((r["budget"] for r in rows if r["budget"] is not None), None)
+  return _table(["defence", "accuracy", "utility cost", f"worst fidelity @ {budget} queries", "(attack)",
+                 "worst TPR @ 0.1% FPR", "(attack)", "worst AUC", "audited eps >=", "dominated by"],
+                [[r["setting"], r["accuracy"], r["utility_cost"], r["worst_fidelity"], r["worst_fidelity_attack"],
+                  r["worst_tpr"], r["worst_tpr_attack"], r["worst_auc"], r["epsilon_lower_bound"],
+                  ", ".join(r["dominated_by"]) or "-"] for r in rows])
+
+
+def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
+  """(title, table) pairs: fidelity per budget, TPR at 0.1% FPR and AUC for membership."""
+  out = []
+  budgets = sorted({c["budget"] for c in cells if c["family"] == "extraction" and c["budget"] is not None})
+  specs = [(f"Extraction fidelity at {b} queries", "extraction", "fidelity", b) for b in budgets]
+  specs += [("Membership TPR at 0.1% FPR", "membership", scoring.TPR_LOW, None),
+            ("Membership AUC", "membership", "auc", None)]
+  for title, family, metric, budget in specs:
+    rows, cols, val = scoring.pivot(cells, family, metric, budget=budget)
+    if rows:
+      out.append((title, _table(["attack", *cols], [[r, *(val.get((r, c)) for c in cols)] for r in rows])))
+  return out
+
+
+# ---------------------------------------------------------------- plots
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _png(fig) -> bytes:
+  plt = _pyplot()
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def _curves_by_defence(rows: Sequence[dict], leak: str):
+  """{defence: [(accuracy, leak, setting)]} sorted by strength (parameter-free defences: one point)."""
+  out: Dict[str, list] = {}
+  for r in sorted(rows, key=lambda r: (r["strength"] is None, r["strength"] or 0)):
+    if r["accuracy"] is not None and r[leak] is not None:
+      out.setdefault(r["defence"], []).append((r["accuracy"], r[leak], r["setting"]))
+  return out
+
+
+def tradeoff_plot(rows: Sequence[dict], leak: str, ylabel: str, title: str) -> Optional[bytes]:
+  curves = _curves_by_defence(rows, leak)
+  if not curves:
+    return None
+  fig, ax = _pyplot().subplots(figsize=(6.4, 4.6))
+  for d, pts in curves.items():
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "o", label=d, ms=5)
+    for x, y, s in pts:
+      if s != d:
+        ax.annotate(s.split("@")[1], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+  ax.set_xlabel("utility: accuracy of the released top-1")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+  return _png(fig)
+
+
+def _grid(n: int):
+  cols = min(4, n)
+  rows = math.ceil(n / cols)
+  fig, axes = _pyplot().subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
+  for ax in axes.ravel()[n:]:
+    ax.axis("off")
+  return fig, axes.ravel()
+
+
+def fidelity_budget_plot(cells: Sequence[dict]) -> Optional[bytes]:
+  ext = [c for c in cells if c["family"] == "extraction"]
+  settings = list(dict.fromkeys(c["setting"] for c in sorted(ext, key=lambda c: c["setting"] != "none")))
+  if not settings:
+    return None
+  fig, axes = _grid(len(settings))
+  for ax, s in zip(axes, settings):
+    lines: Dict[str, list] = {}
+    for c in sorted((c for c in ext if c["setting"] == s), key=lambda c: c["budget"]):
+      lines.setdefault(f"{c['attack']} ({c['surrogate']})", []).append((c["budget"], c["metrics"]["fidelity"]))
+    for name, pts in lines.items():
+      ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=name)
+    ax.set(xscale="log", ylim=(0, 1), title=s, xlabel="queries", ylabel="fidelity")
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5)
+  return _png(fig)
+
+
+def roc_plot(cells: Sequence[dict]) -> Optional[bytes]:
+  mem = [c for c in cells if c["family"] == "membership" and c["curves"].get("roc")]
+  settings = list(dict.fromkeys(c["setting"] for c in sorted(mem, key=lambda c: c["setting"] != "none")))
+  if not settings:
+    return None
+  lo = 1e-3
+  fig, axes = _grid(len(settings))
+  for ax, s in zip(axes, settings):
+    for c in (c for c in mem if c["setting"] == s):
+      fpr, tpr = c["curves"]["roc"]
+      ax.plot([max(v, lo) for v in fpr], [max(v, lo) for v in tpr], lw=1, label=c["attack"])
+    ax.plot([lo, 1], [lo, 1], "k--", lw=0.6)
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), title=s, xlabel="FPR", ylabel="TPR")
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5)
+  return _png(fig)
+
+
+def heatmap_plot(cells: Sequence[dict], family: str, metric: str, title: str,
+                 budget: Optional[int] = None) -> Optional[bytes]:
+  rows, cols, val = scoring.pivot(cells, family, metric, budget=budget)
+  if not rows:
+    return None
+  import numpy as np
+  m = np.array([[np.nan if val.get((r, c)) is None else val[(r, c)] for c in cols] for r in rows], float)
+  fig, ax = _pyplot().subplots(figsize=(1.0 + 0.75 * len(cols), 1.2 + 0.38 * len(rows)))
+  im = ax.imshow(m, cmap="magma_r", vmin=0, vmax=max(1e-9, np.nanmax(m)) if np.isfinite(m).any() else 1,
+                 aspect="auto")
+  ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
+  ax.set_yticks(range(len(rows)), rows, fontsize=7)
+  for i in range(len(rows)):
+    for j in range(len(cols)):
+      if np.isfinite(m[i, j]):
+        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if m[i, j] > 0.6 * np.nanmax(m) else "black")
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, fraction=0.04)
+  return _png(fig)
+
+
+def plots(cells: Sequence[dict], rows: Sequence[dict]) -> Dict[str, tuple]:
+  """{file name: (caption, PNG bytes)} of every plot that has data."""
+  budget = scoring.largest_budget(cells)
+  made = {
+      "tradeoff_extraction.png": ("Privacy-utility trade-off, extraction: worst fidelity at the largest budget",
+                                  tradeoff_plot(rows, "worst_fidelity", f"worst surrogate fidelity @ {budget}",
+                                                "extraction: each defence over its strengths")),
+      "tradeoff_membership.png": ("Privacy-utility trade-off, membership: worst TPR at 0.1% FPR",
+                                  tradeoff_plot(rows, "worst_tpr", "worst TPR @ 0.1% FPR",
+                                                "membership inference: each defence over its strengths")),
+      "fidelity_vs_budget.png": ("Fidelity against budget, per defence setting", fidelity_budget_plot(cells)),
+      "roc_loglog.png": ("Log-log ROC per defence setting, attacks overlaid", roc_plot(cells)),
+      "heatmap_extraction.png": (f"Fidelity at {budget} queries, attack x defence",
+                                 heatmap_plot(cells, "extraction", "fidelity", f"fidelity @ {budget}", budget)),
+      "heatmap_membership.png": ("TPR at 0.1% FPR, attack x defence",
+                                 heatmap_plot(cells, "membership", scoring.TPR_LOW, "TPR @ 0.1% FPR")),
+  }
+  return {k: v for k, v in made.items() if v[1] is not None}
+
+
+# ---------------------------------------------------------------- collation
+
+def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: dict,
+            skipped: Sequence[dict] = ()) -> dict:
+  """Writes every output from `cells`; returns arena.json's content."""
+  rows = scoring.headline(cells)
+  reach = scoring.budget_to_fraction(cells)
+  doc = dict(schema=SCHEMA, config=config, provenance=provenance, headline=rows,
+             budget_to_90=[dict(setting=s, attack=a, surrogate=g, budget=b) for (s, a, g), b in reach.items()],
+             skipped=list(skipped), cells=list(cells))
+  write_json(os.path.join(workdir, "arena.json"), doc)
+  atomic_write(os.path.join(workdir, "cells.csv"), lambda f: f.write(cells_csv(cells)), mode="w")
+  figs = plots(cells, rows)
+  for name, (_, png) in figs.items():
+    atomic_write(os.path.join(workdir, name), lambda f, png=png: f.write(png))
+  head, pivots = headline_table(rows), pivot_tables(cells)
+  reach_table = _table(["defence", "attack (surrogate)", "budget to 90% of undefended fidelity"],
+                       [[s, f"{a} ({g})", b] for (s, a, g), b in reach.items()])
+  title = f"mlpriv_jax arena: {config.get('victim', '')}"
+  intro = (f"{len(cells)} cells; preset {config.get('preset')}; {provenance.get('device', '')}; "
+           f"wall {provenance.get('wall_seconds', 0):.0f} s; git {provenance.get('git_commit', '?')}. Worst case per "
+           f"defence: highest fidelity at the largest budget, highest TPR at 0.1% FPR (ties by AUC); dominated: "
+           f"another defence keeps at least its accuracy and leaks no more.")
+  skipped_lines = [f"- {s['what']}: {s['why']}" for s in skipped]
+  md = [f"# {title}", "", intro, "", "## Headline", "", _md(head), ""]
+  for t, table in pivots:
+    md += [f"## {t}", "", _md(table), ""]
+  if len(reach_table) > 1:
+    md += ["## Budget to 90% of the undefended fidelity", "", _md(reach_table), ""]
+  if skipped_lines:
+    md += ["## Skipped", "", *skipped_lines, ""]
+  md += ["## Plots", ""] + [f"![{cap}]({name})" for name, (cap, _) in figs.items()] + [""]
+  atomic_write(os.path.join(workdir, "report.md"), lambda f: f.write("\n".join(md)), mode="w")
+  body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<h2>Headline</h2>", _html_table(head)]
+  for t, table in pivots:
+    body += [f"<h2>{html.escape(t)}</h2>", _html_table(table)]
+  if len(reach_table) > 1:
+    body += ["<h2>Budget to 90% of the undefended fidelity</h2>", _html_table(reach_table)]
+  if skipped:
+    body += ["<h2>Skipped</h2><ul>"] + [f"<li>{html.escape(s['what'])}: {html.escape(s['why'])}</li>"
+                                        for s in skipped] + ["</ul>"]
+  body += ["<h2>Plots</h2>"] + [
+      f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+      f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, png in figs.values()]
+  page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
+          "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
+          "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+          "img{max-width:100%;height:auto;border:1px solid #eee}figure{margin:1.5em 0}"
+          "figcaption{font-size:13px;color:#555}</style></head><body>" + "\n".join(body) + "</body></html>")
+  atomic_write(os.path.join(workdir, "report.html"), lambda f: f.write(page), mode="w")
+  return doc

@@ -1,0 +1,123 @@
+"""How a defence is judged: by its worst attack, against what it costs (Carlini et al. 2022; Aerni et al. 2024).
+
+For each defence setting (a defence at a strength, or a DP-SGD victim at an epsilon):
+
+* utility: the accuracy of the released top-1 on the victim's test images, and its cost against `none`;
+* the worst extraction attack: the highest surrogate fidelity at the arena's largest budget, over every attack and
+  surrogate architecture;
+* the worst membership attack: the highest TPR at 0.1% FPR (LiRA's criterion), ties broken by AUC, over every
+  attack, label-only ones included (the adaptive attack against a label-keeping defence);
+* the audited epsilon: the largest lower bound any membership attack's scores prove;
+* dominance: a setting is dominated when another keeps at least its utility and leaks no more in every family the
+  first was attacked in (strictly better somewhere).
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+TPR_LOW = "tpr_at_0.001"
+UTILITY = "accuracy"
+
+
+def _by(cells: Sequence[dict], family: str) -> List[dict]:
+  return [c for c in cells if c["family"] == family]
+
+
+def largest_budget(cells: Sequence[dict]) -> Optional[int]:
+  budgets = [c["budget"] for c in _by(cells, "extraction") if c["budget"] is not None]
+  return max(budgets) if budgets else None
+
+
+def worst_extraction(cells: Sequence[dict], budget: Optional[int] = None) -> Optional[dict]:
+  """The extraction cell of highest fidelity at `budget` (default: the largest), or None."""
+  budget = largest_budget(cells) if budget is None else budget
+  found = [c for c in _by(cells, "extraction") if c["budget"] == budget and c["metrics"].get("fidelity") is not None]
+  return max(found, key=lambda c: (c["metrics"]["fidelity"], c["metrics"].get("accuracy") or 0), default=None)
+
+
+def worst_membership(cells: Sequence[dict]) -> Optional[dict]:
+  """The membership cell of highest TPR at 0.1% FPR, ties broken by AUC, or None."""
+  found = [c for c in _by(cells, "membership") if c["metrics"].get(TPR_LOW) is not None]
+  return max(found, key=lambda c: (c["metrics"][TPR_LOW], c["metrics"].get("auc") or 0), default=None)
+
+
+def headline(cells: Sequence[dict]) -> List[dict]:
+  """One row per defence setting, `none` first, then in the order of first appearance."""
+  settings: Dict[str, List[dict]] = {}
+  for c in cells:
+    settings.setdefault(c["setting"], []).append(c)
+  order = sorted(settings, key=lambda s: (s != "none", list(settings).index(s)))
+  budget = largest_budget(cells)
+  base = _utility(settings.get("none", []))
+  rows = []
+  for s in order:
+    mine = settings[s]
+    first = mine[0]
+    acc = _utility(mine)
+    we, wm = worst_extraction(mine, budget), worst_membership(mine)
+    audits = [c["metrics"]["epsilon_lower_bound"] for c in _by(mine, "membership")
+              if c["metrics"].get("epsilon_lower_bound") is not None]
+    flags = [c["metrics"]["queries_to_flag"] for c in _by(mine, "monitor")
+             if c["attack"] != "benign" and c["metrics"].get("queries_to_flag") is not None]
+    rows.append(dict(
+        setting=s, defence=first["defence"], strength=first["strength"], accuracy=acc,
+        utility_cost=None if acc is None or base is None else base - acc,
+        budget=budget, worst_fidelity=we["metrics"]["fidelity"] if we else None,
+        worst_fidelity_attack=f"{we['attack']} ({we['surrogate']})" if we else None,
+        worst_tpr=wm["metrics"][TPR_LOW] if wm else None, worst_tpr_attack=wm["attack"] if wm else None,
+        worst_auc=max((c["metrics"].get("auc") or 0 for c in _by(mine, "membership")), default=None),
+        epsilon_lower_bound=max(audits) if audits else None,
+        queries_to_flag=min(flags) if flags else None,
+        families=sorted({c["family"] for c in mine if c["family"] in ("extraction", "membership")})))
+  for r in rows:
+    r["dominated_by"] = [o["setting"] for o in rows if o is not r and dominates(o, r)]
+    r["dominated"] = bool(r["dominated_by"])
+  return rows
+
+
+def _utility(cells: Sequence[dict]) -> Optional[float]:
+  u = [c["metrics"].get(UTILITY) for c in _by(cells, "utility")]
+  u = [v for v in u if v is not None]
+  return sum(u) / len(u) if u else None
+
+
+def dominates(a: dict, b: dict) -> bool:
+  """Whether headline row `a` keeps at least `b`'s utility and leaks no more in each family `b` was attacked in,
+  strictly better in one of them."""
+  if a["accuracy"] is None or b["accuracy"] is None or a["accuracy"] < b["accuracy"]:
+    return False
+  strict = a["accuracy"] > b["accuracy"]
+  for leak in ("worst_fidelity", "worst_tpr"):
+    if b[leak] is None:
+      continue
+    if a[leak] is None or a[leak] > b[leak]:
+      return False
+    strict = strict or a[leak] < b[leak]
+  return strict and any(b[leak] is not None for leak in ("worst_fidelity", "worst_tpr"))
+
+
+def budget_to_fraction(cells: Sequence[dict], fraction: float = 0.9) -> Dict[tuple, Optional[int]]:
+  """{(setting, attack, surrogate): the smallest budget at which the attack reaches `fraction` of its undefended
+  fidelity at the largest budget} (None: never within the budgets run)."""
+  ext = _by(cells, "extraction")
+  top = largest_budget(cells)
+  ref = {(c["attack"], c["surrogate"]): c["metrics"]["fidelity"] for c in ext
+         if c["setting"] == "none" and c["budget"] == top}
+  out: Dict[tuple, Optional[int]] = {}
+  for c in sorted(ext, key=lambda c: c["budget"]):
+    k = (c["setting"], c["attack"], c["surrogate"])
+    target = ref.get((c["attack"], c["surrogate"]))
+    if target is None:
+      continue
+    out.setdefault(k, None)
+    if out[k] is None and c["metrics"]["fidelity"] >= fraction * target:
+      out[k] = c["budget"]
+  return out
+
+
+def pivot(cells: Sequence[dict], family: str, metric: str, *, budget: Optional[int] = None):
+  """(rows, columns, {(row, column): value}): attack (and surrogate) x defence setting for one metric."""
+  found = [c for c in _by(cells, family) if budget is None or c["budget"] == budget]
+  label = (lambda c: f"{c['attack']} ({c['surrogate']})") if family == "extraction" else (lambda c: c["attack"])
+  rows = list(dict.fromkeys(label(c) for c in found))
+  cols = list(dict.fromkeys(c["setting"] for c in sorted(found, key=lambda c: c["setting"] != "none")))
+  return rows, cols, {(label(c), c["setting"]): c["metrics"].get(metric) for c in found}

@@ -1,0 +1,105 @@
+"""The arena's scoring and collation on hand-made cells: worst case per family, dominance, budget to 90%, resume,
+and every output written from the cells alone."""
+
+import csv
+import io
+import json
+import os
+
+import pytest
+
+from mlpriv_jax.arena import cells as C
+from mlpriv_jax.arena import report, scoring
+from mlpriv_jax.errors import UserError
+
+
+def _cells(tmp_path):
+  wd = str(tmp_path)
+  w = lambda *a, **k: C.write_cell(wd, *a, **k)
+  for setting, acc in (("none", 0.90), ("label", 0.90), ("round2", 0.90), ("mad", 0.80)):
+    d, s = (setting, None) if setting != "mad" else ("mad", 0.5)
+    w(C.key("utility", None, d, s), dict(accuracy=acc, label_flip_rate=0.0, l1=0.1))
+  # extraction: knockoff beats jbda at the largest budget, jbda is higher at the small one (must not count)
+  fid = {("none", "knockoff_random", 100): 0.50, ("none", "knockoff_random", 1000): 0.80,
+         ("none", "jbda", 100): 0.65, ("none", "jbda", 1000): 0.70,
+         ("label", "knockoff_random", 100): 0.30, ("label", "knockoff_random", 1000): 0.75,
+         ("round2", "knockoff_random", 100): 0.50, ("round2", "knockoff_random", 1000): 0.80,
+         ("mad", "knockoff_random", 100): 0.20, ("mad", "knockoff_random", 1000): 0.40}
+  for (setting, attack, b), f in fid.items():
+    d, s = (setting, None) if setting != "mad" else ("mad", 0.5)
+    w(C.key("extraction", attack, d, s, budget=b, surrogate="cnn_tiny"), dict(fidelity=f, accuracy=f - 0.1))
+  # membership: behind `label` the score attacks fall to chance and the label-only attack is the worst
+  tpr = {("none", "lira_online"): (0.05, 0.70, 1.2), ("none", "gap"): (0.0, 0.55, 0.0),
+         ("label", "lira_online"): (0.0, 0.51, 0.0), ("label", "gap"): (0.0, 0.55, 0.0),
+         ("round2", "lira_online"): (0.04, 0.69, 1.1)}
+  for (setting, attack), (t, auc, eps) in tpr.items():
+    w(C.key("membership", attack, setting), {"tpr_at_0.001": t, "auc": auc, "epsilon_lower_bound": eps},
+      curves=dict(roc=[[0.0, 0.001, 0.1, 1.0], [0.0, t, 0.3, 1.0]]))
+  return wd
+
+
+def test_worst_attacks_and_dominance(tmp_path):
+  rows = {r["setting"]: r for r in scoring.headline(C.load_cells(_cells(tmp_path)))}
+  assert list(rows)[0] == "none" and rows["none"]["budget"] == 1000
+  assert rows["none"]["worst_fidelity"] == 0.80 and rows["none"]["worst_fidelity_attack"] == "knockoff_random (cnn_tiny)"
+  assert rows["none"]["worst_tpr"] == 0.05 and rows["none"]["worst_tpr_attack"] == "lira_online"
+  assert rows["label"]["worst_tpr_attack"] == "gap"   # tie at TPR 0, broken by AUC: the label-only attack
+  assert rows["mad@0.5"]["utility_cost"] == pytest.approx(0.10) and rows["mad@0.5"]["families"] == ["extraction"]
+  assert rows["none"]["epsilon_lower_bound"] == 1.2 and rows["label"]["epsilon_lower_bound"] == 0.0
+  # round2 keeps none's accuracy with the same fidelity and less membership leakage: it dominates none; label
+  # (same accuracy, less of both) dominates both
+  assert rows["none"]["dominated_by"] == ["label", "round2"] and rows["round2"]["dominated_by"] == ["label"]
+  assert not rows["label"]["dominated"]
+  assert not rows["mad@0.5"]["dominated"]   # less accurate, but the least fidelity
+  same = dict(rows["round2"])
+  assert not scoring.dominates(same, rows["round2"])   # equal rows: no strict improvement
+
+
+def test_dominance_needs_every_family_the_other_was_attacked_in():
+  a = dict(accuracy=0.9, worst_fidelity=None, worst_tpr=0.01)
+  b = dict(accuracy=0.8, worst_fidelity=0.5, worst_tpr=0.02)
+  assert not scoring.dominates(a, b)            # a was never attacked by extraction
+  assert scoring.dominates(b | dict(accuracy=0.9, worst_fidelity=0.4), b)
+  assert not scoring.dominates(dict(accuracy=None, worst_fidelity=0.1, worst_tpr=0.0), b)
+
+
+def test_budget_to_90_percent_of_undefended_fidelity(tmp_path):
+  reach = scoring.budget_to_fraction(C.load_cells(_cells(tmp_path)))
+  assert reach[("none", "knockoff_random", "cnn_tiny")] == 1000        # 0.50 < 0.72 at 100
+  assert reach[("none", "jbda", "cnn_tiny")] == 100                    # 0.65 >= 0.9 * 0.70
+  assert reach[("label", "knockoff_random", "cnn_tiny")] == 1000 and reach[("mad@0.5", "knockoff_random", "cnn_tiny")] is None
+
+
+def test_cells_resume_and_ignore_a_killed_write(tmp_path):
+  wd = str(tmp_path)
+  keys = [C.key("utility", None, "none"), C.key("membership", "loss", "none"), C.key("membership", "gap", "none")]
+  C.write_cell(wd, keys[0], dict(accuracy=0.9))
+  with open(os.path.join(wd, "cells", keys[1].name + ".json.x1.tmp"), "w") as f:   # what a killed write leaves
+    f.write('{"family": "memb')
+  assert C.missing(wd, keys) == keys[1:] and len(C.load_cells(wd)) == 1
+  assert C.read_cell(wd, keys[0])["metrics"] == dict(accuracy=0.9) and C.read_cell(wd, keys[1]) is None
+  with pytest.raises(UserError, match="must be numbers"):
+    C.write_cell(wd, keys[1], dict(auc="high"))
+  with pytest.raises(UserError, match="unknown cell family"):
+    C.key("poisoning", "x")
+  assert C.key("extraction", "jbda", "mad", 0.5, 1000, "res/32").name == "extraction__jbda__mad@0.5__B1000__res_32__s0"
+
+
+def test_collate_writes_every_output_from_the_cells(tmp_path):
+  wd = _cells(tmp_path)
+  cells = C.load_cells(wd)
+  doc = report.collate(wd, cells, config=dict(preset="smoke", victim="cnn_tiny"),
+                       provenance=dict(git_commit="abc", device="cpu", wall_seconds=1.0),
+                       skipped=[dict(what="memguard x extraction", why="MemGuard defends membership only")])
+  assert doc["schema"] == report.SCHEMA and len(doc["cells"]) == len(cells) == 4 + 10 + 5
+  again = json.load(open(os.path.join(wd, "arena.json")))
+  assert again["headline"][0]["setting"] == "none" and again["skipped"][0]["what"] == "memguard x extraction"
+  rows = list(csv.DictReader(io.StringIO(open(os.path.join(wd, "cells.csv")).read())))
+  assert len(rows) == sum(len(c["metrics"]) for c in cells)
+  md = open(os.path.join(wd, "report.md")).read()
+  assert "| none | 0.900 | 0.000 | 0.800 | knockoff_random (cnn_tiny) | 0.050 | lira_online |" in md
+  page = open(os.path.join(wd, "report.html")).read()
+  for name in ("tradeoff_extraction.png", "tradeoff_membership.png", "fidelity_vs_budget.png", "roc_loglog.png",
+               "heatmap_extraction.png", "heatmap_membership.png"):
+    assert os.path.getsize(os.path.join(wd, name)) > 5000, name
+  assert page.count("data:image/png;base64,") == 6 and "<table>" in page and "memguard x extraction" in page
