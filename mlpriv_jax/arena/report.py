@@ -136,22 +136,32 @@ def _grid(n: int):
   return fig, axes.ravel()
 
 
+def _colours(names) -> dict:
+  """One colour per name, the same in every panel."""
+  import matplotlib
+  names = sorted(set(names))
+  cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+  return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
 def fidelity_budget_plot(cells: Sequence[dict]) -> Optional[bytes]:
   ext = [c for c in cells if c["family"] == "extraction"]
   settings = list(dict.fromkeys(c["setting"] for c in sorted(ext, key=lambda c: c["setting"] != "none")))
   if not settings:
     return None
+  label = lambda c: f"{c['attack']} ({c['surrogate']})"
+  colour = _colours(label(c) for c in ext)
   fig, axes = _grid(len(settings))
   for ax, s in zip(axes, settings):
     lines: Dict[str, list] = {}
     for c in sorted((c for c in ext if c["setting"] == s), key=lambda c: c["budget"]):
-      lines.setdefault(f"{c['attack']} ({c['surrogate']})", []).append((c["budget"], c["metrics"]["fidelity"]))
+      lines.setdefault(label(c), []).append((c["budget"], c["metrics"]["fidelity"]))
     for name, pts in lines.items():
-      ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=name)
+      ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=name, color=colour[name])
     ax.set(xscale="log", ylim=(0, 1), title=s, xlabel="queries", ylabel="fidelity")
-    ax.title.set_fontsize(8)
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=5)
+    ax.legend(fontsize=6.5)
   return _png(fig)
 
 
@@ -161,16 +171,18 @@ def roc_plot(cells: Sequence[dict]) -> Optional[bytes]:
   if not settings:
     return None
   lo = 1e-3
+  colour = _colours(c["attack"] for c in mem)
   fig, axes = _grid(len(settings))
   for ax, s in zip(axes, settings):
     for c in (c for c in mem if c["setting"] == s):
       fpr, tpr = c["curves"]["roc"]
-      ax.plot([max(v, lo) for v in fpr], [max(v, lo) for v in tpr], lw=1, label=c["attack"])
+      ax.plot([max(v, lo) for v in fpr], [max(v, lo) for v in tpr], lw=1, label=c["attack"],
+              color=colour[c["attack"]])
     ax.plot([lo, 1], [lo, 1], "k--", lw=0.6)
     ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), title=s, xlabel="FPR", ylabel="TPR")
-    ax.title.set_fontsize(8)
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=5)
+    ax.legend(fontsize=6.5)
   return _png(fig)
 
 
