@@ -119,9 +119,11 @@ class Served:
   async def body(self, request: Request, headers: dict):
     """The JSON body, read up to the size limit (413 beyond it, before reading it all when it says its length)."""
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-      raise HTTPError(413 if length.isdigit() else 400, f"request body of {length} bytes; the limit is "
-                      f"{self.max_body_bytes} bytes (send fewer images per request)", headers)
+    if length is not None and not length.isdigit():
+      raise HTTPError(400, f"Content-Length must be a number of bytes, got {length[:40]!r}", headers)
+    if length is not None and int(length) > self.max_body_bytes:
+      raise HTTPError(413, f"request body of {length} bytes; the limit is {self.max_body_bytes} bytes (send "
+                      f"fewer images per request)", headers)
     chunks, size = [], 0
     async for chunk in request.stream():
       size += len(chunk)

@@ -38,7 +38,11 @@ class RemoteVictim:
     self._http = httpx.Client(base_url=self.url, timeout=timeout,
                               headers={"Authorization": f"Bearer {api_key}"})
     self._used, self._left = 0, None
-    meta = self._request("GET", f"/v2/models/{model_name}")
+    try:
+      meta = self._request("GET", f"/v2/models/{model_name}")
+    except BaseException:
+      self._http.close()
+      raise
     try:
       inp, out = meta["inputs"][0], meta["outputs"][0]
       self.input_shape = tuple(int(d) for d in inp["shape"][1:])
