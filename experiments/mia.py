@@ -70,7 +70,7 @@ PRESETS = {
                 chunk_size=0, num_population=2000, label_examples=500, hsj_max_queries=1000, hsj_initial_evals=50,
                 noise_samples=100,
                 # cnn_tiny_gn: cnn_small_gn's 95k parameters drown in the noise at this scale (see BUILD_NOTES)
-                dp=dict(arch="cnn_tiny_gn", num_examples=8000, num_shadows=8, num_epochs=30, batch_size=256,
+                dp=dict(arch="cnn_tiny_gn", num_examples=8000, num_shadows=8, num_epochs=20, batch_size=256,
                         learning_rate=2.0, weight_decay=0.0)),
     # LiRA's train.py: wrn28-2, lr 0.1 cosine, batch 256, wd 5e-4, momentum 0.9, crop+flip.
     "paper": dict(_RECIPE, dataset="cifar10", arch="wrn28_2", num_examples=50000, num_shadows=256, num_epochs=100,
