@@ -281,6 +281,22 @@ def test_per_model_soft_labels(shapes, model):
     train.train_k(model, cfg, x, soft, np.ones((3, len(x)), bool), jax.random.key(0))
 
 
+def test_equal_key_ids_pair_the_models_with_train(shapes, model):
+  """key_ids = zeros: every model starts and steps as train(model_index=0); only the labels tell them apart."""
+  x, y = _small(shapes, 128)
+  cfg = dataclasses.replace(CFG, num_epochs=1, augment=False)
+  soft = np.stack([np.eye(10)[y], np.eye(10)[y], np.eye(10)[(y + 1) % 10]]).astype(np.float32)
+  r = train.train_k(model, cfg, x, soft, np.ones((3, len(x)), bool), jax.random.key(5), model_axis="unroll",
+                    key_ids=[0, 0, 0])
+  alone = train.train(model, cfg, x, soft[2], jax.random.key(5))
+  k = [jax.tree.map(lambda v, i=i: v[i], r.state.params) for i in range(3)]
+  chex.assert_trees_all_equal(k[0], k[1])                        # same ids, same labels: the same model
+  chex.assert_trees_all_close(k[2], alone.state.params, atol=1e-5)   # model 2 is train's on its own labels
+  assert not np.allclose(jax.tree.leaves(k[0])[0], jax.tree.leaves(k[2])[0])
+  with pytest.raises(ValueError, match="key_ids must be 3 integers >= 0"):
+    train.train_k(model, cfg, x, soft, np.ones((3, len(x)), bool), jax.random.key(5), key_ids=[0, 1])
+
+
 _MESH_SCRIPT = r"""
 import jax, numpy as np, chex
 from jax.sharding import Mesh

@@ -171,7 +171,8 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
             chunk_size: Optional[int] = None, workdir: Optional[str] = None, eval_data=None,
             on_epoch_end: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None,
             model_axis: str = "auto", grad_fn: Optional[Callable] = None, mesh=None,
-            process_index: int = 0, process_count: int = 1, dp: Optional[dpsgd.DPConfig] = None) -> TrainResult:
+            process_index: int = 0, process_count: int = 1, dp: Optional[dpsgd.DPConfig] = None,
+            key_ids=None) -> TrainResult:
   """Trains K models of one architecture at once, model k on images[keep[k]].
 
   Args:
@@ -195,6 +196,9 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
       (several hosts sharing one workdir); the result then holds only those models (`model_ids`).
     dp: train with DP-SGD (`dpsgd`): Poisson sampling at rate B / n_k for model k, clipped and noised
       gradients; config.batch_size is then the expected batch size.
+    key_ids: int[K], the key index of each model (default: k). Equal ids give equal initialisations and batch
+      orders: zeros train every model as `train(..., model_index=0)` would, a paired comparison (e.g. one surrogate
+      trained on each defence's answers to the same queries).
   Returns:
     TrainResult whose state leaves have a leading axis K.
   """
@@ -217,6 +221,9 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     _check_mesh(mesh, num_models, min(chunk_size, num_models))
   if not 0 <= process_index < process_count:
     raise UserError(f"need 0 <= process_index < process_count, got {process_index}, {process_count}")
+  key_ids = np.arange(num_models) if key_ids is None else np.asarray(key_ids, np.int64)
+  if key_ids.shape != (num_models,) or key_ids.min() < 0:
+    raise UserError(f"key_ids must be {num_models} integers >= 0, got shape {list(key_ids.shape)}")
   steps = math.ceil(int(keep.sum(1).max()) / config.batch_size)  # over all K: chunking changes nothing
   data = _device_data(images, labels, mesh)
   states, history, compile_s, rates, ids = [], [], 0.0, [], []
@@ -226,7 +233,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     if i % process_count != process_index:
       continue
     chunk_labels = data[1][start:stop] if labels.ndim == 3 else data[1]
-    r = _run(model, config, (data[0], chunk_labels, images.shape[0]), keep[start:stop], key, np.arange(start, stop),
+    r = _run(model, config, (data[0], chunk_labels, images.shape[0]), keep[start:stop], key, key_ids[start:stop],
              vmapped=True, ckpt_path=path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
              model_axis=model_axis, steps=steps, grad_fn=grad_fn, mesh=mesh, per_model_labels=labels.ndim == 3,
              dp=dp)
