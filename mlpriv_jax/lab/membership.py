@@ -12,16 +12,15 @@ population points: images the attacker holds apart from the candidates, from the
 beyond the universe); query attacks (the label-only ones) query the oracle themselves, on all candidates or a
 random subset of them, and calibrate on the attacker's own shadow models.
 
-The pieces (`membership_keep`, `train_models`, `released_views`, `shadow_view_logits`, `score_attacks`,
-`query_attacks`) are
-shared with the arena, which trains the shadows once for every defence it puts in front of the target.
+The pieces (`membership_keep`, `train_models`, `prepare_attacker`, `attack_target`) are shared with the arena,
+which trains the shadows and prepares the attacker once for every defence it puts in front of the target.
 """
 
 import dataclasses
 import hashlib
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +109,92 @@ def query_attacks(names: Sequence[str], oracle: Oracle, model, shadow_variables,
                                     **(options or {}).get(name, {}))
     out[name] = (scores, extras, (oracle.queries_used - before) / len(y), time.time() - t0)
   return out
+
+
+class AttackerKit(NamedTuple):
+  """What the attacker prepares once, whatever defence the target answers behind: the views it will query, its
+  shadows' logits on them, and the candidates its query attacks score."""
+  names: tuple                       # the attacks
+  model: object                      # the shared architecture
+  shadow_variables: dict             # stacked over K
+  x: np.ndarray                      # u8[N, ...] candidates
+  y: np.ndarray                      # int[N]
+  shadow_keep: np.ndarray            # bool[K, N]
+  views: np.ndarray                  # u8[A, N, ...] the views the score attacks query
+  shadow_logits: Optional[np.ndarray]   # f32[K, N, A, C] (None without score attacks)
+  population: Optional[tuple]        # (views u8[A, P, ...], labels int[P], shadow logits f32[K, P, A, C]) or None
+  label_index: np.ndarray            # int[M] candidates of the query attacks
+
+
+def prepare_attacker(model, shadow_variables, x, y, shadow_keep, attacks: Sequence[str], *, pop=None,
+                     mirror: bool = False, shifts: int = 0, label_examples: Optional[int] = None,
+                     key=None) -> AttackerKit:
+  """The defence-independent part of the attack (the arena makes it once for every defence setting)."""
+  score_names = [a for a in attacks if M.get(a).kind == "score"]
+  views = M.query_views(x, mirror=mirror, shifts=shifts)  # u8[A, N, H, W, C]
+  views = views if M.views_needed(score_names) else views[:1]
+  k = shadow_keep.shape[0]
+  logits = shadow_view_logits(model, shadow_variables, views, k) if score_names else None
+  population = None
+  if score_names and pop is not None and any(M.get(a).population for a in score_names):
+    pop_views = M.query_views(pop[0], mirror=mirror, shifts=shifts)[:len(views)]
+    population = (pop_views, pop[1], shadow_view_logits(model, shadow_variables, pop_views, k))
+  n = len(y)
+  m = n if label_examples is None else min(int(label_examples), n)
+  idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, STREAM_LABEL_ONLY), n))[:m])
+  return AttackerKit(tuple(attacks), model, shadow_variables, x, y, shadow_keep, views, logits, population, idx)
+
+
+def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options: Optional[dict] = None,
+                  fprs=(0.001, 0.01), num_bootstrap: int = 200, audit_delta: float = DEFAULT_AUDIT_DELTA,
+                  seed: int = 0, log: Callable = print):
+  """Every attack of `kit` against `oracle`, judged against target_keep bool[N].
+
+  Returns (reports {name: membership_report + queries_per_example, num_scored, settings, audit}, scores {name:
+  f64[M]}, subsets {name: int[M] candidates scored}, extras (phi arrays), query seconds, attack seconds)."""
+  score_names = [a for a in kit.names if M.get(a).kind == "score"]
+  query_names = [a for a in kit.names if M.get(a).kind == "query"]
+  n = len(kit.y)
+  scored, subsets, queries, seconds = {}, {}, {}, {}
+  t0 = time.time()
+  if score_names:
+    before = oracle.queries_used
+    inputs = M.ScoreInputs(released_views(oracle, kit.views), kit.y, kit.shadow_logits, kit.shadow_keep)
+    if kit.population is not None:
+      pop_views, pop_labels, pop_logits = kit.population
+      inputs = inputs._replace(population_probs=released_views(oracle, pop_views), population_labels=pop_labels,
+                               population_shadow_logits=pop_logits)
+    per_score = (oracle.queries_used - before) / n
+  t_query = time.time() - t0
+  t0 = time.time()
+  if score_names:
+    scored.update(score_attacks(score_names, inputs, key, options=options, log=log))
+    queries.update({name: per_score for name in score_names})
+    subsets.update({name: np.arange(n) for name in score_names})
+  if query_names:
+    idx = kit.label_index
+    for name, (sc, ex, q, sec) in query_attacks(query_names, oracle, kit.model, kit.shadow_variables, kit.x[idx],
+                                                 kit.y[idx], kit.shadow_keep[:, idx], key, options=options).items():
+      scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
+  out, extra = {}, {}
+  for name in kit.names:
+    s, ex = scored[name]
+    member = target_keep[subsets[name]]
+    extra.update({k: v for k, v in ex.items() if k.startswith("phi_")})
+    out[name] = M.membership_report(s, member, fprs=fprs, num_bootstrap=num_bootstrap, seed=seed)
+    out[name].update(queries_per_example=queries[name], num_scored=int(len(s)),
+                     settings={k: v for k, v in ex.items() if isinstance(v, (bool, int, float, str, dict))})
+    if name in seconds:
+      out[name]["seconds"] = seconds[name]
+    if "threshold" in ex:   # the threshold calibrated on a shadow model, applied to the target
+      pred = s > ex["threshold"]
+      out[name]["calibrated_accuracy"] = float(0.5 * (pred[member].mean() + (~pred[~member]).mean()))
+    out[name]["audit"] = _audit(s, member, audit_delta)
+    log(f"  {name:18s} AUC {out[name]['auc']:.4f}  balanced acc {out[name]['balanced_accuracy']:.4f}  " +
+        "  ".join(f"TPR@{f} {v:.4f}" for f, v in out[name]["tpr_at_fpr"].items()) +
+        f"  ({queries[name]:.1f} queries per example)" +
+        (f"  audited eps >= {out[name]['audit']['epsilon_lower_bound']:.3f}" if out[name]["audit"] else ""))
+  return out, {name: scored[name][0] for name in kit.names}, subsets, extra, t_query, time.time() - t0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,62 +365,21 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   # Query the views the models trained on: a mirror view of models that never saw flips only adds noise
   # (measured on the smoke preset: LiRA online TPR at 1% FPR 0.07 with it, 0.25 without).
   mirror = game.config.augment if mirror is None else mirror
-  views = M.query_views(x, mirror=mirror, shifts=shifts)  # u8[A, N, H, W, C]
-  asked = views if M.views_needed(score_names) else views[:1]
-  if score_names:
-    check_budget(victim, len(asked) * (n + (len(pop[0]) if pop else 0)), "the score attacks' queries")
-  t0 = time.time()
-  released = released_views(evaluator, views[:1])[:, 0]      # f32[N, C], through the defence (our measurement)
-  released_test = query_all(evaluator, xt, 500)
   shadow_vars = jax.tree.map(lambda v: v[1:], g["variables"])
-  scored, subsets, queries, seconds = {}, {}, {}, {}
+  kit = prepare_attacker(model, shadow_vars, x, y, shadow_keep, attacks, pop=pop, mirror=mirror, shifts=shifts,
+                         label_examples=label_examples, key=key)
   if score_names:
-    before = victim.queries_used
-    inputs = M.ScoreInputs(released_views(victim, asked), y,                  # f32[N, A, C], the attacker's queries
-                           shadow_view_logits(model, shadow_vars, asked, game.num_shadows), shadow_keep)
-    if pop is not None:
-      pop_views = M.query_views(pop[0], mirror=mirror, shifts=shifts)[:len(asked)]
-      inputs = inputs._replace(population_probs=released_views(victim, pop_views), population_labels=pop[1],
-                               population_shadow_logits=shadow_view_logits(model, shadow_vars, pop_views,
-                                                                          game.num_shadows))
-    per_score = (victim.queries_used - before) / n
-  t_query = time.time() - t0
-
-  t0 = time.time()
+    check_budget(victim, len(kit.views) * (n + (len(pop[0]) if pop else 0)), "the score attacks' queries")
+  released = released_views(evaluator, M.query_views(x, mirror=False)[:1])[:, 0]   # f32[N, C], our measurement
+  released_test = query_all(evaluator, xt, 500)
   options = dict(shokri=dict(features=shokri_features), lira_online=dict(fix_variance=fix_variance),
                  lira_offline=dict(fix_variance=fix_variance))
   for name, o in (attack_options or {}).items():
     options[name] = dict(options.get(name, {}), **o)
-  if score_names:
-    scored.update(score_attacks(score_names, inputs, key, options=options, log=log))
-    queries.update({name: per_score for name in score_names})
-    subsets.update({name: np.arange(n) for name in score_names})
-  if query_names:
-    m = n if label_examples is None else min(int(label_examples), n)
-    idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, STREAM_LABEL_ONLY), n))[:m])
-    for name, (sc, ex, q, sec) in query_attacks(query_names, victim, model, shadow_vars, x[idx], y[idx],
-                                                 shadow_keep[:, idx], key, options=options).items():
-      scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
-  out, extra = {}, {}
   audit_delta = game.dp.delta if game.dp is not None else DEFAULT_AUDIT_DELTA
-  for name in attacks:
-    s, ex = scored[name]
-    member = target_keep[subsets[name]]
-    extra.update({k: v for k, v in ex.items() if k.startswith("phi_")})
-    out[name] = M.membership_report(s, member, fprs=fprs, num_bootstrap=num_bootstrap, seed=game.seed)
-    out[name].update(queries_per_example=queries[name], num_scored=int(len(s)),
-                     settings={k: v for k, v in ex.items() if isinstance(v, (bool, int, float, str, dict))})
-    if name in seconds:
-      out[name]["seconds"] = seconds[name]
-    if "threshold" in ex:   # the threshold calibrated on a shadow model, applied to the target
-      pred = s > ex["threshold"]
-      out[name]["calibrated_accuracy"] = float(0.5 * (pred[member].mean() + (~pred[~member]).mean()))
-    out[name]["audit"] = _audit(s, member, audit_delta)
-    log(f"  {name:18s} AUC {out[name]['auc']:.4f}  balanced acc {out[name]['balanced_accuracy']:.4f}  " +
-        "  ".join(f"TPR@{f} {v:.4f}" for f, v in out[name]["tpr_at_fpr"].items()) +
-        f"  ({queries[name]:.1f} queries per example)" +
-        (f"  audited eps >= {out[name]['audit']['epsilon_lower_bound']:.3f}" if out[name]["audit"] else ""))
-  t_attacks = time.time() - t0
+  out, scores, subsets, extra, t_query, t_attacks = attack_target(
+      victim, kit, target_keep, key, options=options, fprs=fprs, num_bootstrap=num_bootstrap,
+      audit_delta=audit_delta, seed=game.seed, log=log)
 
   train_acc = float((released[target_keep].argmax(-1) == y[target_keep]).mean())
   # What the defence changed on the evaluated queries (identity view): L1 distortion, labels flipped.
@@ -348,10 +392,10 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
                                         num_bootstrap=0)["auc"]
     log(f"  MemGuard's classifier g: AUC {g_auc['clean']:.4f} on clean outputs, {g_auc['released']:.4f} on "
         f"released ones")
-  fix = next((ex["fix_variance"] for _, ex in scored.values() if "fix_variance" in ex), fix_variance)
+  fix = next((o["settings"]["fix_variance"] for o in out.values() if "fix_variance" in o["settings"]), fix_variance)
   res = dict(
       member_is_positive=True, dataset=ds.name, arch=model.name, num_examples=n, num_members=int(target_keep.sum()),
-      num_shadows=game.num_shadows, num_views=int(len(asked)), fix_variance=fix,
+      num_shadows=game.num_shadows, num_views=int(len(kit.views)), fix_variance=fix,
       num_population=int(len(pop[0])) if pop is not None else 0, population=population if pop is not None else None,
       queries_used=victim.queries_used, budget=budget, dp=g["dp"],
       defence=d.name, epsilon=strength, target_train_accuracy=train_acc, victim_url=victim_url,
@@ -368,7 +412,6 @@ def run(*, game: MembershipGame, workdir: str, attacks: Sequence[str] = ("all",)
   write_json(os.path.join(workdir, "results.json"), res)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), report_rows(out, defence=defence, strength=strength,
                                                                           seed=game.seed, data_source=ds.source))
-  scores = {name: scored[name][0] for name in attacks}
   subset_index = {f"index_{k}": subsets[k] for k in query_names}   # the candidates a query attack scored
   atomic_write(os.path.join(workdir, "scores.npz"),
                lambda f: np.savez(f, is_member=target_keep, labels=y, shadow_keep=shadow_keep, **extra, **subset_index,

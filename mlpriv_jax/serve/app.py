@@ -30,7 +30,6 @@ from typing import Callable, Optional
 
 import anyio
 import jax
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
