@@ -103,3 +103,75 @@ def test_collate_writes_every_output_from_the_cells(tmp_path):
                "heatmap_extraction.png", "heatmap_membership.png"):
     assert os.path.getsize(os.path.join(wd, name)) > 5000, name
   assert page.count("data:image/png;base64,") == 6 and "<table>" in page and "memguard x extraction" in page
+
+
+# ---------------------------------------------------------------- a small end-to-end arena
+
+def _tiny_config(**change):
+  from mlpriv_jax import train
+  from mlpriv_jax.arena import run
+  cfg = run.ArenaConfig(
+      dataset="shapes10", arch="cnn_tiny", num_examples=200, num_shadows=2,
+      victim_config=train.TrainConfig(num_epochs=6, batch_size=32, learning_rate=0.05, schedule="cosine",
+                                      augment=False),
+      defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,))),
+      membership_attacks=("loss", "lira_offline", "gap"), extraction_attacks=("knockoff_random", "jbda"),
+      budgets=(50, 100), surrogates=("cnn_tiny",), query_set="figures20",
+      surrogate_config=train.TrainConfig(num_epochs=2, batch_size=25, learning_rate=0.05, schedule="cosine",
+                                         augment=False),
+      num_test=200, label_examples=40, num_population=100, num_guard=50,
+      dp_epsilons=(8.0,),
+      dp_game=(("arch", "cnn_tiny_gn"), ("batch_size", 50), ("learning_rate", 1.0), ("num_epochs", 2),
+               ("num_examples", 200), ("weight_decay", 0.0)))
+  import dataclasses
+  return dataclasses.replace(cfg, **change)
+
+
+@pytest.mark.slow
+def test_small_arena_end_to_end_resumes_and_collates(tmp_path):
+  from mlpriv_jax.arena import run
+  wd = str(tmp_path / "arena")
+  lines = []
+  doc = run.run(_tiny_config(), workdir=wd, log=lines.append)
+  cells = C.load_cells(wd)
+  fam = {f: [c for c in cells if c["family"] == f] for f in C.FAMILIES}
+  # 5 settings (none, label, mad_argmax@0.5, memguard@1, dpsgd@8): utility for each; membership for the 4 that
+  # address it (mad_argmax is extraction-only); extraction (2 attacks x 2 budgets) for the 4 that address it
+  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 and len(fam["extraction"]) == 4 * 2 * 2
+  assert len(fam["monitor"]) == 3   # knockoff_random, jbda, benign
+  assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership", "memguard@1 x extraction"}
+  rows = {r["setting"]: r for r in doc["headline"]}
+  assert set(rows) == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8"}
+  assert rows["label"]["accuracy"] == rows["none"]["accuracy"]          # the label output keeps every top-1
+  assert rows["none"]["worst_fidelity"] > 0.2                           # the undefended victim is extracted
+  assert any("left" in line for line in lines)                          # progress with the time left
+  # a killed run: a cell deleted is recomputed alone; the rest are kept
+  victim = [c for c in cells if c["family"] == "membership" and c["setting"] == "label" and c["attack"] == "gap"][0]
+  os.remove(C.cell_path(wd, C.key("membership", "gap", "label")))
+  lines.clear()
+  run.run(_tiny_config(), workdir=wd, log=lines.append)
+  assert any("1 to compute" in line for line in lines)
+  again = C.read_cell(wd, C.key("membership", "gap", "label"))
+  assert again["metrics"] == victim["metrics"]                          # recomputed exactly
+  # --collate_only computes nothing; another config is refused and nothing is overwritten
+  before = open(os.path.join(wd, "arena.json")).read()
+  run.run(_tiny_config(), workdir=wd, collate_only=True, log=lines.append)
+  with pytest.raises(UserError, match="holds a run with arena="):
+    run.run(_tiny_config(budgets=(50, 150)), workdir=wd, log=lines.append)
+  assert json.load(open(os.path.join(wd, "arena.json")))["headline"] == json.loads(before)["headline"]
+  assert os.path.getsize(os.path.join(wd, "report.html")) > 50000
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(defences=(("shield", ()),)), "unknown defence 'shield'"),
+    (dict(defences=(("revsig", (-1.0,)),)), "out of range"),
+    (dict(extraction_attacks=("copycat",)), "unknown extraction attack 'copycat'"),
+    (dict(membership_attacks=("oracle",)), "unknown"),
+    (dict(budgets=(100, 10**6)), "larger than the query pool"),
+    (dict(budgets=(0,)), "budgets must be positive integers"),
+    (dict(dp_epsilons=(-1.0,)), "DP epsilons must be > 0")])
+def test_arena_bad_input(tmp_path, change, match):
+  from mlpriv_jax.arena import run
+  with pytest.raises(UserError, match=match) as e:
+    run.run(_tiny_config(**change), workdir=str(tmp_path / "bad"), log=lambda *_: None)
+  assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "bad")

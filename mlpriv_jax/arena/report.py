@@ -248,7 +248,9 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
                        [[s, f"{a} ({g})", b] for (s, a, g), b in reach.items()])
   title = f"mlpriv_jax arena: {config.get('victim', '')}"
   intro = (f"{len(cells)} cells; preset {config.get('preset')}; {provenance.get('device', '')}; "
-           f"wall {provenance.get('wall_seconds', 0):.0f} s; git {provenance.get('git_commit', '?')}. Worst case per "
+           f"computed in {provenance.get('compute_seconds', provenance.get('wall_seconds', 0)):.0f} s; git "
+           f"{provenance.get('git_commit', '?')}. Fidelity is to the victim behind each setting (a DP-SGD victim is "
+           f"another model). Worst case per "
            f"defence: highest fidelity at the largest budget, highest TPR at 0.1% FPR (ties by AUC); dominated: "
            f"another defence keeps at least its accuracy and leaks no more.")
   skipped_lines = [f"- {s['what']}: {s['why']}" for s in skipped]

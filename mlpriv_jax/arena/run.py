@@ -1,0 +1,382 @@
+"""Running the arena: one victim, its defences, every attack of both families, each cell once.
+
+What is shared (nothing is computed twice):
+* the victim and the attacker's shadows are one membership game, trained once (`membership.setup`); a DP-SGD
+  victim is another game, trained once per epsilon, with shadows trained by the same DP recipe;
+* the attacker's preparation (views, shadow logits, population points) is made once and used against every
+  defence (`membership.prepare_attacker`): the shadows do not depend on the victim's defence;
+* KnockoffNets-random sends the same queries to every defence setting, so the surrogates of one architecture and
+  budget are trained together, one per setting (`train_k` with per-model labels [S, B, C] and equal key ids:
+  the same initialisation and batch order, only the defence's answers differ);
+* each defence's utility is measured once per setting.
+
+The adaptive attacks (knockoff_adaptive, CloudLeak, JBDA) choose their queries from the answers, so they run once
+per setting. Output defences that defend only one family (MAD, Adaptive Misinformation: extraction; MemGuard:
+membership) are skipped in the other and listed as such.
+"""
+
+import dataclasses
+import os
+import subprocess
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+
+from mlpriv_jax import data, defences, models, results, train
+from mlpriv_jax.arena import cells as C
+from mlpriv_jax.arena import report
+from mlpriv_jax.attacks import extraction as E
+from mlpriv_jax.attacks import membership as M
+from mlpriv_jax.errors import UserError
+from mlpriv_jax.lab import defend, membership, victims
+from mlpriv_jax.lab import workdir as wd
+from mlpriv_jax.lab.extraction import evaluator
+from mlpriv_jax.oracle import Service, Victim, query_all
+from mlpriv_jax.utils import append_jsonl
+
+STREAM_DEFENCE, STREAM_ATTACKER, STREAM_EXTRACTION, STREAM_EVAL = 11, 12, 13, 14
+ROC_POINTS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class ArenaConfig:
+  """Every axis of one arena (the workdir is claimed for exactly this config)."""
+  dataset: str
+  arch: str
+  num_examples: int                       # the membership universe; the victim trains on half
+  num_shadows: int
+  victim_config: train.TrainConfig
+  defences: Tuple[Tuple[str, Tuple[float, ...]], ...]   # (name, strengths); parameter-free: ()
+  membership_attacks: Tuple[str, ...]
+  extraction_attacks: Tuple[str, ...]
+  budgets: Tuple[int, ...]
+  surrogates: Tuple[str, ...]
+  query_set: str
+  surrogate_config: train.TrainConfig
+  num_test: int = 500
+  label_examples: int = 200
+  num_population: int = 500
+  attack_options: Tuple[Tuple[str, Tuple[Tuple[str, object], ...]], ...] = ()
+  dp_epsilons: Tuple[float, ...] = ()
+  dp_game: Tuple[Tuple[str, object], ...] = ()   # the DP victims' recipe: arch, num_examples, config fields
+  monitor: bool = True
+  num_guard: int = 200
+  seed: int = 0
+
+  def options(self) -> Dict[str, dict]:
+    return {name: dict(kw) for name, kw in self.attack_options}
+
+
+def settings_of(cfg: ArenaConfig) -> list:
+  """[(defence, strength)]: `none` first, each strength of each defence (checked against its range)."""
+  out = [("none", None)]
+  for name, strengths in cfg.defences:
+    if name == C.DPSGD:
+      raise UserError("DP-SGD victims are given as dp_epsilons, not as a defence")
+    for s in defences.settings(name, strengths):
+      if s not in out:
+        out.append(s)
+  return out
+
+
+def check(cfg: ArenaConfig, pool_size: Optional[int] = None) -> list:
+  """Validates the config (one line per problem); returns the skipped (family, setting) pairs."""
+  settings = settings_of(cfg)
+  for a in cfg.membership_attacks:
+    M.get(a)
+  for a in cfg.extraction_attacks:
+    E.get(a)
+  for s in cfg.surrogates:
+    models.canonical_name(s)
+  if not cfg.budgets or any(int(b) != b or b < 1 for b in cfg.budgets):
+    raise UserError(f"budgets must be positive integers, got {list(cfg.budgets)}")
+  if pool_size is not None and max(cfg.budgets) > pool_size:
+    raise UserError(f"budget {max(cfg.budgets)} is larger than the query pool {cfg.query_set} ({pool_size} images)")
+  if any(not e > 0 for e in cfg.dp_epsilons):
+    raise UserError(f"DP epsilons must be > 0, got {list(cfg.dp_epsilons)}")
+  M.check_shadows(cfg.membership_attacks, cfg.num_shadows)
+  skipped = []
+  for name, strength in settings:
+    threats = defences.get(name).threats
+    for family, threat in (("extraction", defences.EXTRACTION), ("membership", defences.MEMBERSHIP)):
+      attacks = cfg.extraction_attacks if family == "extraction" else cfg.membership_attacks
+      if attacks and threat not in threats:
+        skipped.append(dict(what=f"{defences.label(name, strength)} x {family}",
+                            why=f"{name} defends against {' and '.join(sorted(threats))} only"))
+  return skipped
+
+
+def _provenance(t_start: float) -> dict:
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    commit = None
+  return dict(git_commit=commit, jax_version=jax.__version__, backend=jax.default_backend(),
+              device=jax.devices()[0].device_kind, wall_seconds=time.time() - t_start)
+
+
+def _roc(scores, member):
+  fpr, tpr = M.roc_curve(scores, member)
+  grid = np.unique(np.r_[0.0, np.logspace(-4, 0, ROC_POINTS)])
+  return [grid.tolist(), np.interp(grid, fpr, tpr).tolist()]
+
+
+class _Progress:
+  """One line per finished cell, with the time left estimated from the cells done so far."""
+
+  def __init__(self, total: int, log: Callable):
+    self.total, self.done, self.t0, self.log = total, 0, time.time(), log
+
+  def __call__(self, k: C.CellKey, what: str) -> None:
+    self.done += 1
+    rate = (time.time() - self.t0) / self.done
+    self.log(f"[{self.done}/{self.total}] {k.family} {k.attack or ''} {k.setting}"
+             + (f" B={k.budget} {k.surrogate}" if k.budget else "") + f": {what}; ~{rate * (self.total - self.done):.0f} s left")
+
+
+def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, collate_only: bool = False,
+        run_config: Optional[dict] = None, log: Callable = print) -> dict:
+  """Computes the missing cells of `cfg` in `workdir` (none with collate_only), then writes the report."""
+  t_start = time.time()
+  wd.require(workdir)
+  skipped = check(cfg)   # everything that needs no data, before anything is loaded
+  pool = data.load_dataset(cfg.query_set, data_dir, seed=cfg.seed + 1) if cfg.extraction_attacks else None
+  if pool is not None:
+    check(cfg, len(pool.x_train))
+  config = dict(run_config or {}, arena=repr(cfg))
+  wd.claim(workdir, config, keys=("arena",))
+  timing = os.path.join(workdir, "timing.jsonl")
+  if not collate_only:
+    _compute(cfg, workdir, pool, data_dir, log)
+    append_jsonl(timing, dict(started=t_start, seconds=time.time() - t_start))
+  cells = C.load_cells(workdir)
+  provenance = _provenance(t_start)
+  if os.path.exists(timing):   # every computing run's wall, in all (a resumed arena sums its runs)
+    provenance["compute_seconds"] = sum(r["seconds"] for r in results.read_jsonl(timing))
+  doc = report.collate(workdir, cells, config=dict(run_config or {}, **_jsonable(cfg),
+                                                    victim=f"{cfg.arch} on {cfg.dataset}"),
+                       provenance=provenance, skipped=skipped)
+  log(f"arena: {len(cells)} cells; report in {os.path.join(workdir, 'report.html')}")
+  return doc
+
+
+def _jsonable(cfg: ArenaConfig) -> dict:
+  d = dataclasses.asdict(cfg)
+  d["victim_config"], d["surrogate_config"] = repr(cfg.victim_config), repr(cfg.surrogate_config)
+  return d
+
+
+def _game(cfg: ArenaConfig, epsilon: Optional[float] = None) -> membership.MembershipGame:
+  if epsilon is None:
+    return membership.MembershipGame(cfg.dataset, cfg.arch, cfg.num_examples, cfg.num_shadows, cfg.victim_config,
+                                     cfg.seed)
+  from mlpriv_jax import dp
+  g = dict(cfg.dp_game)
+  config = dataclasses.replace(cfg.victim_config, **{k: v for k, v in g.items()
+                                                      if k in train.TrainConfig.__dataclass_fields__})
+  return membership.MembershipGame(cfg.dataset, g.get("arch", cfg.arch), g.get("num_examples", cfg.num_examples),
+                                   g.get("num_shadows", cfg.num_shadows), config, cfg.seed,
+                                   dp=dp.DPTarget(float(epsilon), g.get("delta", 1e-5)))
+
+
+def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, log: Callable) -> None:
+  settings = settings_of(cfg)
+  key = jax.random.key(cfg.seed)
+  games = [(None, _game(cfg))] + [(e, _game(cfg, e)) for e in cfg.dp_epsilons]
+  for e, game in games:
+    membership.check_game(game, cfg.membership_attacks)
+  planned = _plan(cfg, settings)
+  todo = C.missing(workdir, planned)
+  log(f"arena: {len(planned)} cells, {len(todo)} to compute; {len(settings)} defence settings + "
+      f"{len(cfg.dp_epsilons)} DP-SGD victims")
+  if not todo:
+    return
+  progress = _Progress(len(todo), log)
+  todo = set(todo)
+  for e, game in games:
+    ds = membership.load_game_data(game, data_dir)
+    name = "victim" if e is None else f"dpsgd_eps{e:g}"
+    g = membership.setup(game, ds, os.path.join(workdir, name), log=log)
+    mine = settings if e is None else [(C.DPSGD, float(e))]
+    _victim_cells(cfg, workdir, game, g, ds, mine, pool, jax.random.fold_in(key, 0 if e is None else 1 + int(e * 1000)),
+                  todo, progress, log)
+
+
+def _plan(cfg: ArenaConfig, settings) -> list:
+  keys = []
+  all_settings = list(settings) + [(C.DPSGD, float(e)) for e in cfg.dp_epsilons]
+  for d, s in all_settings:
+    threats = defences.get(d).threats if d != C.DPSGD else {defences.EXTRACTION, defences.MEMBERSHIP}
+    keys.append(C.key("utility", None, d, s, seed=cfg.seed))
+    if defences.MEMBERSHIP in threats:
+      keys += [C.key("membership", a, d, s, seed=cfg.seed) for a in cfg.membership_attacks]
+    if defences.EXTRACTION in threats:
+      keys += [C.key("extraction", a, d, s, b, g, cfg.seed) for a in cfg.extraction_attacks for g in cfg.surrogates
+               for b in cfg.budgets]
+  if cfg.monitor and cfg.extraction_attacks:
+    keys += [C.key("monitor", a, "none", None, max(cfg.budgets), None, cfg.seed)
+             for a in (*cfg.extraction_attacks, "benign")]
+  return keys
+
+
+def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress, log) -> None:
+  model, target_vars, x, y = g["model"], g["target_vars"], g["x"], g["y"]
+  if pool is not None and pool.image_shape != ds.image_shape:
+    raise UserError(f"query set {pool.name} has images of shape {pool.image_shape}, the victim takes {ds.image_shape}")
+  xt, yt = ds.x_test[:cfg.num_test], ds.y_test[:cfg.num_test]
+  held_out = ds.x_test[cfg.num_test:]
+  original = np.asarray(jax.nn.softmax(train.predict(model, target_vars, xt)))
+  victim_top1, victim_acc = original.argmax(-1), float((original.argmax(-1) == yt).mean())
+  loaded = victims.LoadedVictim(model, target_vars, dict(input_shape=list(ds.image_shape),
+                                                         data=dict(member_indices=np.flatnonzero(g["target_keep"]))),
+                                ds)
+  names = [n for n, _ in settings if n != C.DPSGD]
+  needs = defend.defence_needs(names, loaded, jax.random.fold_in(key, STREAM_DEFENCE), held_out=held_out,
+                               num_guard=cfg.num_guard, guard_steps=500, log=log) if names else {}
+  services = {}
+  for d, s in settings:
+    dfn = defences.identity() if d == C.DPSGD else defences.build(d, s, **needs)
+    services[C.setting(d, s)] = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=dfn)
+  threat = lambda d: ({defences.EXTRACTION, defences.MEMBERSHIP} if d == C.DPSGD else defences.get(d).threats)
+
+  for i, (d, s) in enumerate(settings):   # utility, once per setting
+    k = C.key("utility", None, d, s, seed=cfg.seed)
+    if k in todo:
+      m = defend.utility(Victim.of(services[k.setting], key=jax.random.fold_in(key, STREAM_EVAL)), xt, yt, original,
+                         250)
+      C.write_cell(workdir, k, {n: m[n] for n in ("accuracy", "label_flip_rate", "l1", "kl",
+                                                  "seconds_per_1000_queries")})
+      progress(k, f"accuracy {m['accuracy']:.3f}")
+
+  mem_settings = [(d, s) for d, s in settings if defences.MEMBERSHIP in threat(d)]
+  mem_keys = {(d, s): [C.key("membership", a, d, s, seed=cfg.seed) for a in cfg.membership_attacks]
+              for d, s in mem_settings}
+  if any(k in todo for ks in mem_keys.values() for k in ks):
+    pop = None
+    if any(M.get(a).population for a in cfg.membership_attacks):
+      pop = membership.population_points(ds, x, cfg.num_population)
+    shadow_vars = jax.tree.map(lambda v: v[1:], g["variables"])
+    kit = membership.prepare_attacker(model, shadow_vars, x, y, g["shadow_keep"], cfg.membership_attacks, pop=pop,
+                                      mirror=game.config.augment, label_examples=cfg.label_examples,
+                                      key=jax.random.fold_in(key, STREAM_ATTACKER))
+    delta = game.dp.delta if game.dp is not None else membership.DEFAULT_AUDIT_DELTA
+    for (d, s), ks in mem_keys.items():
+      if not any(k in todo for k in ks):
+        continue
+      t0 = time.time()
+      oracle = Victim.of(services[C.setting(d, s)], key=jax.random.fold_in(key, STREAM_ATTACKER))
+      out, scores, subsets, _, _, _ = membership.attack_target(
+          oracle, kit, g["target_keep"], jax.random.fold_in(key, STREAM_ATTACKER), options=cfg.options(),
+          num_bootstrap=100, audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
+      for k in ks:
+        r = out[k.attack]
+        ci = r.get("interval", {}).get("tpr_at_fpr", {})
+        audit = r.get("audit") or {}
+        C.write_cell(workdir, k, {
+            "auc": r["auc"], "balanced_accuracy": r["balanced_accuracy"], "advantage": r["advantage"],
+            "tpr_at_0.001": r["tpr_at_fpr"]["0.001"], "tpr_at_0.01": r["tpr_at_fpr"]["0.01"],
+            "tpr_at_0.001_low": (ci.get("0.001") or [None])[0], "tpr_at_0.001_high": (ci.get("0.001") or [None, None])[1],
+            "epsilon_lower_bound": audit.get("epsilon_lower_bound"), "queries_per_example": r["queries_per_example"]},
+            curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])),
+            seconds=time.time() - t0, info=dict(num_scored=r["num_scored"]))
+        progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}")
+
+  ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in threat(d)]
+  if pool is None or not ext_settings:
+    return
+  kx = jax.random.fold_in(key, STREAM_EXTRACTION)
+  top = max(cfg.budgets)
+  mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
+  for arch in cfg.surrogates:
+    surrogate = models.get_model(arch, ds.num_classes, mean=mean, std=std)
+    evaluate = evaluator(surrogate, xt, victim_top1, yt, victim_acc)
+    for attack in cfg.extraction_attacks:
+      keys = {(d, s, b): C.key("extraction", attack, d, s, b, arch, cfg.seed) for d, s in ext_settings
+              for b in cfg.budgets}
+      if not any(k in todo for k in keys.values()):
+        continue
+      if attack == "knockoff_random":
+        _knockoff_together(cfg, workdir, surrogate, evaluate, pool, services, ext_settings, keys, kx, victim_acc,
+                           todo, progress)
+        continue
+      for d, s in ext_settings:
+        if not any(keys[(d, s, b)] in todo for b in cfg.budgets):
+          continue
+        t0 = time.time()
+        oracle = Victim.of(services[C.setting(d, s)], budget=top, key=jax.random.fold_in(kx, 1))
+        spec = E.get(attack)
+        # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
+        images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
+        extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
+        if attack == "knockoff_adaptive":
+          extra["checkpoints"] = cfg.budgets
+        res = E.run(attack, oracle, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
+                    eval_fn=evaluate, **extra, **cfg.options().get(attack, {}))
+        for b in cfg.budgets:   # the curve point at the largest query count within each budget
+          point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
+          k = keys[(d, s, b)]
+          if point is not None and k in todo:
+            C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
+                                          accuracy_ratio=point["accuracy"] / victim_acc,
+                                          queries_used=point["queries"]), seconds=time.time() - t0)
+            progress(k, f"fidelity {point['fidelity']:.3f}")
+        if cfg.monitor and d == "none":
+          _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
+  if cfg.monitor and any(defences.EXTRACTION in threat(d) for d, _ in settings) and settings[0][0] == "none":
+    _monitor(cfg, workdir, "benign", ds.x_test, model, target_vars, todo, progress)
+
+
+def _knockoff_together(cfg, workdir, surrogate, evaluate, pool, services, ext_settings, keys, kx, victim_acc, todo,
+                       progress) -> None:
+  """KnockoffNets-random against every setting at once: the same B queries, S surrogates trained together."""
+  top = max(cfg.budgets)
+  k_query, k_train = jax.random.fold_in(kx, 0), jax.random.fold_in(kx, 1)
+  idx = np.asarray(jax.random.permutation(k_query, len(pool.x_train))[:top])
+  images = pool.x_train[idx]
+  answers = []
+  for d, s in ext_settings:
+    a = query_all(Victim.of(services[C.setting(d, s)], budget=top, key=jax.random.fold_in(kx, 1)), images)
+    if np.all((a == 0) | (a == 1)):   # label-only answers: one-hot of the argmax (as train_surrogate)
+      a = np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
+    answers.append(a)
+  answers = np.stack(answers)   # f32[S, B, C]
+  for b in sorted(cfg.budgets):
+    if not any(keys[(d, s, b)] in todo for d, s in ext_settings):
+      continue
+    t0 = time.time()
+    r = train.train_k(surrogate, cfg.surrogate_config, images[:b], answers[:, :b], np.ones((len(ext_settings), b), bool),
+                      k_train, key_ids=np.zeros(len(ext_settings), np.int64))
+    seconds = (time.time() - t0) / len(ext_settings)
+    for i, (d, s) in enumerate(ext_settings):
+      state = jax.tree.map(lambda v, i=i: v[i], r.state)
+      acc, fid = evaluate(state)
+      k = keys[(d, s, b)]
+      C.write_cell(workdir, k, dict(fidelity=fid, accuracy=acc, accuracy_ratio=acc / victim_acc, queries_used=b),
+                   seconds=seconds)
+      progress(k, f"fidelity {fid:.3f}")
+  if cfg.monitor and ext_settings[0][0] == "none":
+    _monitor(cfg, workdir, "knockoff_random", images, None, None, todo, progress, services=services)
+
+
+def _monitor(cfg, workdir, attack, stream, model, variables, todo, progress, services=None) -> None:
+  """PRADA on the stream's first `max(budgets)` queries (undefended top-1): queries until it flags (None: never)."""
+  top = max(cfg.budgets)
+  k = C.key("monitor", attack, "none", None, top, None, cfg.seed)
+  if k not in todo:
+    return
+  stream = np.asarray(stream)[:top]
+  if services is not None:
+    top1 = query_all(Victim.of(services["none"]), stream).argmax(-1)
+  else:
+    top1 = np.asarray(train.predict(model, variables, stream)).argmax(-1)
+  prada = defences.Prada()
+  for s in range(0, len(stream), 50):
+    if prada.observe(stream[s:s + 50].astype(np.float32) / 255.0 if stream.dtype == np.uint8 else stream[s:s + 50],
+                     top1[s:s + 50]):
+      break
+  flagged = prada.first_flag_at
+  C.write_cell(workdir, k, dict(queries_to_flag=flagged, flagged=float(flagged is not None), stream=len(stream)))
+  progress(k, f"PRADA {'flags after ' + str(flagged) if flagged is not None else 'never flags'}")
