@@ -9,7 +9,8 @@ from mlpriv_jax.models.layers import conv2d
 
 # Published parameter counts (WRN paper Table; He et al. 2016; kuangliu/pytorch-cifar).
 PUBLISHED = {"wrn16_8": 11.0e6, "wrn22_8": 17.2e6, "wrn28_10": 36.5e6, "resnet32": 0.46e6, "resnet18": 11.2e6,
-             "resnet20": 0.27e6, "resnet56": 0.85e6, "vgg16": 14.7e6, "wrn28_2": 1.47e6, "wrn16_4": 2.75e6}
+             "resnet20": 0.27e6, "resnet56": 0.85e6, "vgg16": 14.7e6, "vgg11": 9.23e6, "wrn28_2": 1.47e6,
+             "wrn16_4": 2.75e6}
 
 
 @pytest.mark.parametrize("name,expected", sorted(PUBLISHED.items()))
@@ -25,7 +26,7 @@ def test_survey_aliases():
   assert models.get_model("res18", 10).name == "resnet18"
 
 
-@pytest.mark.parametrize("bad", ["foo", "wrn15_8", "resnet33", "vgg11", ""])
+@pytest.mark.parametrize("bad", ["foo", "wrn15_8", "resnet33", "vgg13", ""])
 def test_unknown_architecture_lists_known(bad):
   with pytest.raises(ValueError, match="unknown architecture.*known: wrn16_4"):
     models.get_model(bad, 10)
@@ -39,7 +40,7 @@ def test_bad_num_classes_and_conv_impl():
 
 
 @pytest.mark.parametrize("name", ["wrn16_8", "resnet32", "resnet18", "resnet18_imagenet", "vgg16", "cnn_small",
-                                  "resnet18_narrow", "vgg16_narrow", "resnet18_imagenet_narrow"])
+                                  "resnet18_narrow", "vgg16_narrow", "vgg11_narrow", "resnet18_imagenet_narrow"])
 def test_output_shapes(name):
   m = models.get_model(name, 7)
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)

@@ -145,6 +145,7 @@ class ResNet18(ZooModule):
 
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")   # config A: a shallower stand-in
 
 
 class VGG(ZooModule):

@@ -23,6 +23,8 @@ _FIXED = {
     "resnet18_narrow": lambda **kw: arch.ResNet18(stem="cifar", width_divisor=8, **kw),
     "resnet18_imagenet_narrow": lambda **kw: arch.ResNet18(stem="imagenet", width_divisor=8, **kw),
     "vgg16_narrow": lambda **kw: arch.VGG(width_divisor=8, **kw),
+    "vgg11": lambda **kw: arch.VGG(cfg=arch.VGG11_CFG, **kw),
+    "vgg11_narrow": lambda **kw: arch.VGG(cfg=arch.VGG11_CFG, width_divisor=8, **kw),
     "cnn_small": lambda **kw: arch.SmallCNN(widths=(32, 64, 128), **kw),
     "cnn_tiny": lambda **kw: arch.SmallCNN(widths=(8, 16, 32), **kw),
 }
@@ -31,8 +33,8 @@ _CIFAR_RESNET = re.compile(r"resnet(\d+)$")
 # Names listed in errors and docs; any wrn<6n+4>_<k> and resnet<6n+2> also parse.
 # Any name with the suffix `_gn` is the same network with GroupNorm for BatchNorm (for DP-SGD).
 KNOWN = ("wrn16_4", "wrn16_8", "wrn22_8", "wrn28_2", "wrn28_10", "resnet20", "resnet32", "resnet56",
-         "resnet18", "resnet18_imagenet", "vgg16", "resnet18_narrow", "vgg16_narrow", "cnn_small", "cnn_tiny",
-         "cnn_small_gn", "wrn16_4_gn", "resnet20_gn")
+         "resnet18", "resnet18_imagenet", "vgg16", "vgg11", "resnet18_narrow", "vgg16_narrow", "vgg11_narrow",
+         "cnn_small", "cnn_tiny", "cnn_small_gn", "wrn16_4_gn", "resnet20_gn")
 GROUP_NORM_SUFFIX = "_gn"
 
 
