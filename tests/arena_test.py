@@ -33,8 +33,11 @@ def _cells(tmp_path):
          ("label", "lira_online"): (0.0, 0.51, 0.0), ("label", "gap"): (0.0, 0.55, 0.0),
          ("round2", "lira_online"): (0.04, 0.69, 1.1)}
   for (setting, attack), (t, auc, eps) in tpr.items():
-    w(C.key("membership", attack, setting), {"tpr_at_0.001": t, "auc": auc, "epsilon_lower_bound": eps},
-      curves=dict(roc=[[0.0, 0.001, 0.1, 1.0], [0.0, t, 0.3, 1.0]]))
+    w(C.key("membership", attack, setting), {"tpr_at_0.001": t, "tpr_at_0.01": t, "auc": auc,
+                                              "epsilon_lower_bound": eps},
+      curves=dict(roc=[[0.0, 0.001, 0.1, 1.0], [0.0, t, 0.3, 1.0]]), info=dict(num_nonmembers=1000))
+  # an attack that measured nothing within the small budget
+  w(C.key("extraction", "cloudleak", "none", None, 100, "cnn_tiny"), dict(fidelity=None, accuracy=None))
   return wd
 
 
@@ -53,6 +56,19 @@ def test_worst_attacks_and_dominance(tmp_path):
   assert not rows["mad@0.5"]["dominated"]   # less accurate, but the least fidelity
   same = dict(rows["round2"])
   assert not scoring.dominates(same, rows["round2"])   # equal rows: no strict improvement
+
+
+def test_membership_criterion_is_the_lowest_fpr_every_attack_resolves(tmp_path):
+  cells = C.load_cells(_cells(tmp_path))
+  assert scoring.membership_criterion(cells) == "tpr_at_0.001"
+  few = [dict(c, info=dict(num_nonmembers=50 if c["attack"] == "gap" else 1000)) if c["family"] == "membership"
+         else c for c in cells]
+  assert scoring.membership_criterion(few) == "auc"   # 50 non-members resolve neither 0.1% nor 1% FPR
+  rows = {r["setting"]: r for r in scoring.headline(few)}
+  assert rows["none"]["worst_tpr_attack"] == "lira_online" and rows["none"]["worst_tpr"] == 0.70
+  assert rows["label"]["worst_tpr_attack"] == "gap" and rows["label"]["criterion"] == "auc"
+  some = [dict(c, info=dict(num_nonmembers=200)) if c["family"] == "membership" else c for c in cells]
+  assert scoring.membership_criterion(some) == "tpr_at_0.01"
 
 
 def test_dominance_needs_every_family_the_other_was_attacked_in():
@@ -91,7 +107,7 @@ def test_collate_writes_every_output_from_the_cells(tmp_path):
   doc = report.collate(wd, cells, config=dict(preset="smoke", victim="cnn_tiny"),
                        provenance=dict(git_commit="abc", device="cpu", wall_seconds=1.0),
                        skipped=[dict(what="memguard x extraction", why="MemGuard defends membership only")])
-  assert doc["schema"] == report.SCHEMA and len(doc["cells"]) == len(cells) == 4 + 10 + 5
+  assert doc["schema"] == report.SCHEMA and len(doc["cells"]) == len(cells) == 4 + 11 + 5
   again = json.load(open(os.path.join(wd, "arena.json")))
   assert again["headline"][0]["setting"] == "none" and again["skipped"][0]["what"] == "memguard x extraction"
   rows = list(csv.DictReader(io.StringIO(open(os.path.join(wd, "cells.csv")).read())))

@@ -59,10 +59,17 @@ def _html_table(table: List[List[str]]) -> str:
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+CRITERION_NAMES = {scoring.TPR_LOW: "TPR @ 0.1% FPR", "tpr_at_0.01": "TPR @ 1% FPR", "auc": "AUC"}
+
+
+def criterion_name(rows: Sequence[dict]) -> str:
+  return CRITERION_NAMES[next((r["criterion"] for r in rows), scoring.TPR_LOW)]
+
+
 def headline_table(rows: Sequence[dict]) -> List[List[str]]:
   budget = next((r["budget"] for r in rows if r["budget"] is not None), None)
   return _table(["defence", "accuracy", "utility cost", f"worst fidelity @ {budget} queries", "(attack)",
-                 "worst TPR @ 0.1% FPR", "(attack)", "worst AUC", "audited eps >=", "dominated by"],
+                 f"worst {criterion_name(rows)}", "(attack)", "worst AUC", "audited eps >=", "dominated by"],
                 [[r["setting"], r["accuracy"], r["utility_cost"], r["worst_fidelity"], r["worst_fidelity_attack"],
                   r["worst_tpr"], r["worst_tpr_attack"], r["worst_auc"], r["epsilon_lower_bound"],
                   ", ".join(r["dominated_by"]) or "-"] for r in rows])
@@ -74,6 +81,7 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
   budgets = sorted({c["budget"] for c in cells if c["family"] == "extraction" and c["budget"] is not None})
   specs = [(f"Extraction fidelity at {b} queries", "extraction", "fidelity", b) for b in budgets]
   specs += [("Membership TPR at 0.1% FPR", "membership", scoring.TPR_LOW, None),
+            ("Membership TPR at 1% FPR", "membership", "tpr_at_0.01", None),
             ("Membership AUC", "membership", "auc", None)]
   for title, family, metric, budget in specs:
     rows, cols, val = scoring.pivot(cells, family, metric, budget=budget)
@@ -154,7 +162,8 @@ def fidelity_budget_plot(cells: Sequence[dict]) -> Optional[bytes]:
   fig, axes = _grid(len(settings))
   for ax, s in zip(axes, settings):
     lines: Dict[str, list] = {}
-    for c in sorted((c for c in ext if c["setting"] == s), key=lambda c: c["budget"]):
+    for c in sorted((c for c in ext if c["setting"] == s and c["metrics"].get("fidelity") is not None),
+                    key=lambda c: c["budget"]):
       lines.setdefault(label(c), []).append((c["budget"], c["metrics"]["fidelity"]))
     for name, pts in lines.items():
       ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=name, color=colour[name])
@@ -215,15 +224,16 @@ def plots(cells: Sequence[dict], rows: Sequence[dict]) -> Dict[str, tuple]:
       "tradeoff_extraction.png": ("Privacy-utility trade-off, extraction: worst fidelity at the largest budget",
                                   tradeoff_plot(rows, "worst_fidelity", f"worst surrogate fidelity @ {budget}",
                                                 "extraction: each defence over its strengths")),
-      "tradeoff_membership.png": ("Privacy-utility trade-off, membership: worst TPR at 0.1% FPR",
-                                  tradeoff_plot(rows, "worst_tpr", "worst TPR @ 0.1% FPR",
+      "tradeoff_membership.png": (f"Privacy-utility trade-off, membership: worst {criterion_name(rows)}",
+                                  tradeoff_plot(rows, "worst_tpr", f"worst {criterion_name(rows)}",
                                                 "membership inference: each defence over its strengths")),
       "fidelity_vs_budget.png": ("Fidelity against budget, per defence setting", fidelity_budget_plot(cells)),
       "roc_loglog.png": ("Log-log ROC per defence setting, attacks overlaid", roc_plot(cells)),
       "heatmap_extraction.png": (f"Fidelity at {budget} queries, attack x defence",
                                  heatmap_plot(cells, "extraction", "fidelity", f"fidelity @ {budget}", budget)),
-      "heatmap_membership.png": ("TPR at 0.1% FPR, attack x defence",
-                                 heatmap_plot(cells, "membership", scoring.TPR_LOW, "TPR @ 0.1% FPR")),
+      "heatmap_membership.png": (f"{criterion_name(rows)}, attack x defence",
+                                 heatmap_plot(cells, "membership", next((r["criterion"] for r in rows),
+                                                                        scoring.TPR_LOW), criterion_name(rows))),
   }
   return {k: v for k, v in made.items() if v[1] is not None}
 
@@ -250,8 +260,8 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
   intro = (f"{len(cells)} cells; preset {config.get('preset')}; {provenance.get('device', '')}; "
            f"computed in {provenance.get('compute_seconds', provenance.get('wall_seconds', 0)):.0f} s; git "
            f"{provenance.get('git_commit', '?')}. Fidelity is to the victim behind each setting (a DP-SGD victim is "
-           f"another model). Worst case per "
-           f"defence: highest fidelity at the largest budget, highest TPR at 0.1% FPR (ties by AUC); dominated: "
+           f"another model). Worst case per defence: highest fidelity at the largest budget, highest "
+           f"{criterion_name(rows)} (ties by AUC; the lowest FPR every attack's candidates resolve); dominated: "
            f"another defence keeps at least its accuracy and leaks no more.")
   skipped_lines = [f"- {s['what']}: {s['why']}" for s in skipped]
   md = [f"# {title}", "", intro, "", "## Headline", "", _md(head), ""]

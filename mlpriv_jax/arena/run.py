@@ -281,7 +281,8 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
             "tpr_at_0.001_low": (ci.get("0.001") or [None])[0], "tpr_at_0.001_high": (ci.get("0.001") or [None, None])[1],
             "epsilon_lower_bound": audit.get("epsilon_lower_bound"), "queries_per_example": r["queries_per_example"]},
             curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])),
-            seconds=time.time() - t0, info=dict(num_scored=r["num_scored"]))
+            seconds=time.time() - t0, info=dict(num_scored=r["num_scored"], num_members=r["num_members"],
+                                                 num_nonmembers=r["num_nonmembers"]))
         progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}")
 
   ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in threat(d)]
@@ -318,11 +319,17 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
         for b in cfg.budgets:   # the curve point at the largest query count within each budget
           point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
           k = keys[(d, s, b)]
-          if point is not None and k in todo:
-            C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
-                                          accuracy_ratio=point["accuracy"] / victim_acc,
-                                          queries_used=point["queries"]), seconds=time.time() - t0)
-            progress(k, f"fidelity {point['fidelity']:.3f}")
+          if k not in todo:
+            continue
+          if point is None:   # the attack measured nothing within this budget (its first round is larger)
+            C.write_cell(workdir, k, dict(fidelity=None, accuracy=None, accuracy_ratio=None, queries_used=None),
+                         seconds=time.time() - t0, info=dict(note="no checkpoint of the attack within this budget"))
+            progress(k, "no checkpoint within this budget")
+            continue
+          C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
+                                        accuracy_ratio=point["accuracy"] / victim_acc,
+                                        queries_used=point["queries"]), seconds=time.time() - t0)
+          progress(k, f"fidelity {point['fidelity']:.3f}")
         if cfg.monitor and d == "none":
           _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
   if cfg.monitor and any(defences.EXTRACTION in threat(d) for d, _ in settings) and settings[0][0] == "none":

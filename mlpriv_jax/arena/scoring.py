@@ -6,7 +6,10 @@ For each defence setting (a defence at a strength, or a DP-SGD victim at an epsi
 * the worst extraction attack: the highest surrogate fidelity at the arena's largest budget, over every attack and
   surrogate architecture;
 * the worst membership attack: the highest TPR at 0.1% FPR (LiRA's criterion), ties broken by AUC, over every
-  attack, label-only ones included (the adaptive attack against a label-keeping defence);
+  attack, label-only ones included (the adaptive attack against a label-keeping defence). An FPR is only read
+  where every attack scored enough non-members to make one false positive there (1,000 for 0.1%); otherwise the
+  arena's criterion is the TPR at 1% FPR, or the AUC (`membership_criterion`), so that an attack run on a few
+  hundred candidates (the query-hungry label-only ones) is not ranked by a TPR it cannot resolve;
 * the audited epsilon: the largest lower bound any membership attack's scores prove;
 * dominance: a setting is dominated when another keeps at least its utility and leaks no more in every family the
   first was attacked in (strictly better somewhere).
@@ -34,10 +37,20 @@ def worst_extraction(cells: Sequence[dict], budget: Optional[int] = None) -> Opt
   return max(found, key=lambda c: (c["metrics"]["fidelity"], c["metrics"].get("accuracy") or 0), default=None)
 
 
-def worst_membership(cells: Sequence[dict]) -> Optional[dict]:
-  """The membership cell of highest TPR at 0.1% FPR, ties broken by AUC, or None."""
-  found = [c for c in _by(cells, "membership") if c["metrics"].get(TPR_LOW) is not None]
-  return max(found, key=lambda c: (c["metrics"][TPR_LOW], c["metrics"].get("auc") or 0), default=None)
+CRITERIA = ((TPR_LOW, 1000), ("tpr_at_0.01", 100), ("auc", 0))   # (metric, non-members needed to read it)
+
+
+def membership_criterion(cells: Sequence[dict]) -> str:
+  """The lowest-FPR metric every membership cell resolves: TPR at 0.1% FPR, at 1% FPR, else the AUC."""
+  counts = [(c.get("info") or {}).get("num_nonmembers") for c in _by(cells, "membership")]
+  least = min((n for n in counts if n is not None), default=0) if all(n is not None for n in counts) else 0
+  return next(metric for metric, need in CRITERIA if least >= need)
+
+
+def worst_membership(cells: Sequence[dict], criterion: str = TPR_LOW) -> Optional[dict]:
+  """The membership cell of highest `criterion`, ties broken by AUC, or None."""
+  found = [c for c in _by(cells, "membership") if c["metrics"].get(criterion) is not None]
+  return max(found, key=lambda c: (c["metrics"][criterion], c["metrics"].get("auc") or 0), default=None)
 
 
 def headline(cells: Sequence[dict]) -> List[dict]:
@@ -47,13 +60,14 @@ def headline(cells: Sequence[dict]) -> List[dict]:
     settings.setdefault(c["setting"], []).append(c)
   order = sorted(settings, key=lambda s: (s != "none", list(settings).index(s)))
   budget = largest_budget(cells)
+  criterion = membership_criterion(cells)
   base = _utility(settings.get("none", []))
   rows = []
   for s in order:
     mine = settings[s]
     first = mine[0]
     acc = _utility(mine)
-    we, wm = worst_extraction(mine, budget), worst_membership(mine)
+    we, wm = worst_extraction(mine, budget), worst_membership(mine, criterion)
     audits = [c["metrics"]["epsilon_lower_bound"] for c in _by(mine, "membership")
               if c["metrics"].get("epsilon_lower_bound") is not None]
     flags = [c["metrics"]["queries_to_flag"] for c in _by(mine, "monitor")
@@ -63,7 +77,8 @@ def headline(cells: Sequence[dict]) -> List[dict]:
         utility_cost=None if acc is None or base is None else base - acc,
         budget=budget, worst_fidelity=we["metrics"]["fidelity"] if we else None,
         worst_fidelity_attack=f"{we['attack']} ({we['surrogate']})" if we else None,
-        worst_tpr=wm["metrics"][TPR_LOW] if wm else None, worst_tpr_attack=wm["attack"] if wm else None,
+        criterion=criterion, worst_tpr=wm["metrics"][criterion] if wm else None,
+        worst_tpr_attack=wm["attack"] if wm else None,
         worst_auc=max((c["metrics"].get("auc") or 0 for c in _by(mine, "membership")), default=None),
         epsilon_lower_bound=max(audits) if audits else None,
         queries_to_flag=min(flags) if flags else None,
@@ -100,6 +115,7 @@ def budget_to_fraction(cells: Sequence[dict], fraction: float = 0.9) -> Dict[tup
   fidelity at the largest budget} (None: never within the budgets run)."""
   ext = _by(cells, "extraction")
   top = largest_budget(cells)
+  ext = [c for c in ext if c["metrics"].get("fidelity") is not None]
   ref = {(c["attack"], c["surrogate"]): c["metrics"]["fidelity"] for c in ext
          if c["setting"] == "none" and c["budget"] == top}
   out: Dict[tuple, Optional[int]] = {}
