@@ -138,10 +138,26 @@ def tradeoff_plot(rows: Sequence[dict], leak: str, ylabel: str, title: str) -> O
 def _grid(n: int):
   cols = min(4, n)
   rows = math.ceil(n / cols)
-  fig, axes = _pyplot().subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
+  fig, axes = _pyplot().subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows + 0.9), squeeze=False)
   for ax in axes.ravel()[n:]:
     ax.axis("off")
   return fig, axes.ravel()
+
+
+def _shared_legend(fig, colour: dict) -> None:
+  """One legend for every panel, below them (a legend per panel hides the curves)."""
+  from matplotlib.lines import Line2D
+  handles = [Line2D([], [], color=c, lw=2) for c in colour.values()]
+  fig.legend(handles, list(colour), loc="lower center", ncol=min(5, len(colour)), fontsize=8, frameon=False)
+
+
+def _png_with_legend(fig, rows: int) -> bytes:
+  plt = _pyplot()
+  fig.tight_layout(rect=(0, 0.9 / (2.9 * rows + 0.9) * 1.15, 1, 1))
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110)
+  plt.close(fig)
+  return buf.getvalue()
 
 
 def _colours(names) -> dict:
@@ -167,11 +183,14 @@ def fidelity_budget_plot(cells: Sequence[dict]) -> Optional[bytes]:
       lines.setdefault(label(c), []).append((c["budget"], c["metrics"]["fidelity"]))
     for name, pts in lines.items():
       ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=name, color=colour[name])
+    budgets = sorted({c["budget"] for c in ext})
     ax.set(xscale="log", ylim=(0, 1), title=s, xlabel="queries", ylabel="fidelity")
+    ax.set_xticks(budgets, [str(b) for b in budgets], fontsize=7)
+    ax.minorticks_off()
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5)
-  return _png(fig)
+  _shared_legend(fig, colour)
+  return _png_with_legend(fig, math.ceil(len(settings) / min(4, len(settings))))
 
 
 def roc_plot(cells: Sequence[dict]) -> Optional[bytes]:
@@ -191,8 +210,8 @@ def roc_plot(cells: Sequence[dict]) -> Optional[bytes]:
     ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), title=s, xlabel="FPR", ylabel="TPR")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5)
-  return _png(fig)
+  _shared_legend(fig, colour)
+  return _png_with_legend(fig, math.ceil(len(settings) / min(4, len(settings))))
 
 
 def heatmap_plot(cells: Sequence[dict], family: str, metric: str, title: str,
@@ -203,15 +222,16 @@ def heatmap_plot(cells: Sequence[dict], family: str, metric: str, title: str,
   import numpy as np
   m = np.array([[np.nan if val.get((r, c)) is None else val[(r, c)] for c in cols] for r in rows], float)
   fig, ax = _pyplot().subplots(figsize=(1.0 + 0.75 * len(cols), 1.2 + 0.38 * len(rows)))
-  im = ax.imshow(m, cmap="magma_r", vmin=0, vmax=max(1e-9, np.nanmax(m)) if np.isfinite(m).any() else 1,
-                 aspect="auto")
+  vmin = 0.5 if metric == "auc" else 0.0   # an AUC below 0.5 is no attack
+  vmax = max(vmin + 1e-9, np.nanmax(m)) if np.isfinite(m).any() else 1
+  im = ax.imshow(m, cmap="magma_r", vmin=vmin, vmax=vmax, aspect="auto")
   ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
   ax.set_yticks(range(len(rows)), rows, fontsize=7)
   for i in range(len(rows)):
     for j in range(len(cols)):
       if np.isfinite(m[i, j]):
         ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                color="white" if m[i, j] > 0.6 * np.nanmax(m) else "black")
+                color="white" if (m[i, j] - vmin) > 0.55 * (vmax - vmin) else "black")
   ax.set_title(title, fontsize=9)
   fig.colorbar(im, ax=ax, fraction=0.04)
   return _png(fig)

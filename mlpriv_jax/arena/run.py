@@ -134,7 +134,8 @@ class _Progress:
     self.done += 1
     rate = (time.time() - self.t0) / self.done
     self.log(f"[{self.done}/{self.total}] {k.family} {k.attack or ''} {k.setting}"
-             + (f" B={k.budget} {k.surrogate}" if k.budget else "") + f": {what}; ~{rate * (self.total - self.done):.0f} s left")
+             + (f" B={k.budget}" if k.budget else "") + (f" {k.surrogate}" if k.surrogate else "")
+             + f": {what}; ~{rate * (self.total - self.done):.0f} s left")
 
 
 def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, collate_only: bool = False,
