@@ -131,7 +131,7 @@ def _tiny_config(**change):
       victim_config=train.TrainConfig(num_epochs=6, batch_size=32, learning_rate=0.05, schedule="cosine",
                                       augment=False),
       defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,))),
-      membership_attacks=("loss", "lira_offline", "gap"), extraction_attacks=("knockoff_random", "jbda"),
+      membership_attacks=("loss", "lira_offline", "gap"), extraction_attacks=("knockoff_random",),
       budgets=(50, 100), surrogates=("cnn_tiny",), query_set="figures20",
       surrogate_config=train.TrainConfig(num_epochs=2, batch_size=25, learning_rate=0.05, schedule="cosine",
                                          augment=False),
@@ -152,9 +152,9 @@ def test_small_arena_end_to_end_resumes_and_collates(tmp_path):
   cells = C.load_cells(wd)
   fam = {f: [c for c in cells if c["family"] == f] for f in C.FAMILIES}
   # 5 settings (none, label, mad_argmax@0.5, memguard@1, dpsgd@8): utility for each; membership for the 4 that
-  # address it (mad_argmax is extraction-only); extraction (2 attacks x 2 budgets) for the 4 that address it
-  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 and len(fam["extraction"]) == 4 * 2 * 2
-  assert len(fam["monitor"]) == 3   # knockoff_random, jbda, benign
+  # address it (mad_argmax is extraction-only); extraction (1 attack x 2 budgets) for the 4 that address it
+  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 and len(fam["extraction"]) == 4 * 2
+  assert len(fam["monitor"]) == 2   # knockoff_random, benign
   assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership", "memguard@1 x extraction"}
   rows = {r["setting"]: r for r in doc["headline"]}
   assert set(rows) == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8"}

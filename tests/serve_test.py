@@ -280,7 +280,7 @@ def test_answers_hold_only_the_released_output(client_of):
   assert set(out["data"]) == {0.0, 1.0}                   # one-hot: neither logits nor the softmax
   meta = c.get("/v2/models/victim", headers=auth).json()
   assert "defence" not in json.dumps(meta) and len(json.dumps(meta)) < 1000   # no parameters, defence not told
-  c2, _ = client_of("revsig", 0.5, disclose_defence=True)
+  c2, _ = client_of("revsig", 0.5, disclose_defence=True, defence_strength=0.5)
   meta = c2.get("/v2/models/victim", headers=auth).json()
   assert meta["parameters"]["defence"].startswith("revsig") and meta["parameters"]["strength"] == 0.5
   assert c.get("/v2").json()["name"] == "mlpriv_jax"

@@ -147,6 +147,11 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   pool = data.load_dataset(cfg.query_set, data_dir, seed=cfg.seed + 1) if cfg.extraction_attacks else None
   if pool is not None:
     check(cfg, len(pool.x_train))
+  for e in (None, *cfg.dp_epsilons):   # every game's recipe (a DP epsilon that no noise reaches, ...)
+    game = _game(cfg, e)
+    membership.check_game(game, cfg.membership_attacks)
+    if e is not None:
+      membership.dp_recipe(game)
   config = dict(run_config or {}, arena=repr(cfg))
   wd.claim(workdir, config, keys=("arena",))
   timing = os.path.join(workdir, "timing.jsonl")
@@ -187,8 +192,6 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, log: Callable) -> N
   settings = settings_of(cfg)
   key = jax.random.key(cfg.seed)
   games = [(None, _game(cfg))] + [(e, _game(cfg, e)) for e in cfg.dp_epsilons]
-  for e, game in games:
-    membership.check_game(game, cfg.membership_attacks)
   planned = _plan(cfg, settings)
   todo = C.missing(workdir, planned)
   log(f"arena: {len(planned)} cells, {len(todo)} to compute; {len(settings)} defence settings + "
@@ -197,13 +200,15 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, log: Callable) -> N
     return
   progress = _Progress(len(todo), log)
   todo = set(todo)
-  for e, game in games:
+  for i, (e, game) in enumerate(games):
+    mine = settings if e is None else [(C.DPSGD, float(e))]
+    names = {C.setting(d, s) for d, s in mine}
+    if not any(k.setting in names or (e is None and k.family == "monitor") for k in todo):
+      continue   # every cell of this victim is done
     ds = membership.load_game_data(game, data_dir)
     name = "victim" if e is None else f"dpsgd_eps{e:g}"
     g = membership.setup(game, ds, os.path.join(workdir, name), log=log)
-    mine = settings if e is None else [(C.DPSGD, float(e))]
-    _victim_cells(cfg, workdir, game, g, ds, mine, pool, jax.random.fold_in(key, 0 if e is None else 1 + int(e * 1000)),
-                  todo, progress, log)
+    _victim_cells(cfg, workdir, game, g, ds, mine, pool, jax.random.fold_in(key, i), todo, progress, log)
 
 
 def _plan(cfg: ArenaConfig, settings) -> list:

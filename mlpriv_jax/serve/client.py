@@ -114,6 +114,8 @@ class RemoteVictim:
       raise QueryError(f"queries must be float in [0, 1] or uint8, got {x.dtype}")
     if len(x) == 0:
       raise QueryError("empty query batch")
+    if x.dtype != np.uint8 and not np.all(np.isfinite(x)):   # JSON has no NaN: say so here, not as a parse error
+      raise QueryError(f"queries hold {int((~np.isfinite(x)).sum())} NaN or inf values")
     rows = self._rows_per_request(x)
     if len(x) > rows and self._left is not None and len(x) > self._left:
       raise BudgetExceeded(f"a query of {len(x)} examples would pass the budget: {self._used} used, "
