@@ -17,6 +17,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from mlpriv_jax.arena import scoring
+from mlpriv_jax.plots import _pyplot
 from mlpriv_jax.utils import atomic_write, write_json
 
 SCHEMA = "mlpriv_jax.arena/1"
@@ -91,13 +92,6 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
 
 
 # ---------------------------------------------------------------- plots
-
-def _pyplot():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
 
 def _png(fig) -> bytes:
   plt = _pyplot()
