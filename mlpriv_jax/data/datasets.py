@@ -17,6 +17,7 @@ import functools
 import hashlib
 import io
 import os
+import zipfile
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -120,28 +121,59 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, seed: int = 0) ->
 
 @functools.lru_cache(maxsize=8)
 def _embedded(name: str, seed: int) -> Dataset:
-  """Rendered once per process and (name, seed); the arrays are read-only, so every caller shares them."""
-  ds = _render(name, seed)
+  """Rendered once per machine and (name, seed, generator code): kept in the cache folder, loaded once per
+  process; the arrays are read-only, so every caller shares them."""
+  ds = _cached_render(name, seed)
   for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.y_train_coarse, ds.y_test_coarse):
     if a is not None:
       a.setflags(write=False)
   return ds
 
 
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test", "y_train_coarse", "y_test_coarse")
+
+
+def _cached_render(name: str, seed: int) -> Dataset:
+  """`_render`, through a cache file named by the generator's source (figures20 takes ~20 s to render; a program
+  or test process that loads it again reads ~70 MB instead). A changed generator is a new file; a broken one is
+  rendered again."""
+  code = hashlib.sha256(open(procedural.__file__, "rb").read() + f"{EMBEDDED[name]}:{np.__version__}".encode())
+  cache = os.path.join(_cache_dir(), f"{name}_seed{seed}_{code.hexdigest()[:16]}.npz")
+  if os.path.exists(cache):
+    try:
+      with np.load(cache) as z:
+        arrays = {k: (z[k] if k in z.files else None) for k in _ARRAYS}
+      return _assemble(name, arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+      pass
+  ds = _render(name, seed)
+  try:
+    atomic_write(cache, lambda f: np.savez(f, **{k: getattr(ds, k) for k in _ARRAYS if getattr(ds, k) is not None}))
+  except OSError:
+    pass  # a read-only home only costs the render next time
+  return ds
+
+
+def _assemble(name: str, a: dict) -> Dataset:
+  if name == "shapes10":
+    return Dataset(name, a["x_train"], a["y_train"], a["x_test"], a["y_test"], procedural.SHAPES10_CLASSES,
+                   source="embedded")
+  classes, coarse = {"figures20": (procedural.FIGURES20_CLASSES, procedural.FIGURES20_COARSE),
+                     "patterns20": (procedural.PATTERNS20_CLASSES, procedural.PATTERNS20_COARSE)}[name]
+  return Dataset(name, a["x_train"], a["y_train"], a["x_test"], a["y_test"], classes, a["y_train_coarse"],
+                 a["y_test_coarse"], coarse, source="embedded")
+
+
 def _render(name: str, seed: int) -> Dataset:
   n_train, n_test = EMBEDDED[name]
+  render = {"shapes10": procedural.shapes10, "figures20": procedural.figures20,
+            "patterns20": procedural.patterns20}[name]
   # Train and test come from disjoint seed streams.
-  if name == "shapes10":
-    x_tr, y_tr = procedural.shapes10(n_train, seed=2 * seed)
-    x_te, y_te = procedural.shapes10(n_test, seed=2 * seed + 1)
-    return Dataset(name, x_tr, y_tr, x_te, y_te, procedural.SHAPES10_CLASSES, source="embedded")
-  render, classes, coarse = {"figures20": (procedural.figures20, procedural.FIGURES20_CLASSES,
-                                           procedural.FIGURES20_COARSE),
-                             "patterns20": (procedural.patterns20, procedural.PATTERNS20_CLASSES,
-                                            procedural.PATTERNS20_COARSE)}[name]
-  x_tr, y_tr, c_tr = render(n_train, seed=2 * seed)
-  x_te, y_te, c_te = render(n_test, seed=2 * seed + 1)
-  return Dataset(name, x_tr, y_tr, x_te, y_te, classes, c_tr, c_te, coarse, source="embedded")
+  train, test = render(n_train, seed=2 * seed), render(n_test, seed=2 * seed + 1)
+  a = dict(x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1])
+  if name != "shapes10":
+    a.update(y_train_coarse=train[2], y_test_coarse=test[2])
+  return _assemble(name, a)
 
 
 def _decode_jpegs(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
