@@ -68,6 +68,18 @@ def test_hopskipjump_finds_the_linear_boundary_from_above():
   assert capped.queries[0] <= 400 and capped.distance[0] >= 0.7 - 1e-6
 
 
+def test_hopskipjump_stops_at_distance_zero_when_the_original_is_answered_adversarial():
+  """A randomised defence can flip x0's own label: the binary search then ends on x0 (distance 0) and the
+  gradient step would divide by a probe radius of 0 (the cpu arena's label_boundary x gaussian cell sent NaNs)."""
+  def decide(x, idx):
+    assert np.isfinite(x).all()
+    return np.ones(len(x), bool)   # every point adversarial, x0 included
+  x0 = np.full((3, 12), 0.5, np.float32)
+  r = L.hopskipjump_l2(decide, x0, jax.random.key(0), num_iterations=3, initial_num_evals=4)
+  # the start and each step halve the distance to x0 until float32 cannot tell them apart; then it stops
+  assert r.found.all() and (r.distance == 0).all() and (r.gradient_queries < 4 + 5 + 6).all()
+
+
 def test_noise_score_on_the_linear_model():
   """E[score] = Phi(distance / sigma) (no clipping matters here); misclassified points score 0."""
   x = np.array([[0.6, 0.6], [0.3, 0.3]], np.float32).reshape(2, 1, 1, 2)   # class 1 at 0.14; class 0

@@ -179,7 +179,9 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
 
   for j in range(1, num_iterations + 1):
     evals = hsj_iteration_evals(j, initial_num_evals, max_num_evals)
-    idx = np.flatnonzero(found & (queries + evals + 1 + bs_steps <= cap))
+    # A distance of 0: x0 itself was answered as adversarial (a randomised defence can flip its label), so the
+    # boundary is x0 and there is no step to estimate (delta would be 0, every probe 0 / 0).
+    idx = np.flatnonzero(found & (dist > 0) & (queries + evals + 1 + bs_steps <= cap))
     if not len(idx):
       break
     delta = np.full(len(idx), 0.1, np.float32) if j == 1 else np.float32(np.sqrt(d) * theta) * dist[idx]
