@@ -12,6 +12,10 @@ report.md and report.html (plots embedded) in the workdir; see `mlpriv_jax.arena
 judged (its worst attack per family; dominated settings).
 
 --defences takes names, with strengths after a colon: `label,round2,revsig:0.5/1,mad_argmax:0.5,memguard:1`.
+
+A deployed victim: after a first run has trained it, serve it and add its row (every attack through HTTP):
+  python experiments/serve.py --victim=runs/arena/victim/target --keys_file=keys.txt --defence=... &
+  MLPRIV_API_KEY=... python experiments/arena.py --preset=smoke --workdir=runs/arena --victim_url=http://127.0.0.1:8000
 """
 
 import os
@@ -77,6 +81,10 @@ flags.DEFINE_integer("num_examples", None, "The membership universe (the victim 
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
 flags.DEFINE_boolean("monitor", True, "Measure PRADA's queries-to-flag on each extraction stream.")
 flags.DEFINE_boolean("collate_only", False, "Rebuild the report from the cells; compute nothing.")
+flags.DEFINE_string("victim_url", None, "Add the setting `served`: the arena's victim as served at this URL "
+                    "(experiments/serve.py --victim=<workdir>/victim/target, behind the server's own defence).")
+flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY).")
+flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
 FLAGS = flags.FLAGS
 
 
@@ -114,7 +122,8 @@ def main(argv):
       dp_epsilons=tuple(common.parse_floats(s["dp_epsilons"], "--dp_epsilons")),
       dp_game=tuple(sorted(s["dp_game"].items())), monitor=FLAGS.monitor, seed=FLAGS.seed)
   run.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, collate_only=FLAGS.collate_only,
-          run_config=dict(preset=FLAGS.preset), log=common.log)
+          run_config=dict(preset=FLAGS.preset), victim_url=FLAGS.victim_url,
+          api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"), model_name=FLAGS.model_name, log=common.log)
 
 
 if __name__ == "__main__":

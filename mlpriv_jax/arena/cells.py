@@ -4,7 +4,8 @@ A cell is one measurement of one (family, attack, defence, strength, budget, sur
 
   family     "utility" (the defence's cost to benign users; no attack), "extraction", "membership", "monitor"
   attack     a registry name (None for utility cells; "benign" for a monitor's benign stream)
-  defence    a defence registry name, or "dpsgd" (a victim trained with DP-SGD; strength = its epsilon)
+  defence    a defence registry name, "dpsgd" (a victim trained with DP-SGD; strength = its epsilon), or "served"
+             (the victim as served at --victim_url, behind whatever defence the server runs)
   strength   the defence's strength (None for parameter-free defences)
   budget     queries the attacker may make (extraction and monitor cells; None otherwise)
   surrogate  the surrogate architecture (extraction cells; None otherwise)
@@ -25,6 +26,7 @@ from mlpriv_jax.utils import write_json
 
 FAMILIES = ("utility", "extraction", "membership", "monitor")
 DPSGD = "dpsgd"   # the pseudo-defence of a DP-SGD-trained victim (strength: epsilon)
+SERVED = "served"   # the pseudo-defence of the victim queried over HTTP (the server's own defence, unknown here)
 
 
 class CellKey(NamedTuple):

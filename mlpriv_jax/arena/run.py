@@ -139,11 +139,25 @@ class _Progress:
 
 
 def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, collate_only: bool = False,
-        run_config: Optional[dict] = None, log: Callable = print) -> dict:
-  """Computes the missing cells of `cfg` in `workdir` (none with collate_only), then writes the report."""
+        run_config: Optional[dict] = None, victim_url: Optional[str] = None, api_key: Optional[str] = None,
+        model_name: str = "victim", log: Callable = print) -> dict:
+  """Computes the missing cells of `cfg` in `workdir` (none with collate_only), then writes the report.
+
+  With `victim_url`, one more setting, `served`: every attack and the utility measured through the victim served
+  there (e.g. `experiments/serve.py --victim=<workdir>/victim/target`, behind the server's own defence), its
+  membership truth the arena's. Its cells are added to a workdir's (the claimed config is unchanged), so the
+  served row can follow the first run that trained the victim.
+  """
   t_start = time.time()
   wd.require(workdir)
   skipped = check(cfg)   # everything that needs no data, before anything is loaded
+  remote = None
+  if victim_url and not collate_only:
+    if not api_key:
+      raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+    from mlpriv_jax.serve import RemoteVictim
+    RemoteVictim(victim_url, api_key, model_name).close()   # reachable, the key valid, before anything is written
+    remote = lambda: RemoteVictim(victim_url, api_key, model_name)
   pool = data.load_dataset(cfg.query_set, data_dir, seed=cfg.seed + 1) if cfg.extraction_attacks else None
   if pool is not None:
     check(cfg, len(pool.x_train))
@@ -156,7 +170,7 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   wd.claim(workdir, config, keys=("arena",))
   timing = os.path.join(workdir, "timing.jsonl")
   if not collate_only:
-    _compute(cfg, workdir, pool, data_dir, log)
+    _compute(cfg, workdir, pool, data_dir, remote, log)
     append_jsonl(timing, dict(started=t_start, seconds=time.time() - t_start))
   cells = C.load_cells(workdir)
   provenance = _provenance(t_start)
@@ -188,8 +202,8 @@ def _game(cfg: ArenaConfig, epsilon: Optional[float] = None) -> membership.Membe
                                    dp=dp.DPTarget(float(epsilon), g.get("delta", 1e-5)))
 
 
-def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, log: Callable) -> None:
-  settings = settings_of(cfg)
+def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, log: Callable) -> None:
+  settings = settings_of(cfg) + ([(C.SERVED, None)] if remote else [])
   key = jax.random.key(cfg.seed)
   games = [(None, _game(cfg))] + [(e, _game(cfg, e)) for e in cfg.dp_epsilons]
   planned = _plan(cfg, settings)
@@ -208,14 +222,14 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, log: Callable) -> N
     ds = membership.load_game_data(game, data_dir)
     name = "victim" if e is None else f"dpsgd_eps{e:g}"
     g = membership.setup(game, ds, os.path.join(workdir, name), log=log)
-    _victim_cells(cfg, workdir, game, g, ds, mine, pool, jax.random.fold_in(key, i), todo, progress, log)
+    _victim_cells(cfg, workdir, game, g, ds, mine, pool, jax.random.fold_in(key, i), todo, progress, remote, log)
 
 
 def _plan(cfg: ArenaConfig, settings) -> list:
   keys = []
   all_settings = list(settings) + [(C.DPSGD, float(e)) for e in cfg.dp_epsilons]
   for d, s in all_settings:
-    threats = defences.get(d).threats if d != C.DPSGD else {defences.EXTRACTION, defences.MEMBERSHIP}
+    threats = _threats(d)
     keys.append(C.key("utility", None, d, s, seed=cfg.seed))
     if defences.MEMBERSHIP in threats:
       keys += [C.key("membership", a, d, s, seed=cfg.seed) for a in cfg.membership_attacks]
@@ -228,7 +242,12 @@ def _plan(cfg: ArenaConfig, settings) -> list:
   return keys
 
 
-def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress, log) -> None:
+def _threats(d: str) -> set:
+  both = {defences.EXTRACTION, defences.MEMBERSHIP}
+  return both if d in (C.DPSGD, C.SERVED) else defences.get(d).threats
+
+
+def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress, remote, log) -> None:
   model, target_vars, x, y = g["model"], g["target_vars"], g["x"], g["y"]
   if pool is not None and pool.image_shape != ds.image_shape:
     raise UserError(f"query set {pool.name} has images of shape {pool.image_shape}, the victim takes {ds.image_shape}")
@@ -239,22 +258,40 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
   loaded = victims.LoadedVictim(model, target_vars, dict(input_shape=list(ds.image_shape),
                                                          data=dict(member_indices=np.flatnonzero(g["target_keep"]))),
                                 ds)
-  names = [n for n, _ in settings if n != C.DPSGD]
-  needs = defend.defence_needs(names, loaded, jax.random.fold_in(key, STREAM_DEFENCE), held_out=held_out,
-                               num_guard=cfg.num_guard, guard_steps=500, log=log) if names else {}
-  services = {}
-  for d, s in settings:
-    dfn = defences.identity() if d == C.DPSGD else defences.build(d, s, **needs)
-    services[C.setting(d, s)] = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=dfn)
-  threat = lambda d: ({defences.EXTRACTION, defences.MEMBERSHIP} if d == C.DPSGD else defences.get(d).threats)
+  needs, services = {}, {}
+  key_defence = jax.random.fold_in(key, STREAM_DEFENCE)
+
+  def oracle(d, s, budget=None, key=None):
+    """The attacker's account at setting (d, s); each defence is built on first use (MemGuard's classifier only
+    when one of its cells is still to compute), its service compiled once."""
+    name = C.setting(d, s)
+    if d == C.SERVED:
+      return remote()
+    if name not in services:
+      if d not in needs:
+        needs[d] = {} if d == C.DPSGD else defend.defence_needs(
+            [d], loaded, key_defence, held_out=held_out, num_guard=cfg.num_guard,
+            guard_steps=500, log=log)
+      dfn = defences.identity() if d == C.DPSGD else defences.build(d, s, **needs[d])
+      services[name] = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=dfn)
+    return Victim.of(services[name], budget=budget, key=key)
+
+  threat = _threats
+  if remote is not None and any(k.defence == C.SERVED for k in todo):
+    with remote() as r:
+      if (r.input_shape, r.num_classes) != (tuple(ds.image_shape), ds.num_classes):
+        raise UserError(f"the served victim answers {r.num_classes} classes of {r.input_shape}; the arena's takes "
+                        f"{tuple(ds.image_shape)} with {ds.num_classes}")
 
   for i, (d, s) in enumerate(settings):   # utility, once per setting
     k = C.key("utility", None, d, s, seed=cfg.seed)
     if k in todo:
-      m = defend.utility(Victim.of(services[k.setting], key=jax.random.fold_in(key, STREAM_EVAL)), xt, yt, original,
-                         250)
+      m = defend.utility(oracle(d, s, key=jax.random.fold_in(key, STREAM_EVAL)), xt, yt, original, 250)
       C.write_cell(workdir, k, {n: m[n] for n in ("accuracy", "label_flip_rate", "l1", "kl",
                                                   "seconds_per_1000_queries")})
+      if d == C.SERVED and m["label_flip_rate"] > 0.5:
+        log(f"arena: the served victim's top-1 differs from the arena's on {m['label_flip_rate']:.0%} of the test "
+            f"images: is it {os.path.join(workdir, 'victim', 'target')}? Its membership cells assume so")
       progress(k, f"accuracy {m['accuracy']:.3f}")
 
   mem_settings = [(d, s) for d, s in settings if defences.MEMBERSHIP in threat(d)]
@@ -273,9 +310,8 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
       if not any(k in todo for k in ks):
         continue
       t0 = time.time()
-      oracle = Victim.of(services[C.setting(d, s)], key=jax.random.fold_in(key, STREAM_ATTACKER))
       out, scores, subsets, _, _, _ = membership.attack_target(
-          oracle, kit, g["target_keep"], jax.random.fold_in(key, STREAM_ATTACKER), options=cfg.options(),
+          oracle(d, s, key=jax.random.fold_in(key, STREAM_ATTACKER)), kit, g["target_keep"], jax.random.fold_in(key, STREAM_ATTACKER), options=cfg.options(),
           num_bootstrap=100, audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
       for k in ks:
         r = out[k.attack]
@@ -297,30 +333,32 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
   kx = jax.random.fold_in(key, STREAM_EXTRACTION)
   top = max(cfg.budgets)
   mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
+  main = settings[0][0] == "none"   # the undefended victim's streams are the monitor's
   for arch in cfg.surrogates:
     surrogate = models.get_model(arch, ds.num_classes, mean=mean, std=std)
     evaluate = evaluator(surrogate, xt, victim_top1, yt, victim_acc)
     for attack in cfg.extraction_attacks:
       keys = {(d, s, b): C.key("extraction", attack, d, s, b, arch, cfg.seed) for d, s in ext_settings
               for b in cfg.budgets}
-      if not any(k in todo for k in keys.values()):
+      watch = cfg.monitor and main and C.key("monitor", attack, "none", None, top, None, cfg.seed) in todo
+      if not any(k in todo for k in keys.values()) and not watch:
         continue
       if attack == "knockoff_random":
-        _knockoff_together(cfg, workdir, surrogate, evaluate, pool, services, ext_settings, keys, kx, victim_acc,
-                           todo, progress)
+        _knockoff_together(cfg, workdir, surrogate, evaluate, pool, oracle, ext_settings, keys, kx, victim_acc,
+                           todo, progress, monitor=cfg.monitor and main)
         continue
       for d, s in ext_settings:
-        if not any(keys[(d, s, b)] in todo for b in cfg.budgets):
+        if not any(keys[(d, s, b)] in todo for b in cfg.budgets) and not (watch and d == "none"):
           continue
         t0 = time.time()
-        oracle = Victim.of(services[C.setting(d, s)], budget=top, key=jax.random.fold_in(kx, 1))
+        attacker = oracle(d, s, budget=top, key=jax.random.fold_in(kx, 1))
         spec = E.get(attack)
         # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
         images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
         extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
         if attack == "knockoff_adaptive":
           extra["checkpoints"] = cfg.budgets
-        res = E.run(attack, oracle, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
+        res = E.run(attack, attacker, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
                     eval_fn=evaluate, **extra, **cfg.options().get(attack, {}))
         for b in cfg.budgets:   # the curve point at the largest query count within each budget
           point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
@@ -336,22 +374,25 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
                                         accuracy_ratio=point["accuracy"] / victim_acc,
                                         queries_used=point["queries"]), seconds=time.time() - t0)
           progress(k, f"fidelity {point['fidelity']:.3f}")
-        if cfg.monitor and d == "none":
+        if cfg.monitor and main and d == "none":
           _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
-  if cfg.monitor and any(defences.EXTRACTION in threat(d) for d, _ in settings) and settings[0][0] == "none":
+  if cfg.monitor and main:
     _monitor(cfg, workdir, "benign", ds.x_test, model, target_vars, todo, progress)
 
 
-def _knockoff_together(cfg, workdir, surrogate, evaluate, pool, services, ext_settings, keys, kx, victim_acc, todo,
-                       progress) -> None:
-  """KnockoffNets-random against every setting at once: the same B queries, S surrogates trained together."""
+def _knockoff_together(cfg, workdir, surrogate, evaluate, pool, oracle, ext_settings, keys, kx, victim_acc, todo,
+                       progress, monitor: bool) -> None:
+  """KnockoffNets-random against every setting at once: the same B queries, S surrogates trained together (the
+  settings with a cell still to compute; the monitor's stream is the same queries)."""
   top = max(cfg.budgets)
+  ext_settings = [(d, s) for d, s in ext_settings if any(keys[(d, s, b)] in todo for b in cfg.budgets)] \
+      or ext_settings[:1]
   k_query, k_train = jax.random.fold_in(kx, 0), jax.random.fold_in(kx, 1)
   idx = np.asarray(jax.random.permutation(k_query, len(pool.x_train))[:top])
   images = pool.x_train[idx]
   answers = []
   for d, s in ext_settings:
-    a = query_all(Victim.of(services[C.setting(d, s)], budget=top, key=jax.random.fold_in(kx, 1)), images)
+    a = query_all(oracle(d, s, budget=top, key=jax.random.fold_in(kx, 1)), images)
     if np.all((a == 0) | (a == 1)):   # label-only answers: one-hot of the argmax (as train_surrogate)
       a = np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
     answers.append(a)
@@ -370,19 +411,19 @@ def _knockoff_together(cfg, workdir, surrogate, evaluate, pool, services, ext_se
       C.write_cell(workdir, k, dict(fidelity=fid, accuracy=acc, accuracy_ratio=acc / victim_acc, queries_used=b),
                    seconds=seconds)
       progress(k, f"fidelity {fid:.3f}")
-  if cfg.monitor and ext_settings[0][0] == "none":
-    _monitor(cfg, workdir, "knockoff_random", images, None, None, todo, progress, services=services)
+  if monitor:
+    _monitor(cfg, workdir, "knockoff_random", images, None, None, todo, progress, oracle=oracle)
 
 
-def _monitor(cfg, workdir, attack, stream, model, variables, todo, progress, services=None) -> None:
+def _monitor(cfg, workdir, attack, stream, model, variables, todo, progress, oracle=None) -> None:
   """PRADA on the stream's first `max(budgets)` queries (undefended top-1): queries until it flags (None: never)."""
   top = max(cfg.budgets)
   k = C.key("monitor", attack, "none", None, top, None, cfg.seed)
   if k not in todo:
     return
   stream = np.asarray(stream)[:top]
-  if services is not None:
-    top1 = query_all(Victim.of(services["none"]), stream).argmax(-1)
+  if oracle is not None:
+    top1 = query_all(oracle("none", None), stream).argmax(-1)
   else:
     top1 = np.asarray(train.predict(model, variables, stream)).argmax(-1)
   prada = defences.Prada()
