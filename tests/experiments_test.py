@@ -159,6 +159,17 @@ def test_survey_tables_program_one_row(tmp_path):
   assert bad.returncode == 2 and "use another --workdir" in bad.stderr   # other scale than the saved tables
 
 
+def test_survey_tables_row_does_not_depend_on_the_other_rows_asked_for(tmp_path):
+  """A row's surrogate key is its place among all rows: --surrogates=res32 gives the row of the full table."""
+  base = dict(victim_dataset="shapes10", query_set="patterns20", num_train=100, budget=100,
+              archs={n: "cnn_tiny" for n in tables.SURVEY_NAMES}, victim_config=TINY_CFG, surrogate_config=TINY_CFG,
+              num_test=100, tables=["table1"], log=quiet)
+  both = tables.run(workdir=str(tmp_path / "both"), rows=["wres16", "res32"], **base)["tables"]["table1"]["rows"]
+  one = tables.run(workdir=str(tmp_path / "one"), rows=["res32"], **base)["tables"]["table1"]["rows"]
+  pick = lambda m: {k: v for k, v in m.items() if k != "seconds"}
+  assert pick(one["res32"]) == pick(both["res32"]) and pick(both["wres16"]) != pick(both["res32"])
+
+
 def test_survey_tables_bad_input(tmp_path):
   base = dict(workdir=str(tmp_path / "t"), victim_dataset="shapes10", query_set="patterns20", num_train=100,
               budget=100, archs={n: "cnn_tiny" for n in tables.SURVEY_NAMES}, victim_config=TINY_CFG,

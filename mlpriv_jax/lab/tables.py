@@ -141,9 +141,10 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
     victim = Victim(victim_model, variables, budget=budget, key=jax.random.fold_in(key, 10 + t),
                     input_shape=ds.image_shape)
     idx, answers = E.knockoff_random(victim, pool.x_train, budget, jax.random.fold_in(key, 20 + t))
-    for r, name in enumerate(rows):
+    for name in rows:
       if name in entry["rows"]:
         continue
+      r = list(archs).index(name)   # the row's key: its place among all rows, whichever rows this run asks for
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
       state = E.train_surrogate(sur, for_arch(surrogate_config, archs[name]), pool.x_train[idx], answers,
