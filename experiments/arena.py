@@ -14,7 +14,7 @@ judged (its worst attack per family; dominated settings).
 --defences takes names, with strengths after a colon: `label,round2,revsig:0.5/1,mad_argmax:0.5,memguard:1`.
 
 A deployed victim: after a first run has trained it, serve it and add its row (every attack through HTTP):
-  python experiments/serve.py --victim=runs/arena/victim/target --keys_file=keys.txt --defence=... &
+  python experiments/serve.py --victim=runs/arena/victim/target --keys_file=keys.json --defence=... &
   MLPRIV_API_KEY=... python experiments/arena.py --preset=smoke --workdir=runs/arena --victim_url=http://127.0.0.1:8000
 """
 
