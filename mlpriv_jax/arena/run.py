@@ -151,13 +151,8 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   t_start = time.time()
   wd.require(workdir)
   skipped = check(cfg)   # everything that needs no data, before anything is loaded
-  remote = None
-  if victim_url and not collate_only:
-    if not api_key:
-      raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
-    from mlpriv_jax.serve import RemoteVictim
-    RemoteVictim(victim_url, api_key, model_name).close()   # reachable, the key valid, before anything is written
-    remote = lambda: RemoteVictim(victim_url, api_key, model_name)
+  clients = []
+  remote = _connect(victim_url, api_key, model_name, clients) if victim_url and not collate_only else None
   pool = data.load_dataset(cfg.query_set, data_dir, seed=cfg.seed + 1) if cfg.extraction_attacks else None
   if pool is not None:
     check(cfg, len(pool.x_train))
@@ -170,7 +165,11 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   wd.claim(workdir, config, keys=("arena",))
   timing = os.path.join(workdir, "timing.jsonl")
   if not collate_only:
-    _compute(cfg, workdir, pool, data_dir, remote, log)
+    try:
+      _compute(cfg, workdir, pool, data_dir, remote, log)
+    finally:
+      for c in clients:
+        c.close()
     append_jsonl(timing, dict(started=t_start, seconds=time.time() - t_start))
   cells = C.load_cells(workdir)
   provenance = _provenance(t_start)
@@ -181,6 +180,20 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
                        provenance=provenance, skipped=skipped)
   log(f"arena: {len(cells)} cells; report in {os.path.join(workdir, 'report.html')}")
   return doc
+
+
+def _connect(url: str, api_key: Optional[str], model_name: str, clients: list) -> Callable:
+  """A factory of clients of the victim at `url`, checked reachable with this key now, before anything is written;
+  one client per attack, so that each counts its own queries; each kept in `clients` to be closed."""
+  if not api_key:
+    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  from mlpriv_jax.serve import RemoteVictim
+  RemoteVictim(url, api_key, model_name).close()
+
+  def remote():
+    clients.append(RemoteVictim(url, api_key, model_name))
+    return clients[-1]
+  return remote
 
 
 def _jsonable(cfg: ArenaConfig) -> dict:
@@ -276,7 +289,6 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
       services[name] = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=dfn)
     return Victim.of(services[name], budget=budget, key=key)
 
-  threat = _threats
   if remote is not None and any(k.defence == C.SERVED for k in todo):
     with remote() as r:
       if (r.input_shape, r.num_classes) != (tuple(ds.image_shape), ds.num_classes):
@@ -294,7 +306,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
             f"images: is it {os.path.join(workdir, 'victim', 'target')}? Its membership cells assume so")
       progress(k, f"accuracy {m['accuracy']:.3f}")
 
-  mem_settings = [(d, s) for d, s in settings if defences.MEMBERSHIP in threat(d)]
+  mem_settings = [(d, s) for d, s in settings if defences.MEMBERSHIP in _threats(d)]
   mem_keys = {(d, s): [C.key("membership", a, d, s, seed=cfg.seed) for a in cfg.membership_attacks]
               for d, s in mem_settings}
   if any(k in todo for ks in mem_keys.values() for k in ks):
@@ -310,9 +322,10 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
       if not any(k in todo for k in ks):
         continue
       t0 = time.time()
+      k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
       out, scores, subsets, _, _, _ = membership.attack_target(
-          oracle(d, s, key=jax.random.fold_in(key, STREAM_ATTACKER)), kit, g["target_keep"], jax.random.fold_in(key, STREAM_ATTACKER), options=cfg.options(),
-          num_bootstrap=100, audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
+          oracle(d, s, key=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
+          audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
       for k in ks:
         r = out[k.attack]
         ci = r.get("interval", {}).get("tpr_at_fpr", {})
@@ -327,7 +340,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
                                                  num_nonmembers=r["num_nonmembers"]))
         progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}")
 
-  ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in threat(d)]
+  ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in _threats(d)]
   if pool is None or not ext_settings:
     return
   kx = jax.random.fold_in(key, STREAM_EXTRACTION)
