@@ -151,6 +151,30 @@ def test_label_only_scores_ignore_argmax_preserving_outputs(tiny_game, name):
     assert plain.queries_used <= 24 * 80 and outs[0][1]["threshold"] >= 0
 
 
+@pytest.mark.parametrize("name", ["label_augmentation", "label_noise", "label_boundary"])
+def test_memo_fits_the_shadow_side_once_for_every_target(tiny_game, name):
+  """With a memo (the arena's, one per victim), the second target's attack asks the shadows nothing and scores as
+  a fresh attack does; another key or another option is fitted anew."""
+  model, variables, inputs = tiny_game
+  asked = []
+  shadow = lambda k: (asked.append(k), Victim(model, variables, input_shape=(8, 8, 3)))[1]
+  memo = {}
+  mine = inputs._replace(shadow_oracle=shadow, memo=memo)
+  label = lambda: Victim(model, variables, input_shape=(8, 8, 3), defence=defences.build("label"))
+  first = M.query_attack(name, label(), mine, jax.random.key(2), **SMALL[name])
+  n = len(asked)
+  assert n > 0 and len(memo) == 1
+  second = M.query_attack(name, Victim(model, variables, input_shape=(8, 8, 3)), mine, jax.random.key(2), **SMALL[name])
+  fresh = M.query_attack(name, label(), inputs, jax.random.key(2), **SMALL[name])
+  assert len(asked) == n                                    # nothing asked of the shadows the second time
+  for s, extras in (second, fresh):
+    np.testing.assert_array_equal(s, first[0])
+    assert {k: v for k, v in extras.items() if k != "num_calibration"} == \
+        {k: v for k, v in first[1].items() if k != "num_calibration"}
+  M.query_attack(name, label(), mine, jax.random.key(3), **SMALL[name])
+  assert len(asked) == 2 * n and len(memo) == 2           # another key: fitted again
+
+
 def test_label_only_budget_too_small_is_one_line(tiny_game):
   model, variables, inputs = tiny_game
   small = Victim(model, variables, input_shape=(8, 8, 3), budget=100)

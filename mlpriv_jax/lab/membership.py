@@ -95,13 +95,13 @@ def population_points(ds: data.Dataset, candidates, num: int, source: str = "tes
 
 
 def query_attacks(names: Sequence[str], oracle: Oracle, model, shadow_variables, x, y, shadow_keep, key, *,
-                  options: Optional[dict] = None) -> Dict[str, tuple]:
+                  options: Optional[dict] = None, memo: Optional[dict] = None) -> Dict[str, tuple]:
   """{name: (scores f64[M], extras, queries per example, seconds)} of the query attacks `names` on candidates
   x u8[M, ...], y int[M]; they query `oracle` and calibrate on the shadows (stacked variables, keep bool[K, M])."""
   shadow_service = Service.from_model(model, jax.tree.map(lambda v: v[0], shadow_variables),
                                       input_shape=tuple(x.shape[1:]))
   shadow_oracle = lambda k: Victim.of(shadow_service.with_variables(jax.tree.map(lambda v: v[k], shadow_variables)))
-  inputs = M.QueryInputs(x, y, shadow_keep, shadow_oracle)
+  inputs = M.QueryInputs(x, y, shadow_keep, shadow_oracle, memo)
   out = {}
   for name in names:
     before, t0 = oracle.queries_used, time.time()
@@ -124,6 +124,7 @@ class AttackerKit(NamedTuple):
   shadow_logits: Optional[np.ndarray]   # f32[K, N, A, C] (None without score attacks)
   population: Optional[tuple]        # (views u8[A, P, ...], labels int[P], shadow logits f32[K, P, A, C]) or None
   label_index: np.ndarray            # int[M] candidates of the query attacks
+  memo: dict                         # what the attacks fit on the shadows alone, filled by the first target
 
 
 def prepare_attacker(model, shadow_variables, x, y, shadow_keep, attacks: Sequence[str], *, pop=None,
@@ -142,7 +143,7 @@ def prepare_attacker(model, shadow_variables, x, y, shadow_keep, attacks: Sequen
   n = len(y)
   m = n if label_examples is None else min(int(label_examples), n)
   idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, STREAM_LABEL_ONLY), n))[:m])
-  return AttackerKit(tuple(attacks), model, shadow_variables, x, y, shadow_keep, views, logits, population, idx)
+  return AttackerKit(tuple(attacks), model, shadow_variables, x, y, shadow_keep, views, logits, population, idx, {})
 
 
 def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options: Optional[dict] = None,
@@ -159,7 +160,8 @@ def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options
   t0 = time.time()
   if score_names:
     before = oracle.queries_used
-    inputs = M.ScoreInputs(released_views(oracle, kit.views), kit.y, kit.shadow_logits, kit.shadow_keep)
+    inputs = M.ScoreInputs(released_views(oracle, kit.views), kit.y, kit.shadow_logits, kit.shadow_keep,
+                           memo=kit.memo)
     if kit.population is not None:
       pop_views, pop_labels, pop_logits = kit.population
       inputs = inputs._replace(population_probs=released_views(oracle, pop_views), population_labels=pop_labels,
@@ -174,7 +176,8 @@ def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options
   if query_names:
     idx = kit.label_index
     for name, (sc, ex, q, sec) in query_attacks(query_names, oracle, kit.model, kit.shadow_variables, kit.x[idx],
-                                                 kit.y[idx], kit.shadow_keep[:, idx], key, options=options).items():
+                                                 kit.y[idx], kit.shadow_keep[:, idx], key, options=options,
+                                                 memo=kit.memo).items():
       scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
   out, extra = {}, {}
   for name in kit.names:

@@ -36,6 +36,7 @@ class ScoreInputs(NamedTuple):
   population_probs: Optional[np.ndarray] = None          # f32[Z, A, C]: released for population points
   population_shadow_logits: Optional[np.ndarray] = None  # f32[K, Z, A, C]
   population_labels: Optional[np.ndarray] = None         # int[Z]
+  memo: Optional[dict] = None  # the attacker's defence-independent work, kept across targets (see `_once`)
 
   @property
   def num_classes(self) -> int:
@@ -48,6 +49,7 @@ class QueryInputs(NamedTuple):
   labels: np.ndarray           # int[N]
   shadow_keep: np.ndarray      # bool[K, N]: shadow k trained on candidate n
   shadow_oracle: Callable      # k -> Oracle answering for the attacker's shadow model k (not the target's budget)
+  memo: Optional[dict] = None  # the attacker's defence-independent work, kept across targets (see `_once`)
 
 
 class MembershipAttack(NamedTuple):
@@ -60,10 +62,24 @@ class MembershipAttack(NamedTuple):
   population: bool = False   # needs population points apart from the candidates (ScoreInputs.population_*)
 
 
+def _once(memo: Optional[dict], tag: tuple, key, fn: Callable):
+  """fn(), or its value from an earlier call with the same tag and key. What an attack computes from the
+  attacker's shadows alone (Shokri's attack models, a label-only threshold) does not depend on the target's
+  defence: the arena attacks one victim behind many defences with one memo (memo None: always computed)."""
+  if memo is None:
+    return fn()
+  tag = (*tag, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()))
+  if tag not in memo:
+    memo[tag] = fn()
+  return memo[tag]
+
+
 def _shokri(inputs: ScoreInputs, key, *, features: str = "probs", **_):
-  shadow_probs = jax.nn.softmax(jnp.asarray(inputs.shadow_logits[:, :, 0]))
-  probs, labels, is_in = attack_records(shadow_probs, inputs.labels, inputs.shadow_keep)
-  attack = train_shokri(key, probs, labels, is_in, inputs.num_classes, features=features)
+  def fit():
+    shadow_probs = jax.nn.softmax(jnp.asarray(inputs.shadow_logits[:, :, 0]))
+    probs, labels, is_in = attack_records(shadow_probs, inputs.labels, inputs.shadow_keep)
+    return train_shokri(key, probs, labels, is_in, inputs.num_classes, features=features)
+  attack = _once(inputs.memo, ("shokri", features), key, fit)
   return shokri_score(attack, jnp.asarray(inputs.target_probs[:, 0]), inputs.labels), {}
 
 
@@ -152,15 +168,19 @@ def _need(oracle: Oracle, inputs: QueryInputs, per_example: int, name: str) -> N
                          f"candidates; the oracle has {left} left")
 
 
-def _calibrated(score_fn: Callable, inputs: QueryInputs, num_calibration: int) -> dict:
-  """The threshold fitted on shadow model 0's scores for the first candidates (ART's supervised rule)."""
+def _calibrated(score_fn: Callable, inputs: QueryInputs, num_calibration: int, tag: tuple, key) -> dict:
+  """The threshold fitted on shadow model 0's scores for the first candidates (ART's supervised rule); `tag` and
+  `key` name it in the memo (every option of score_fn in the tag)."""
   m = min(int(num_calibration), len(inputs.labels))
   if m < 2:
     raise UserError(f"calibration needs >= 2 candidates, got {num_calibration}")
-  s = score_fn(labels_of(inputs.shadow_oracle(0)), inputs.images[:m], inputs.labels[:m])
-  keep = np.asarray(inputs.shadow_keep[0, :m], bool)
-  tau, acc = L.calibrate_threshold(s[keep], s[~keep])
-  return dict(threshold=tau, shadow_accuracy=acc, num_calibration=m)
+
+  def fit():
+    s = score_fn(labels_of(inputs.shadow_oracle(0)), inputs.images[:m], inputs.labels[:m])
+    keep = np.asarray(inputs.shadow_keep[0, :m], bool)
+    tau, acc = L.calibrate_threshold(s[keep], s[~keep])
+    return dict(threshold=tau, shadow_accuracy=acc, num_calibration=m)
+  return dict(_once(inputs.memo, (*tag, m), key, fit))
 
 
 def _gap(oracle, inputs: QueryInputs, key, **_):
@@ -182,10 +202,12 @@ def _label_augmentation(oracle, inputs: QueryInputs, key, *, d: int = 1, mirror:
     return c.sum(1).astype(np.float64), extras
   # The paper code's rule: an attack MLP per true class on the shadow (source) models' features.
   k = inputs.shadow_keep.shape[0]
-  shadow_c = np.concatenate([feats(inputs.shadow_oracle(j)) for j in range(k)])
-  # (Dense 10, Dense 10 as the paper code's AttackModel, with ReLU for its LeakyReLU; Adam, lr 1e-3.)
-  params = train_binary_mlps(key, shadow_c.astype(np.float32), np.asarray(inputs.shadow_keep).ravel(),
+
+  def fit():   # (Dense 10, Dense 10 as the paper code's AttackModel, with ReLU for its LeakyReLU; Adam, lr 1e-3.)
+    shadow_c = np.concatenate([feats(inputs.shadow_oracle(j)) for j in range(k)])
+    return train_binary_mlps(key, shadow_c.astype(np.float32), np.asarray(inputs.shadow_keep).ravel(),
                              np.tile(inputs.labels, k), oracle.num_classes, widths=(10, 10))
+  params = _once(inputs.memo, ("label_augmentation", d, mirror), key, fit)
   return grouped_logits(params, c.astype(np.float32), inputs.labels, (10, 10)), extras
 
 
@@ -194,7 +216,8 @@ def _label_noise(oracle, inputs: QueryInputs, key, *, sigma: float = 0.05, num_s
   _need(oracle, inputs, 1 + int(num_samples), "label_noise")
   score_fn = lambda lab, x, y: L.noise_robustness(lab, x, y, jax.random.fold_in(key, 1), sigma=sigma,
                                                   num_samples=num_samples)
-  extras = dict(sigma=sigma, num_samples=num_samples, **_calibrated(score_fn, inputs, num_calibration))
+  extras = dict(sigma=sigma, num_samples=num_samples,
+                **_calibrated(score_fn, inputs, num_calibration, ("label_noise", sigma, num_samples), key))
   return L.noise_robustness(labels_of(oracle), inputs.images, inputs.labels, jax.random.fold_in(key, 0),
                             sigma=sigma, num_samples=num_samples), extras
 
@@ -223,7 +246,8 @@ def _label_boundary(oracle, inputs: QueryInputs, key, *, max_queries: Optional[i
     dist[idx] = r.distance
     return dist, float(r.gradient_queries.sum()) / len(x)
 
-  calib = _calibrated(lambda lab, x, y: distances(lab, x, y, jax.random.fold_in(key, 1))[0], inputs, num_calibration)
+  calib = _calibrated(lambda lab, x, y: distances(lab, x, y, jax.random.fold_in(key, 1))[0], inputs, num_calibration,
+                      ("label_boundary", per_example, *sorted(hsj.items())), key)
   scores, grad_queries = distances(labels_of(oracle), inputs.images, inputs.labels, jax.random.fold_in(key, 0))
   return scores, dict(max_queries=per_example, gradient_queries_per_example=grad_queries, **hsj, **calib)
 
