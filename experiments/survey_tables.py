@@ -13,7 +13,7 @@ finished victims and rows.
 Presets (architectures map the survey's names to what the preset trains):
   smoke: shapes10 victims (4,000 images, 5 epochs), figures20 pool, B = 2,000, 15 surrogate epochs;
          stand-ins wrn10_1, wrn16_1, resnet8, resnet18_narrow and vgg11_narrow (VGG-11 at widths / 8, victim
-         and surrogate, at lr 0.02) for VGG-16; about 6 min (8.5 min measured beside another run).
+         and surrogate, at lr 0.02) for VGG-16; about 6 min.
   cpu:   CIFAR-10 victims (10,000 images of cifar10_jpeg, 8 epochs), CIFAR-100 pool, B = 10,000,
          6 surrogate epochs; stand-ins as smoke with resnet20 for res32.
   paper: full CIFAR-10 victims (WRN recipe, 200 epochs), B = 50,000 CIFAR-100 queries,
