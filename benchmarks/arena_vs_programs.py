@@ -3,6 +3,8 @@ r"""The arena against the same cells run one by one with the existing programs, 
   python benchmarks/arena_vs_programs.py --workdir=/tmp/avp --out=benchmarks/results/arena_vs_programs_cpu.json
   python benchmarks/arena_vs_programs.py --print_only     # the commands, nothing run
 
+--workdir (default /tmp/arena_vs_programs) is a scratch folder: it is emptied first.
+
 Both sides take the arena preset's recipe (victim, shadows, surrogate, attack options), every program as a
 subprocess with its flags set to it:
 * the arena: `experiments/arena.py --preset=P` restricted by --defences / --extraction_attacks / --dp_epsilons;

@@ -274,7 +274,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
   needs, services = {}, {}
   key_defence = jax.random.fold_in(key, STREAM_DEFENCE)
 
-  def oracle(d, s, budget=None, key=None):
+  def oracle(d, s, budget=None, stream=None):
     """The attacker's account at setting (d, s); each defence is built on first use (MemGuard's classifier only
     when one of its cells is still to compute), its service compiled once."""
     name = C.setting(d, s)
@@ -287,7 +287,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
             guard_steps=500, log=log)
       dfn = defences.identity() if d == C.DPSGD else defences.build(d, s, **needs[d])
       services[name] = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=dfn)
-    return Victim.of(services[name], budget=budget, key=key)
+    return Victim.of(services[name], budget=budget, key=stream)
 
   if remote is not None and any(k.defence == C.SERVED for k in todo):
     with remote() as r:
@@ -298,7 +298,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
   for i, (d, s) in enumerate(settings):   # utility, once per setting
     k = C.key("utility", None, d, s, seed=cfg.seed)
     if k in todo:
-      m = defend.utility(oracle(d, s, key=jax.random.fold_in(key, STREAM_EVAL)), xt, yt, original, 250)
+      m = defend.utility(oracle(d, s, stream=jax.random.fold_in(key, STREAM_EVAL)), xt, yt, original, 250)
       C.write_cell(workdir, k, {n: m[n] for n in ("accuracy", "label_flip_rate", "l1", "kl",
                                                   "seconds_per_1000_queries")})
       if d == C.SERVED and m["label_flip_rate"] > 0.5:
@@ -324,7 +324,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
       t0 = time.time()
       k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
       out, scores, subsets, _, _, _ = membership.attack_target(
-          oracle(d, s, key=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
+          oracle(d, s, stream=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
           audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
       for k in ks:
         r = out[k.attack]
@@ -364,7 +364,7 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
         if not any(keys[(d, s, b)] in todo for b in cfg.budgets) and not (watch and d == "none"):
           continue
         t0 = time.time()
-        attacker = oracle(d, s, budget=top, key=jax.random.fold_in(kx, 1))
+        attacker = oracle(d, s, budget=top, stream=jax.random.fold_in(kx, 1))
         spec = E.get(attack)
         # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
         images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
@@ -405,7 +405,7 @@ def _knockoff_together(cfg, workdir, surrogate, evaluate, pool, oracle, ext_sett
   images = pool.x_train[idx]
   answers = []
   for d, s in ext_settings:
-    a = query_all(oracle(d, s, budget=top, key=jax.random.fold_in(kx, 1)), images)
+    a = query_all(oracle(d, s, budget=top, stream=jax.random.fold_in(kx, 1)), images)
     if np.all((a == 0) | (a == 1)):   # label-only answers: one-hot of the argmax (as train_surrogate)
       a = np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
     answers.append(a)
