@@ -4,13 +4,15 @@
 #   bash benchmarks/gpu_check.sh --out=OUT [--data_dir=gpu_data] [--dry_run]
 #
 # Run from the checkout root. --data_dir holds cifar10_jpeg.npz and cifar100_jpeg.npz (carry that ignored folder
-# to the machine); nothing is downloaded. Each step writes its JSON into OUT as it goes, and OUT/steps.json says
-# for every step its exit status and wall seconds, so a run killed at any point still leaves what it measured:
+# to the machine); nothing is downloaded. Each step writes its JSON into OUT as it goes, OUT/steps.json says
+# for every step its exit status and wall seconds, and OUT/steps.log holds every step's output, so a run killed
+# at any point still leaves what it measured, in at most 7 files, none below OUT (what a lent machine returns):
 #   1. throughput_b128.json, throughput_b512.json: bf16 train throughput and MFU of every survey architecture;
 #   2. train_k.json: train_k with the vmapped model axis for K = 1, 8, 32 (cnn_small and wrn28_2) against
 #      K sequential trainings;
-#   3. paper_tables/: survey_tables.py --preset=paper for one victim (a few epochs) and one surrogate row, with
-#      seconds per epoch (tables.json) to extrapolate the full preset.
+#   3. paper_tables.json, paper_tables.md: survey_tables.py --preset=paper for one victim (a few epochs) and one
+#      surrogate row, with seconds per epoch to extrapolate the full preset (its workdir, checkpoints and all,
+#      stays in a temporary folder).
 # --dry_run: the same steps at tiny sizes on any machine (a test runs it on CPU in under 2 minutes).
 set -u
 
@@ -32,18 +34,22 @@ done
 [ -f mlpriv_jax/__init__.py ] || { echo "error: run from the mlpriv_jax checkout root" >&2; exit 2; }
 
 mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
 START=$(date +%s)
 DEADLINE=$((START + 525))          # the paper-table step gets what is left of 8 min 45 s
 STEPS="$OUT/steps.json"
 echo "{}" > "$STEPS"
+: > "$OUT/steps.log"
 
 step() {  # step NAME SECONDS CMD...: runs CMD under a timeout and records its exit status and wall seconds
   local name="$1" limit="$2"; shift 2
   local t0=$(date +%s)
   echo "== $name (limit ${limit} s)" >&2
-  timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name: $*" >> "$OUT/steps.log"
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" >> "$OUT/steps.log" 2>&1
   local rc=$?
   "$PY" - "$STEPS" "$name" "$rc" "$(( $(date +%s) - t0 ))" <<'EOF'
 import json, os, sys
@@ -78,7 +84,10 @@ LEFT=$((DEADLINE - $(date +%s)))
 if [ "$LEFT" -gt 30 ]; then
   # shellcheck disable=SC2086
   step paper_tables "$LEFT" "$PY" experiments/survey_tables.py --preset=paper --data_dir="$DATA_DIR" \
-    --workdir="$OUT/paper_tables" --tables=table1 --surrogates=wres16 $TABLE_FLAGS
+    --workdir="$WORK/paper_tables" --tables=table1 --surrogates=wres16 $TABLE_FLAGS
+  for ext in json md; do
+    [ -f "$WORK/paper_tables/tables.$ext" ] && cp "$WORK/paper_tables/tables.$ext" "$OUT/paper_tables.$ext"
+  done
 else
   echo "   paper_tables skipped: ${LEFT} s left" >&2
 fi

@@ -39,7 +39,9 @@ def test_gpu_check_dry_run_measures_every_step(tmp_path, data_dir):
     rows = json.loads((out / f"{name}.json").read_text())
     assert "cnn_tiny" in rows["archs"] and rows["archs"]["cnn_tiny"]["train"]["images_per_sec"] > 0
   assert "vmap" in (out / "train_k.json").read_text()
-  tables = json.loads((out / "paper_tables" / "tables.json").read_text())
+  assert sorted(os.listdir(out)) == sorted(["steps.json", "steps.log", "throughput_b8.json", "throughput_b16.json",
+                                             "train_k.json", "paper_tables.json", "paper_tables.md"])
+  tables = json.loads((out / "paper_tables.json").read_text())
   victim = tables["tables"]["table1"]["victim"]
   assert victim["epochs_run"] == 1 and victim["seconds_per_epoch"] > 0
   assert set(tables["tables"]["table1"]["rows"]) == {"wres16"}
