@@ -11,7 +11,7 @@ victim's outputs sharpened to a mean top-1 probability of about 0.71, recorded a
 Jacobian (C backward passes through the proxy, `jax.jacrev`) and all 2^(C-1)
 argmax-preserving candidates evaluated with it, per query; MemGuard's search
 per query, both ours (`memguard`) and the reference's schedule (`memguard_reference`:
-300 steps for every c3 and no stall test). Prints one JSON object.
+steps of 0.1, 300 for every c3, no stall test). Prints one JSON object.
 """
 
 import os
@@ -103,7 +103,7 @@ def main(argv):
   mg = D.build("memguard", FLAGS.epsilon, memguard_params=guard)
   report["one_at_a_time_seconds_per_1000"]["memguard"] = single(
       jax.jit(lambda xb, pb: mg.apply(xb, pb, mg.init(), jax.random.key(0))[0]))
-  ref = D.memguard(FLAGS.epsilon, guard, max_steps=300, refine_steps=300, patience=10**9)
+  ref = D.memguard(FLAGS.epsilon, guard, max_steps=300, refine_steps=300, patience=10**9, step_size=0.1)
   report["memguard_reference_one_at_a_time_seconds_per_1000"] = single(
       jax.jit(lambda xb, pb: ref.apply(xb, pb, ref.init(), jax.random.key(0))[0]))
   report["speedup_batched_vs_one_at_a_time"] = {
