@@ -64,7 +64,7 @@ EOF
 }
 
 if [ "$DRY" = 1 ]; then
-  ARCHS=cnn_tiny BATCHES="8 16" KS=2 K_ARCHS=cnn_tiny PEAK=0 STEPS_N=2
+  ARCHS=cnn_tiny BATCHES="8" KS=2 K_ARCHS=cnn_tiny PEAK=0 STEPS_N=2
   TABLE_FLAGS="--num_train=128 --budget=128 --num_test=128 --archs=wres16=cnn_tiny --victim_epochs=1
                --surrogate_epochs=1"
 else
