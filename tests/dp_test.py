@@ -144,6 +144,7 @@ def test_groupnorm_variants_keep_the_parameter_count():
     models.canonical_name("foo_gn")
 
 
+@pytest.mark.slow
 def test_dp_train_k_model_k_is_dp_train_of_model_k(shapes):
   """The Poisson samples and the noise are functions of the model's key: train_k's model 1 is train's model 1."""
   model = models.get_model("cnn_tiny_gn", 10, conv_impl="lax")
@@ -291,6 +292,7 @@ def test_dp_training_bad_input_is_one_line_and_writes_nothing(tmp_path, target, 
   assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_dp_training_records_what_the_accountant_was_fed(tmp_path):
   res = _dp_train(tmp_path, dp.DPTarget(epsilon=4.0, delta=1e-3), num_models=2, keep_fraction=0.5)
   rec = res["dp"]
@@ -300,6 +302,7 @@ def test_dp_training_records_what_the_accountant_was_fed(tmp_path):
   assert dp.compute_epsilon(rec["noise_multiplier"], rec["sampling_rate"], rec["steps"], 1e-3) == rec["epsilon"]
 
 
+@pytest.mark.slow
 def test_dp_train_program_exit_codes(tmp_path):
   ok = program("train", "--preset=smoke", f"--workdir={tmp_path / 'ok'}", "--arch=cnn_tiny_gn", "--num_train=256",
                "--num_epochs=1", "--batch_size=32", "--dp_epsilon=8")

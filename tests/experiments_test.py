@@ -156,6 +156,7 @@ def test_survey_tables_program_one_row(tmp_path):
   assert bad.returncode == 2 and "use another --workdir" in bad.stderr   # other scale than the saved tables
 
 
+@pytest.mark.slow
 def test_survey_tables_row_does_not_depend_on_the_other_rows_asked_for(tmp_path):
   """A row's surrogate key is its place among all rows: --surrogates=res32 gives the row of the full table."""
   base = dict(victim_dataset="shapes10", query_set="patterns20", num_train=100, budget=100,

@@ -143,6 +143,7 @@ def test_extraction_bad_input():
   assert v.queries_used == 0
 
 
+@pytest.mark.slow
 def test_featurefool_is_finite_and_stays_in_its_box(setup):
   s = setup
   sur = models.get_model("cnn_tiny", 10)
