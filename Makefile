@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test fast bench clean
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(VENV)/.installed-test
 # The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it).
 test: $(VENV)/.installed-test,tfds,dp,serve
 	$(PY) -m pytest -q -n 2 tests
+
+# The fast lane: every test but the end-to-end runs marked slow; a test module stays on one worker, so its
+# fixtures and compiled functions are built once.
+fast: $(VENV)/.installed-test,tfds,dp,serve
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_throughput.py

@@ -63,6 +63,8 @@ def test_figures20_form_hierarchy_and_determinism(shapes):
 def test_embedded_render_is_cached_on_disk_and_a_broken_cache_is_rendered_again(tmp_path, monkeypatch):
   from mlpriv_jax.data import datasets
   monkeypatch.setenv("MLPRIV_CACHE_DIR", str(tmp_path))
+  # Small renders: the cache's logic is what is tested (a render of the full 22,000 images took 15-26 s).
+  monkeypatch.setattr(datasets, "EMBEDDED", {"patterns20": (300, 60), "shapes10": (100, 20)})
   first = datasets._cached_render("patterns20", 3)   # renders (what _render returns), writes the cache
   (cache,) = [f for f in os.listdir(tmp_path) if f.startswith("patterns20_seed3_")]
   render = datasets._render
@@ -72,7 +74,7 @@ def test_embedded_render_is_cached_on_disk_and_a_broken_cache_is_rendered_again(
   for a in ("x_train", "y_train", "x_test", "y_test", "y_train_coarse", "y_test_coarse"):
     np.testing.assert_array_equal(getattr(again, a), getattr(first, a))
   assert again.class_names == first.class_names and again.coarse_names == first.coarse_names
-  assert again.x_train.dtype == first.x_train.dtype and first.y_train_coarse is not None
+  assert again.x_train.dtype == first.x_train.dtype and first.y_train_coarse is not None and len(first.x_train) == 300
   open(tmp_path / cache, "wb").write(b"PK\x03\x04 not a zip")   # what a torn copy could leave
   np.testing.assert_array_equal(datasets._cached_render("patterns20", 3).x_test, first.x_test)
   shapes = datasets._cached_render("shapes10", 3)

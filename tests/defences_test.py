@@ -135,15 +135,16 @@ def test_memguard_brings_its_classifier_to_one_half(guard_params):
 def test_memguard_answer_does_not_depend_on_its_batch(guard_params):
   """Continuous batching hands queries to slots in turn: a wrong slot-to-query bookkeeping would show here."""
   probs = _probs(jax.random.key(11), 40, concentration=0.1)
-  full, found = jax.jit(lambda p: D.memguard_noise(guard_params, p))(probs)
+  noise = jax.jit(D.memguard_noise, static_argnames="slots")   # one compilation per (slots, batch size)
+  full, found = noise(guard_params, probs)
   for slots in (1, 7, 40):
-    other, other_found = jax.jit(lambda p: D.memguard_noise(guard_params, p, slots=slots))(probs)
+    other, other_found = noise(guard_params, probs, slots=slots)
     chex.assert_trees_all_close(other, full, atol=1e-5)
     np.testing.assert_array_equal(other_found, found)
-  rev, _ = jax.jit(lambda p: D.memguard_noise(guard_params, p))(probs[::-1])
+  rev, _ = noise(guard_params, probs[::-1])
   chex.assert_trees_all_close(rev[::-1], full, atol=1e-5)
   for i in (0, 13, 39):
-    chex.assert_trees_all_close(D.memguard_noise(guard_params, probs[i:i + 1])[0][0], full[i], atol=1e-5)
+    chex.assert_trees_all_close(noise(guard_params, probs[i:i + 1])[0][0], full[i], atol=1e-5)
 
 
 def test_memguard_phase_two_budget_and_repeatability(guard_params):

@@ -11,7 +11,7 @@ from mlpriv_jax import defences, models
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.attacks.membership import label_only as L
 from mlpriv_jax.errors import UserError
-from mlpriv_jax.oracle import BudgetExceeded, Victim
+from mlpriv_jax.oracle import BudgetExceeded, Service, Victim
 
 # A 2-class linear model: logits (0, w.x + b), w = (3, 4), b = -3.5; x = (1, 1) is class 1 at L2 distance 0.7
 # from the boundary, whose closest point (0.58, 0.44) lies inside [0, 1]^2.
@@ -116,17 +116,20 @@ def test_ideal_memguard_golden():
 
 @pytest.fixture(scope="module")
 def tiny_game():
+  """(inputs, client): a 4-class game of 24 images; client(defence=None | 'label', **account) is a new account of
+  one of two services compiled once for the module."""
   model = models.get_model("cnn_tiny", 4)
   variables = model.init(jax.random.key(1), np.zeros((1, 8, 8, 3), np.float32))
+  services = {d: Service.from_model(model, variables, input_shape=(8, 8, 3), defence=d and defences.build(d))
+              for d in (None, "label")}
+  client = lambda defence=None, **kw: Victim.of(services[defence], **kw)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
-  probe = Victim(model, variables, input_shape=(8, 8, 3))
-  labels = probe.query(images).argmax(-1)
+  labels = client().query(images).argmax(-1)
   labels[:6] = (labels[:6] + 1) % 4          # a quarter misclassified
   keep = np.zeros((2, 24), bool)
   keep[0, ::2], keep[1, 1::2] = True, True
-  shadow = lambda k: Victim(model, variables, input_shape=(8, 8, 3))
-  return model, variables, M.QueryInputs(images, labels, keep, shadow)
+  return M.QueryInputs(images, labels, keep, lambda k: client()), client
 
 
 SMALL = dict(gap={}, label_augmentation=dict(d=1), label_noise=dict(num_samples=8, sigma=0.1, num_calibration=24),
@@ -137,10 +140,8 @@ SMALL = dict(gap={}, label_augmentation=dict(d=1), label_noise=dict(num_samples=
 def test_label_only_scores_ignore_argmax_preserving_outputs(tiny_game, name):
   """Label-only scores are bit-identical behind the `label` defence and the idealised MemGuard; misclassified
   points score 0 (gap, noise, boundary); every query is counted."""
-  model, variables, inputs = tiny_game
-  plain = Victim(model, variables, input_shape=(8, 8, 3))
-  label = Victim(model, variables, input_shape=(8, 8, 3), defence=defences.build("label"))
-  guard = _IdealMemGuard(Victim(model, variables, input_shape=(8, 8, 3)))
+  inputs, client = tiny_game
+  plain, label, guard = client(), client("label"), _IdealMemGuard(client())
   outs = [M.query_attack(name, o, inputs, jax.random.key(2), **SMALL[name]) for o in (plain, label, guard)]
   for s, _ in outs[1:]:
     np.testing.assert_array_equal(s, outs[0][0])
@@ -155,16 +156,16 @@ def test_label_only_scores_ignore_argmax_preserving_outputs(tiny_game, name):
 def test_memo_fits_the_shadow_side_once_for_every_target(tiny_game, name):
   """With a memo (the arena's, one per victim), the second target's attack asks the shadows nothing and scores as
   a fresh attack does; another key or another option is fitted anew."""
-  model, variables, inputs = tiny_game
+  inputs, client = tiny_game
   asked = []
-  shadow = lambda k: (asked.append(k), Victim(model, variables, input_shape=(8, 8, 3)))[1]
+  shadow = lambda k: (asked.append(k), client())[1]
   memo = {}
   mine = inputs._replace(shadow_oracle=shadow, memo=memo)
-  label = lambda: Victim(model, variables, input_shape=(8, 8, 3), defence=defences.build("label"))
+  label = lambda: client("label")
   first = M.query_attack(name, label(), mine, jax.random.key(2), **SMALL[name])
   n = len(asked)
   assert n > 0 and len(memo) == 1
-  second = M.query_attack(name, Victim(model, variables, input_shape=(8, 8, 3)), mine, jax.random.key(2), **SMALL[name])
+  second = M.query_attack(name, client(), mine, jax.random.key(2), **SMALL[name])
   fresh = M.query_attack(name, label(), inputs, jax.random.key(2), **SMALL[name])
   assert len(asked) == n                                    # nothing asked of the shadows the second time
   for s, extras in (second, fresh):
@@ -176,8 +177,8 @@ def test_memo_fits_the_shadow_side_once_for_every_target(tiny_game, name):
 
 
 def test_label_only_budget_too_small_is_one_line(tiny_game):
-  model, variables, inputs = tiny_game
-  small = Victim(model, variables, input_shape=(8, 8, 3), budget=100)
+  inputs, client = tiny_game
+  small = client(budget=100)
   with pytest.raises(BudgetExceeded, match="label_augmentation needs up to 5 queries per example, 120 for 24") as e:
     M.query_attack("label_augmentation", small, inputs, jax.random.key(0))
   assert "\n" not in str(e.value) and small.queries_used == 0
