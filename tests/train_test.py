@@ -252,6 +252,7 @@ def test_predict_k_in_chunks_equals_all_models_at_once(shapes, model):
   v = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3))))(jax.random.split(jax.random.key(0), 3))
   full = train.predict(model, v, x, num_models=3, model_axis="unroll")
   chex.assert_shape(full, (3, 96, 10))
+  assert not np.allclose(full[0], full[1]) and not np.allclose(full[1], full[2])   # a mixed-up model would show
   chex.assert_trees_all_close(train.predict_k(model, v, x, chunk_size=2, model_axis="unroll"), full, atol=1e-5)
 
 
