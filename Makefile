@@ -15,12 +15,12 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) experiments/survey_tables.py --preset=smoke --workdir=runs/demo
 
-# The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it).
+# The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it). A test
+# module stays on one worker, so its module fixtures and compiled functions are built once, not on both.
 test: $(VENV)/.installed-test,tfds,dp,serve
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadscope tests
 
-# The fast lane: every test but the end-to-end runs marked slow; a test module stays on one worker, so its
-# fixtures and compiled functions are built once.
+# The fast lane: every test but the end-to-end runs marked slow.
 fast: $(VENV)/.installed-test,tfds,dp,serve
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 
