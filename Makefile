@@ -15,14 +15,16 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) experiments/survey_tables.py --preset=smoke --workdir=runs/demo
 
-# The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it). A test
-# module stays on one worker, so its module fixtures and compiled functions are built once, not on both.
+# Two workers; a test module stays on one, so its module fixtures and compiled functions are built once, not on both.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadscope
+
+# The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it).
 test: $(VENV)/.installed-test,tfds,dp,serve
-	$(PY) -m pytest -q -n 2 --dist loadscope tests
+	$(PYTEST) tests
 
 # The fast lane: every test but the end-to-end runs marked slow.
 fast: $(VENV)/.installed-test,tfds,dp,serve
-	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_throughput.py
