@@ -44,10 +44,13 @@ def _distance(a, b):
 
 
 def _jacobian_sign(surrogate: Model, variables, x, labels):
-  """sign(grad_x of the surrogate's logit for `labels`), f32[N, H, W, C]."""
-  def logit(xx):
-    return jnp.take_along_axis(surrogate.apply(variables, xx, train=False)[0], labels[:, None], -1).sum()
-  return jnp.sign(jax.grad(logit)(x))
+  """sign(grad_x of the surrogate's logit for `labels`), f32[N, H, W, C] (jitted once per architecture)."""
+  def make():
+    def sign(v, xx, yy):
+      logit = lambda z: jnp.take_along_axis(surrogate.apply(v, z, train=False)[0], yy[:, None], -1).sum()
+      return jnp.sign(jax.grad(logit)(xx))
+    return jax.jit(sign)
+  return train.FUNCTIONS.get(("jacobian_sign", surrogate.module), make)(variables, x, labels)
 
 
 def _fit_batch(config, n):
@@ -137,6 +140,19 @@ def projected_sign_descent(loss, x_src, *, eps: float, steps: int, step_size: fl
   return jax.lax.fori_loop(0, steps, body, x_src)
 
 
+def _cloudleak_functions(surrogate: Model, method: str, eps: float, steps: int):
+  """(craft, margins, predict), jitted once per surrogate architecture and crafting recipe (the arena runs the
+  attack once per defence setting)."""
+  def make():
+    if method == "featurefool":
+      craft = jax.jit(lambda v, xs, xg: featurefool(surrogate, v, xs, xg, eps=eps, steps=steps))
+    else:
+      craft = jax.jit(lambda v, xs, xg: pgd_margin(surrogate, v, xs, eps=eps, steps=steps))
+    return (craft, jax.jit(lambda v, xx: margin(surrogate.apply(v, xx, train=False)[0])),
+            jax.jit(lambda v, xx: surrogate.apply(v, xx, train=False)[0]))
+  return train.FUNCTIONS.get(("cloudleak", surrogate.module, method, float(eps), int(steps)), make)
+
+
 def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
               num_rounds: int = 5, seed_fraction: float = 0.3, candidates_per_query: int = 4,
               method: str = "featurefool", eps: float = 8 / 255, steps: int = 10, batch_size: int = 256,
@@ -154,10 +170,7 @@ def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config
   answers = query_all(oracle, images, batch_size)
   cursor = n_seed
   per_round = int(np.ceil((budget - n_seed) / max(num_rounds - 1, 1)))
-  craft = jax.jit(lambda v, xs, xg: featurefool(surrogate, v, xs, xg, eps=eps, steps=steps)) \
-      if method == "featurefool" else jax.jit(lambda v, xs, xg: pgd_margin(surrogate, v, xs, eps=eps, steps=steps))
-  margins = jax.jit(lambda v, xx: margin(surrogate.apply(v, xx, train=False)[0]))
-  predict = jax.jit(lambda v, xx: surrogate.apply(v, xx, train=False)[0])
+  craft, margins, predict = _cloudleak_functions(surrogate, method, eps, steps)
   curve, state = [], None
   for r in range(num_rounds):
     state = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
