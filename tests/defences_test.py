@@ -351,3 +351,27 @@ def test_defence_registry_ranges_threats_and_needs(proxy, guard_params):
     out = _release(d, _probs(jax.random.key(0), 8), _x(8))
     tol = (C / 2 + 1) * 10.0 ** -int(name[5:]) if name.startswith("round") else 1e-5   # rounding's own bound
     assert float(out.min()) >= 0 and np.allclose(out.sum(-1), 1.0, atol=tol), name
+
+
+def test_keeps_label_defences_keep_the_argmax_even_at_ties(proxy, guard_params):
+  """`keeps_label` lets the arena give a label-only attack's undefended result to such a defence unchecked, so it
+  must hold for every query: checked on Dirichlet draws, near ties, exact ties (numpy's first index wins) and a
+  uniform row. The defences not flagged are seen to move some label here (else the flag would be missing)."""
+  p = np.asarray(_probs(jax.random.key(3), 256))
+  near = p.copy()
+  near[:, 1] = near[:, 0] * (1 - 1e-4)                  # a rival a hair below the top
+  tied = p.copy()
+  tied[:, 3] = tied[:, 7] = np.maximum(tied[:, 3], tied[:, 7]) + 0.05   # two equal largest
+  probs = np.concatenate([p, near, tied, np.full((1, C), 1 / C)])
+  probs = jnp.asarray(probs / probs.sum(-1, keepdims=True), jnp.float32)
+  x = jax.random.uniform(jax.random.key(9), (len(probs), 32, 32, 3))
+  moved = set()
+  for name, spec in D.REGISTRY.items():
+    for strength in ((0.5, 2.0 if spec.valid(2.0) else 1.0) if spec.strength else (None,)):
+      d = D.build(name, strength, proxy_probs=proxy, memguard_params=guard_params)
+      same = np.asarray(_release(d, probs, x).argmax(-1)) == np.asarray(probs.argmax(-1))
+      if spec.keeps_label:
+        assert same.all(), (name, np.flatnonzero(~same)[:5])
+      elif not same.all():
+        moved.add(name)
+  assert {"gaussian", "laplace", "mad", "revsig"} <= moved, moved

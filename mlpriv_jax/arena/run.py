@@ -10,9 +10,12 @@ What is shared (nothing is computed twice):
   the same initialisation and batch order, only the defence's answers differ);
 * each defence's utility is measured once per setting.
 
-The adaptive attacks (knockoff_adaptive, CloudLeak, JBDA) choose their queries from the answers, so they run once
-per setting. Output defences that defend only one family (MAD, Adaptive Misinformation: extraction; MemGuard:
-membership) are skipped in the other and listed as such.
+The adaptive attacks (knockoff_adaptive, CloudLeak, JBDA, the label-only membership attacks) choose their queries
+from the answers. Each runs once per class of settings that answer it alike (`lockstep`): its queries go to every
+setting at once, and a setting whose answers read the same on every query shares the result, exactly what a run of
+its own would give; for a label-only attack, the defences that keep the victim's label by construction read alike
+without being asked. Output defences that defend only one family (MAD, Adaptive Misinformation: extraction;
+MemGuard: membership) are skipped in the other and listed as such.
 """
 
 import dataclasses
@@ -26,6 +29,7 @@ import numpy as np
 
 from mlpriv_jax import data, defences, models, results, train
 from mlpriv_jax.arena import cells as C
+from mlpriv_jax.arena import lockstep
 from mlpriv_jax.arena import report
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.attacks import membership as M
@@ -260,6 +264,16 @@ def _threats(d: str) -> set:
   return both if d in (C.DPSGD, C.SERVED) else defences.get(d).threats
 
 
+def _reading(label_only: bool, settings: Dict[str, tuple]) -> dict:
+  """How an attack reads the answers, and the settings it reads alike by construction (`lockstep`): a label-only
+  attack reads the top-1, the same behind every defence that keeps the victim's label (never a DP-SGD victim's
+  or a served one's: another model)."""
+  if not label_only:
+    return dict(read=lockstep.whole)
+  alike = [n for n, (d, _) in settings.items() if d not in (C.DPSGD, C.SERVED) and defences.get(d).keeps_label]
+  return dict(read=lockstep.top1, alike=alike)
+
+
 def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress, remote, log) -> None:
   model, target_vars, x, y = g["model"], g["target_vars"], g["x"], g["y"]
   if pool is not None and pool.image_shape != ds.image_shape:
@@ -318,27 +332,41 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
                                       mirror=game.config.augment, label_examples=cfg.label_examples,
                                       key=jax.random.fold_in(key, STREAM_ATTACKER))
     delta = game.dp.delta if game.dp is not None else membership.DEFAULT_AUDIT_DELTA
-    for (d, s), ks in mem_keys.items():
-      if not any(k in todo for k in ks):
-        continue
+    k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
+    pending = {C.setting(d, s): (d, s) for (d, s), ks in mem_keys.items() if any(k in todo for k in ks)}
+    query_names = [a for a in cfg.membership_attacks if M.get(a).kind == "query"]
+    shared, t0 = {}, time.time()
+    if query_names:   # the query attacks, once per class of settings that answer them alike
+      idx = kit.label_index
+      shared = lockstep.run_in_lockstep(
+          lambda o: membership.query_attacks(query_names, o, model, kit.shadow_variables, kit.x[idx], kit.y[idx],
+                                             kit.shadow_keep[:, idx], k_attack, options=cfg.options(),
+                                             memo=kit.memo),
+          list(pending), lambda n: oracle(*pending[n], stream=jax.random.fold_in(k_attack, 1)),
+          **_reading(all(M.get(a).label_only for a in query_names), pending))
+    query_seconds = (time.time() - t0) / max(1, len({run_with for _, run_with in shared.values()}))
+    for name, (d, s) in pending.items():
       t0 = time.time()
-      k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
+      query_results, run_with = shared.get(name, (None, name))
       out, scores, subsets, _, _, _ = membership.attack_target(
           oracle(d, s, stream=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
-          audit_delta=delta, seed=cfg.seed, log=lambda *_: None)
-      for k in ks:
+          audit_delta=delta, seed=cfg.seed, query_results=query_results, log=lambda *_: None)
+      seconds = time.time() - t0 + (query_seconds if query_names else 0.0)
+      for k in mem_keys[(d, s)]:
         r = out[k.attack]
         ci = r.get("interval", {}).get("tpr_at_fpr", {})
         audit = r.get("audit") or {}
+        info = dict(num_scored=r["num_scored"], num_members=r["num_members"], num_nonmembers=r["num_nonmembers"])
+        if k.attack in query_names and run_with != name:
+          info["run_with"] = run_with   # its answers read as run_with's on every query of the attack
         C.write_cell(workdir, k, {
             "auc": r["auc"], "balanced_accuracy": r["balanced_accuracy"], "advantage": r["advantage"],
             "tpr_at_0.001": r["tpr_at_fpr"]["0.001"], "tpr_at_0.01": r["tpr_at_fpr"]["0.01"],
             "tpr_at_0.001_low": (ci.get("0.001") or [None])[0], "tpr_at_0.001_high": (ci.get("0.001") or [None, None])[1],
             "epsilon_lower_bound": audit.get("epsilon_lower_bound"), "queries_per_example": r["queries_per_example"]},
-            curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])),
-            seconds=time.time() - t0, info=dict(num_scored=r["num_scored"], num_members=r["num_members"],
-                                                 num_nonmembers=r["num_nonmembers"]))
-        progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}")
+            curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])), seconds=seconds, info=info)
+        progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}"
+                 + (f" (as {run_with})" if "run_with" in info else ""))
 
   ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in _threats(d)]
   if pool is None or not ext_settings:
@@ -360,19 +388,24 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
         _knockoff_together(cfg, workdir, surrogate, evaluate, pool, oracle, ext_settings, keys, kx, victim_acc,
                            todo, progress, monitor=cfg.monitor and main)
         continue
-      for d, s in ext_settings:
-        if not any(keys[(d, s, b)] in todo for b in cfg.budgets) and not (watch and d == "none"):
-          continue
-        t0 = time.time()
-        attacker = oracle(d, s, budget=top, stream=jax.random.fold_in(kx, 1))
-        spec = E.get(attack)
-        # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
-        images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
-        extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
-        if attack == "knockoff_adaptive":
-          extra["checkpoints"] = cfg.budgets
-        res = E.run(attack, attacker, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
-                    eval_fn=evaluate, **extra, **cfg.options().get(attack, {}))
+      spec = E.get(attack)
+      # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
+      images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
+      extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
+      if attack == "knockoff_adaptive":
+        extra["checkpoints"] = cfg.budgets
+      names = {C.setting(d, s): (d, s) for d, s in ext_settings
+               if any(keys[(d, s, b)] in todo for b in cfg.budgets) or (watch and d == "none")}
+      t0 = time.time()
+      runs = lockstep.run_in_lockstep(
+          lambda o: E.run(attack, o, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
+                          eval_fn=evaluate, **extra, **cfg.options().get(attack, {})),
+          list(names), lambda n: oracle(*names[n], budget=top, stream=jax.random.fold_in(kx, 1)),
+          **_reading(spec.label_only, names))
+      seconds = (time.time() - t0) / len({run_with for _, run_with in runs.values()}) if runs else 0.0
+      for name, (res, run_with) in runs.items():
+        d, s = names[name]
+        info = {} if run_with == name else dict(run_with=run_with)   # its answers read as run_with's throughout
         for b in cfg.budgets:   # the curve point at the largest query count within each budget
           point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
           k = keys[(d, s, b)]
@@ -380,13 +413,13 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
             continue
           if point is None:   # the attack measured nothing within this budget (its first round is larger)
             C.write_cell(workdir, k, dict(fidelity=None, accuracy=None, accuracy_ratio=None, queries_used=None),
-                         seconds=time.time() - t0, info=dict(note="no checkpoint of the attack within this budget"))
+                         seconds=seconds, info=dict(info, note="no checkpoint of the attack within this budget"))
             progress(k, "no checkpoint within this budget")
             continue
           C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
                                         accuracy_ratio=point["accuracy"] / victim_acc,
-                                        queries_used=point["queries"]), seconds=time.time() - t0)
-          progress(k, f"fidelity {point['fidelity']:.3f}")
+                                        queries_used=point["queries"]), seconds=seconds, info=info)
+          progress(k, f"fidelity {point['fidelity']:.3f}" + (f" (as {run_with})" if info else ""))
         if cfg.monitor and main and d == "none":
           _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
   if cfg.monitor and main:

@@ -31,22 +31,24 @@ class DefenceSpec(NamedTuple):
   needs: FrozenSet[str]          # 'proxy' (MAD), 'members' (MemGuard's classifier)
   make: Callable[..., Defence]
   description: str
+  keeps_label: bool = False      # its answer's argmax is the victim's, for every query, by construction
 
 
 _NONE = lambda s: True
 _NONNEG = lambda s: s >= 0
 REGISTRY = {d.name: d for d in (
-    DefenceSpec("none", None, _NONE, "", BOTH, frozenset(), lambda s, **_: identity(), "the undefended softmax"),
+    DefenceSpec("none", None, _NONE, "", BOTH, frozenset(), lambda s, **_: identity(), "the undefended softmax",
+                keeps_label=True),
     DefenceSpec("label", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.label_only(),
-                "the top-1 label only, as a one-hot vector"),
+                "the top-1 label only, as a one-hot vector", keeps_label=True),
     DefenceSpec("top1", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.top_k(1),
-                "the top-1 probability, renormalised (a one-hot vector)"),
+                "the top-1 probability, renormalised (a one-hot vector)", keeps_label=True),
     DefenceSpec("top3", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.top_k(3),
-                "the three largest probabilities, renormalised"),
+                "the three largest probabilities, renormalised", keeps_label=True),
     DefenceSpec("round1", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.rounding(1),
-                "probabilities rounded to 1 decimal (Tramer et al. 2016)"),
+                "probabilities rounded to 1 decimal (Tramer et al. 2016)", keeps_label=True),
     DefenceSpec("round2", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.rounding(2),
-                "probabilities rounded to 2 decimals (Tramer et al. 2016)"),
+                "probabilities rounded to 2 decimals (Tramer et al. 2016)", keeps_label=True),
     DefenceSpec("gaussian", "std of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),
                 lambda s, **_: baselines.logit_noise(s, "gaussian"), "Gaussian noise on log p"),
     DefenceSpec("laplace", "scale of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),

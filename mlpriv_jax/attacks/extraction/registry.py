@@ -37,6 +37,7 @@ class ExtractionAttack(NamedTuple):
   pool: str                  # 'pool': a large natural pool it draws from; 'seeds': a few images it grows
   needs: FrozenSet[str]      # 'pool_labels': the pool's (fine, coarse) label hierarchy
   description: str
+  label_only: bool = False   # reads only the top-1 label of each answer
 
 
 def _curve(points):
@@ -84,7 +85,8 @@ REGISTRY = {a.name: a for a in (
     ExtractionAttack("cloudleak", _active("cloudleak"), "pool", frozenset(),
                      "CloudLeak-style margin-based active learning with FeatureFool or PGD candidates (Yu et al. 2020)"),
     ExtractionAttack("jbda", _active("jbda"), "seeds", frozenset(),
-                     "Jacobian-based dataset augmentation from a few seeds, label-only (Papernot et al. 2017)"),
+                     "Jacobian-based dataset augmentation from a few seeds, label-only (Papernot et al. 2017)",
+                     label_only=True),
 )}
 
 

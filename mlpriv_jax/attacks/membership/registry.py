@@ -60,6 +60,7 @@ class MembershipAttack(NamedTuple):
   min_shadows: int    # shadow models needed (balanced keep masks: each example IN for half of them)
   description: str
   population: bool = False   # needs population points apart from the candidates (ScoreInputs.population_*)
+  label_only: bool = False   # a query attack that reads only the top-1 label of each answer (`labels_of`)
 
 
 def _once(memo: Optional[dict], tag: tuple, key, fn: Callable):
@@ -272,13 +273,16 @@ REGISTRY = {a.name: a for a in (
     MembershipAttack("rmia_offline", "score", _rmia(False), True, 2,
                      "pairwise likelihood ratios against population points, OUT references only "
                      "(Zarifzadeh et al. 2024)", population=True),
-    MembershipAttack("gap", "query", _gap, False, 0, "the label is right: member (Yeom et al. 2018; the baseline)"),
+    MembershipAttack("gap", "query", _gap, False, 0, "the label is right: member (Yeom et al. 2018; the baseline)",
+                     label_only=True),
     MembershipAttack("label_augmentation", "query", _label_augmentation, False, 2,
-                     "labels of translated copies, per-class attack MLPs (Choquette-Choo et al. 2021)"),
+                     "labels of translated copies, per-class attack MLPs (Choquette-Choo et al. 2021)",
+                     label_only=True),
     MembershipAttack("label_noise", "query", _label_noise, False, 2,
-                     "label robustness to Gaussian noise (Choquette-Choo et al. 2021)"),
+                     "label robustness to Gaussian noise (Choquette-Choo et al. 2021)", label_only=True),
     MembershipAttack("label_boundary", "query", _label_boundary, False, 2,
-                     "HopSkipJump distance to the decision boundary (Choquette-Choo et al. 2021; Li & Zhang 2021)"),
+                     "HopSkipJump distance to the decision boundary (Choquette-Choo et al. 2021; Li & Zhang 2021)",
+                     label_only=True),
 )}
 
 
