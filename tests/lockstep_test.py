@@ -25,6 +25,15 @@ def victim():
   return lambda name, **kw: Victim.of(services[name], key=jax.random.key(5), **kw)
 
 
+def _by_setting(runs):
+  """{setting: (result, the setting it was run against)} from run_in_lockstep's runs, checked to cover each once."""
+  out = {}
+  for result, primary, sharing in runs:
+    assert primary in sharing and not set(sharing) & set(out), (primary, sharing, list(out))
+    out.update({n: (result, primary) for n in sharing})
+  return out
+
+
 def _walk(oracle, read, rounds=6):
   """A toy adaptive attack: each round's queries move the last ones by an amount chosen from what it read."""
   x = np.random.default_rng(0).random((16, 8, 8, 3), np.float32)
@@ -47,7 +56,7 @@ def test_lockstep_equals_a_run_per_setting(victim, read):
   def attack(oracle):
     runs.append(oracle)
     return _walk(oracle, read)
-  out = lockstep.run_in_lockstep(attack, list(SETTINGS), victim, read)
+  out = _by_setting(lockstep.run_in_lockstep(attack, list(SETTINGS), victim, read))
   for name in SETTINGS:
     alone, used = _walk(victim(name), read)
     np.testing.assert_array_equal(out[name][0][0], alone, err_msg=name)
@@ -80,7 +89,7 @@ def test_label_only_attacks_share_across_argmax_keeping_settings(victim):
   seeds = np.random.default_rng(2).integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)
   jbda = lambda o: E.run("jbda", o, seeds, budget=24, surrogate=surrogate, key=jax.random.key(3), config=cfg)
   names = ["none", "label", "top1"]
-  out = lockstep.run_in_lockstep(jbda, names, lambda n: victim(n, budget=24), lockstep.top1)
+  out = _by_setting(lockstep.run_in_lockstep(jbda, names, lambda n: victim(n, budget=24), lockstep.top1))
   assert {r for _, r in out.values()} == {"none"}
   for n in names:
     alone = jbda(victim(n, budget=24))
@@ -99,8 +108,9 @@ def test_alike_settings_share_unasked_and_lead_the_runs(victim):
     o = victim(name)
     asked[name] = o
     return o
-  out = lockstep.run_in_lockstep(lambda o: _walk(o, lockstep.top1), ["gaussian@3", "round1", "label", "none"],
-                                 oracle_of, lockstep.top1, alike=["label", "round1", "none"])
+  names = ["gaussian@3", "round1", "label", "none"]
+  out = _by_setting(lockstep.run_in_lockstep(lambda o: _walk(o, lockstep.top1), names, oracle_of, lockstep.top1,
+                                             alike=["label", "round1", "none"]))
   assert {n: r for n, (_, r) in out.items()} == {"label": "round1", "round1": "round1", "none": "round1",
                                                   "gaussian@3": "gaussian@3"}
   assert "none" not in asked and "label" not in asked and asked["round1"].queries_used == 96

@@ -11,7 +11,7 @@ its own run): a setting shares a result only when it was checked, query by query
 defence keeps the victim's label by construction and the attack reads nothing else.
 """
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -64,22 +64,21 @@ class Tee:
 
 
 def run_in_lockstep(attack: Callable[[Oracle], object], names: Sequence[str], oracle_of: Callable[[str], Oracle],
-                    read: Callable = whole, alike: Sequence[str] = ()) -> Dict[str, Tuple[object, str]]:
-  """{name: (attack's result, the name of the setting it was run against)} for every setting in `names`.
+                    read: Callable = whole, alike: Sequence[str] = ()) -> Iterator[Tuple[object, str, List[str]]]:
+  """Runs `attack` for every setting in `names`, once per class of settings that answer it alike; yields
+  (result, the setting it was run against, every setting the result belongs to) after each run.
 
   `attack(oracle)` runs the attack; `oracle_of(name)` makes a fresh account at that setting (a new one for each
-  run: a setting that dropped out of a tee has spent queries and key draws of its account). The attack runs once
-  per class of settings that answer it alike, the first remaining setting as the primary. `alike`: settings
-  known to read alike by construction (for a label-only attack, defences that keep the victim's label: the
-  registry's `keeps_label`); the first of them is the first primary and the others share its result without
-  being asked.
+  run: a setting that dropped out of a tee has spent queries and key draws of its account). The first remaining
+  setting is each run's primary. `alike`: settings known to read alike by construction (for a label-only attack,
+  defences that keep the victim's label: the registry's `keeps_label`); the first of them is the first primary
+  and the others share its result without being asked.
   """
-  out, left = {}, [n for n in names if n in alike] + [n for n in names if n not in alike]
+  left = [n for n in names if n in alike] + [n for n in names if n not in alike]
   while left:
     trusted = [n for n in left[1:] if left[0] in alike and n in alike]
     tee = Tee(oracle_of(left[0]), {n: oracle_of(n) for n in left[1:] if n not in trusted}, read)
     result = attack(tee)
-    for n in (left[0], *trusted, *tee.agreeing):
-      out[n] = (result, left[0])
-    left = [n for n in left if n not in out]
-  return out
+    done = [left[0], *trusted, *tee.agreeing]
+    yield result, left[0], done
+    left = [n for n in left if n not in done]

@@ -335,38 +335,45 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
     k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
     pending = {C.setting(d, s): (d, s) for (d, s), ks in mem_keys.items() if any(k in todo for k in ks)}
     query_names = [a for a in cfg.membership_attacks if M.get(a).kind == "query"]
-    shared, t0 = {}, time.time()
     if query_names:   # the query attacks, once per class of settings that answer them alike
       idx = kit.label_index
-      shared = lockstep.run_in_lockstep(
+      classes = lockstep.run_in_lockstep(
           lambda o: membership.query_attacks(query_names, o, model, kit.shadow_variables, kit.x[idx], kit.y[idx],
                                              kit.shadow_keep[:, idx], k_attack, options=cfg.options(),
                                              memo=kit.memo),
           list(pending), lambda n: oracle(*pending[n], stream=jax.random.fold_in(k_attack, 1)),
           **_reading(all(M.get(a).label_only for a in query_names), pending))
-    query_seconds = (time.time() - t0) / max(1, len({run_with for _, run_with in shared.values()}))
-    for name, (d, s) in pending.items():
+    else:
+      classes = ((None, n, [n]) for n in pending)
+    t0 = time.time()
+    for query_results, run_with, sharing in classes:   # the cells of each class as soon as its run is done
+      query_seconds = time.time() - t0
+      for name in sharing:
+        d, s = pending[name]
+        t1 = time.time()
+        out, scores, subsets, _, _, _ = membership.attack_target(
+            oracle(d, s, stream=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
+            audit_delta=delta, seed=cfg.seed, query_results=query_results, log=lambda *_: None)
+        seconds = time.time() - t1 + query_seconds
+        for k in mem_keys[(d, s)]:
+          r = out[k.attack]
+          ci = r.get("interval", {}).get("tpr_at_fpr", {})
+          audit = r.get("audit") or {}
+          info = dict(num_scored=r["num_scored"], num_members=r["num_members"], num_nonmembers=r["num_nonmembers"])
+          if k.attack in query_names and run_with != name:
+            info["run_with"] = run_with   # its answers read as run_with's on every query of the attack
+          C.write_cell(workdir, k, {
+              "auc": r["auc"], "balanced_accuracy": r["balanced_accuracy"], "advantage": r["advantage"],
+              "tpr_at_0.001": r["tpr_at_fpr"]["0.001"], "tpr_at_0.01": r["tpr_at_fpr"]["0.01"],
+              "tpr_at_0.001_low": (ci.get("0.001") or [None])[0],
+              "tpr_at_0.001_high": (ci.get("0.001") or [None, None])[1],
+              "epsilon_lower_bound": audit.get("epsilon_lower_bound"),
+              "queries_per_example": r["queries_per_example"]},
+              curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])), seconds=seconds,
+              info=info)
+          progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}"
+                   + (f" (as {run_with})" if "run_with" in info else ""))
       t0 = time.time()
-      query_results, run_with = shared.get(name, (None, name))
-      out, scores, subsets, _, _, _ = membership.attack_target(
-          oracle(d, s, stream=k_attack), kit, g["target_keep"], k_attack, options=cfg.options(), num_bootstrap=100,
-          audit_delta=delta, seed=cfg.seed, query_results=query_results, log=lambda *_: None)
-      seconds = time.time() - t0 + (query_seconds if query_names else 0.0)
-      for k in mem_keys[(d, s)]:
-        r = out[k.attack]
-        ci = r.get("interval", {}).get("tpr_at_fpr", {})
-        audit = r.get("audit") or {}
-        info = dict(num_scored=r["num_scored"], num_members=r["num_members"], num_nonmembers=r["num_nonmembers"])
-        if k.attack in query_names and run_with != name:
-          info["run_with"] = run_with   # its answers read as run_with's on every query of the attack
-        C.write_cell(workdir, k, {
-            "auc": r["auc"], "balanced_accuracy": r["balanced_accuracy"], "advantage": r["advantage"],
-            "tpr_at_0.001": r["tpr_at_fpr"]["0.001"], "tpr_at_0.01": r["tpr_at_fpr"]["0.01"],
-            "tpr_at_0.001_low": (ci.get("0.001") or [None])[0], "tpr_at_0.001_high": (ci.get("0.001") or [None, None])[1],
-            "epsilon_lower_bound": audit.get("epsilon_lower_bound"), "queries_per_example": r["queries_per_example"]},
-            curves=dict(roc=_roc(scores[k.attack], g["target_keep"][subsets[k.attack]])), seconds=seconds, info=info)
-        progress(k, f"AUC {r['auc']:.3f}, TPR@0.1% {r['tpr_at_fpr']['0.001']:.3f}"
-                 + (f" (as {run_with})" if "run_with" in info else ""))
 
   ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in _threats(d)]
   if pool is None or not ext_settings:
@@ -397,31 +404,32 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
       names = {C.setting(d, s): (d, s) for d, s in ext_settings
                if any(keys[(d, s, b)] in todo for b in cfg.budgets) or (watch and d == "none")}
       t0 = time.time()
-      runs = lockstep.run_in_lockstep(
+      for res, run_with, sharing in lockstep.run_in_lockstep(   # each run's cells as soon as it is done
           lambda o: E.run(attack, o, images, budget=top, surrogate=surrogate, key=kx, config=cfg.surrogate_config,
                           eval_fn=evaluate, **extra, **cfg.options().get(attack, {})),
           list(names), lambda n: oracle(*names[n], budget=top, stream=jax.random.fold_in(kx, 1)),
-          **_reading(spec.label_only, names))
-      seconds = (time.time() - t0) / len({run_with for _, run_with in runs.values()}) if runs else 0.0
-      for name, (res, run_with) in runs.items():
-        d, s = names[name]
-        info = {} if run_with == name else dict(run_with=run_with)   # its answers read as run_with's throughout
-        for b in cfg.budgets:   # the curve point at the largest query count within each budget
-          point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
-          k = keys[(d, s, b)]
-          if k not in todo:
-            continue
-          if point is None:   # the attack measured nothing within this budget (its first round is larger)
-            C.write_cell(workdir, k, dict(fidelity=None, accuracy=None, accuracy_ratio=None, queries_used=None),
-                         seconds=seconds, info=dict(info, note="no checkpoint of the attack within this budget"))
-            progress(k, "no checkpoint within this budget")
-            continue
-          C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
-                                        accuracy_ratio=point["accuracy"] / victim_acc,
-                                        queries_used=point["queries"]), seconds=seconds, info=info)
-          progress(k, f"fidelity {point['fidelity']:.3f}" + (f" (as {run_with})" if info else ""))
-        if cfg.monitor and main and d == "none":
-          _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
+          **_reading(spec.label_only, names)):
+        seconds = time.time() - t0
+        for name in sharing:
+          d, s = names[name]
+          info = {} if run_with == name else dict(run_with=run_with)   # its answers read as run_with's throughout
+          for b in cfg.budgets:   # the curve point at the largest query count within each budget
+            point = max((c for c in res.curve if c["queries"] <= b), key=lambda c: c["queries"], default=None)
+            k = keys[(d, s, b)]
+            if k not in todo:
+              continue
+            if point is None:   # the attack measured nothing within this budget (its first round is larger)
+              C.write_cell(workdir, k, dict(fidelity=None, accuracy=None, accuracy_ratio=None, queries_used=None),
+                           seconds=seconds, info=dict(info, note="no checkpoint of the attack within this budget"))
+              progress(k, "no checkpoint within this budget")
+              continue
+            C.write_cell(workdir, k, dict(fidelity=point["fidelity"], accuracy=point["accuracy"],
+                                          accuracy_ratio=point["accuracy"] / victim_acc,
+                                          queries_used=point["queries"]), seconds=seconds, info=info)
+            progress(k, f"fidelity {point['fidelity']:.3f}" + (f" (as {run_with})" if info else ""))
+          if cfg.monitor and main and d == "none":
+            _monitor(cfg, workdir, attack, res.images, model, target_vars, todo, progress)
+        t0 = time.time()
   if cfg.monitor and main:
     _monitor(cfg, workdir, "benign", ds.x_test, model, target_vars, todo, progress)
 
