@@ -361,7 +361,7 @@ def test_keeps_label_defences_keep_the_argmax_even_at_ties(proxy, guard_params):
   near = p.copy()
   near[:, 1] = near[:, 0] * (1 - 1e-4)                  # a rival a hair below the top
   tied = p.copy()
-  tied[:, 3] = tied[:, 7] = np.maximum(tied[:, 3], tied[:, 7]) + 0.05   # two equal largest
+  tied[:, 3] = tied[:, 7] = tied.max(-1) + 0.05           # the two largest, equal
   probs = np.concatenate([p, near, tied, np.full((1, C), 1 / C)])
   probs = jnp.asarray(probs / probs.sum(-1, keepdims=True), jnp.float32)
   x = jax.random.uniform(jax.random.key(9), (len(probs), 32, 32, 3))
