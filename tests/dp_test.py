@@ -85,6 +85,24 @@ def test_padded_rows_contribute_nothing(shapes, tiny):
   chex.assert_trees_all_equal(g, g2)
 
 
+def test_auto_convs_give_the_lax_gradient(shapes, tiny):
+  """On CPU the per-example gradients of an 'auto' model run im2col convs: the same clipped, noised sum as lax."""
+  model, params = tiny
+  auto = models.with_conv_impl(model, "auto")
+  x, y = shapes[0][:B], shapes[1][:B]
+  batch = _batch(x, y, np.arange(B) < 13)   # padded rows too
+  for clip, sigma in ((0.05, 0.0), (math.inf, 0.0), (1.0, 2.0)):   # every row clipped, none, with noise
+    g, aux = _dp_grad(model, params, batch, clip=clip, sigma=sigma, augment=True)
+    g_auto, aux_auto = _dp_grad(auto, params, batch, clip=clip, sigma=sigma, augment=True)
+    chex.assert_trees_all_close(g_auto, g, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(aux_auto["logits"], aux["logits"], atol=1e-4)
+    np.testing.assert_allclose(aux_auto["loss"], aux["loss"], rtol=1e-5)
+  fn = lambda m: dpsgd.make_dp_grad_fn(m, dpsgd.DPConfig(1.0), B, augment=False)
+  jaxpr = lambda m: str(jax.make_jaxpr(fn(m))(params, {}, batch, jax.random.key(0)))
+  assert "conv_general_dilated" in jaxpr(model)
+  assert ("conv_general_dilated" in jaxpr(auto)) == (jax.default_backend() != "cpu")
+
+
 def test_noise_has_std_sigma_C_on_the_sum():
   """An empty batch: the update is the noise alone, N(0, (sigma C)^2) / B per coordinate; within 1% over 1.1M."""
   model = models.get_model("cnn_small_gn", 10, conv_impl="lax")

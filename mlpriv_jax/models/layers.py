@@ -10,9 +10,9 @@ proves equal outputs and gradients):
   convolution whose backward pass XLA:CPU handles badly (jax #13800, #31662);
   the im2col matmul becomes a batched matmul instead, about 4x faster there.
 
-'auto' is 'lax'; `train_k` switches a CPU model to 'im2col' only when it vmaps
-over models on CPU (by default it unrolls the model axis there, which measured
-faster still; see BUILD_NOTES.md).
+'auto' is 'lax'; on CPU, `train_k` switches a model to 'im2col' when it vmaps
+over models (by default it unrolls the model axis there, which measured faster
+still; see BUILD_NOTES.md), and DP-SGD's per-example gradients always do.
 """
 
 import math

@@ -86,7 +86,8 @@ def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_imp
     name: architecture name or alias.
     num_classes: output classes.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
-    conv_impl: 'auto' (im2col on CPU, lax elsewhere), 'im2col' or 'lax'.
+    conv_impl: 'auto' (lax, but im2col on CPU where the model is vmapped: `train_k`'s vmapped model
+      axis and DP-SGD's per-example gradients), 'im2col' or 'lax'.
     mean, std: per-channel input normalisation, applied inside the model.
     dropout_rate: WRN only.
   """
