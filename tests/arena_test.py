@@ -69,6 +69,11 @@ def test_membership_criterion_is_the_lowest_fpr_every_attack_resolves(tmp_path):
   assert rows["label"]["worst_tpr_attack"] == "gap" and rows["label"]["criterion"] == "auc"
   some = [dict(c, info=dict(num_nonmembers=200)) if c["family"] == "membership" else c for c in cells]
   assert scoring.membership_criterion(some) == "tpr_at_0.01"
+  # the headline ranks by the criterion and adds the worst AUC, once: not twice when the criterion is the AUC
+  for cs, header in ((few, ["worst AUC", "(attack)", "audited eps >="]),
+                     (some, ["worst TPR @ 1% FPR", "(attack)", "worst AUC", "audited eps >="])):
+    table = report.headline_table(scoring.headline(cs))
+    assert table[0][5:5 + len(header)] == header and table[0].count("worst AUC") == 1 and len(set(map(len, table))) == 1
 
 
 def test_dominance_needs_every_family_the_other_was_attacked_in():
@@ -103,17 +108,21 @@ def test_cells_resume_and_ignore_a_killed_write(tmp_path):
 
 def test_collate_writes_every_output_from_the_cells(tmp_path):
   wd = _cells(tmp_path)
+  for attack, flag in (("jbda", 170), ("benign", None)):
+    C.write_cell(wd, C.key("monitor", attack, "none", None, 1000), dict(queries_to_flag=flag,
+                                                                        flagged=float(flag is not None), stream=1000))
   cells = C.load_cells(wd)
   doc = report.collate(wd, cells, config=dict(preset="smoke", victim="cnn_tiny"),
                        provenance=dict(git_commit="abc", device="cpu", wall_seconds=1.0),
                        skipped=[dict(what="memguard x extraction", why="MemGuard defends membership only")])
-  assert doc["schema"] == report.SCHEMA and len(doc["cells"]) == len(cells) == 4 + 11 + 5
+  assert doc["schema"] == report.SCHEMA and len(doc["cells"]) == len(cells) == 4 + 11 + 5 + 2
   again = json.load(open(os.path.join(wd, "arena.json")))
   assert again["headline"][0]["setting"] == "none" and again["skipped"][0]["what"] == "memguard x extraction"
   rows = list(csv.DictReader(io.StringIO(open(os.path.join(wd, "cells.csv")).read())))
   assert len(rows) == sum(len(c["metrics"]) for c in cells)
   md = open(os.path.join(wd, "report.md")).read()
   assert "| none | 0.900 | 0.000 | 0.800 | knockoff_random (cnn_tiny) | 0.050 | lira_online |" in md
+  assert "| jbda | yes | 170 | 1000 |\n| benign | no | - | 1000 |" in md   # the benign stream last
   page = open(os.path.join(wd, "report.html")).read()
   for name in ("tradeoff_extraction.png", "tradeoff_membership.png", "fidelity_vs_budget.png", "roc_loglog.png",
                "heatmap_extraction.png", "heatmap_membership.png"):

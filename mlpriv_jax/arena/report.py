@@ -68,12 +68,16 @@ def criterion_name(rows: Sequence[dict]) -> str:
 
 
 def headline_table(rows: Sequence[dict]) -> List[List[str]]:
+  """The headline: one row per setting. Its worst membership attack is ranked by the arena's criterion, and the
+  worst AUC follows unless the criterion is the AUC itself."""
   budget = next((r["budget"] for r in rows if r["budget"] is not None), None)
+  criterion = criterion_name(rows)
+  auc = [] if criterion == "AUC" else ["worst AUC"]
   return _table(["defence", "accuracy", "utility cost", f"worst fidelity @ {budget} queries", "(attack)",
-                 f"worst {criterion_name(rows)}", "(attack)", "worst AUC", "audited eps >=", "dominated by"],
+                 f"worst {criterion}", "(attack)", *auc, "audited eps >=", "dominated by"],
                 [[r["setting"], r["accuracy"], r["utility_cost"], r["worst_fidelity"], r["worst_fidelity_attack"],
-                  r["worst_tpr"], r["worst_tpr_attack"], r["worst_auc"], r["epsilon_lower_bound"],
-                  ", ".join(r["dominated_by"]) or "-"] for r in rows])
+                  r["worst_tpr"], r["worst_tpr_attack"], *([r["worst_auc"]] if auc else []),
+                  r["epsilon_lower_bound"], ", ".join(r["dominated_by"]) or "-"] for r in rows])
 
 
 def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
@@ -89,6 +93,19 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
     if rows:
       out.append((title, _table(["attack", *cols], [[r, *(val.get((r, c)) for c in cols)] for r in rows])))
   return out
+
+
+MONITOR_NOTE = ("PRADA (Juuti et al. 2019) watching each attack's queries to the undefended victim, 50 at a time; "
+                "a flag on the benign stream (test images) is a false flag.")
+
+
+def monitor_table(cells: Sequence[dict]) -> List[List[str]]:
+  """PRADA on each attack's query stream against the undefended victim, and on a benign stream (a flag there is a
+  false flag)."""
+  mon = sorted((c for c in cells if c["family"] == "monitor"), key=lambda c: (c["attack"] == "benign", c["attack"]))
+  return _table(["stream", "flagged", "queries until flagged", "queries watched"],
+                [[c["attack"], "yes" if c["metrics"].get("flagged") else "no", c["metrics"].get("queries_to_flag"),
+                  c["metrics"].get("stream")] for c in mon])
 
 
 # ---------------------------------------------------------------- plots
@@ -283,6 +300,9 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
     md += [f"## {t}", "", _md(table), ""]
   if len(reach_table) > 1:
     md += ["## Budget to 90% of the undefended fidelity", "", _md(reach_table), ""]
+  monitor = monitor_table(cells)
+  if len(monitor) > 1:
+    md += ["## PRADA monitor", "", MONITOR_NOTE, "", _md(monitor), ""]
   if skipped_lines:
     md += ["## Skipped", "", *skipped_lines, ""]
   md += ["## Plots", ""] + [f"![{cap}]({name})" for name, (cap, _) in figs.items()] + [""]
@@ -292,6 +312,8 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
     body += [f"<h2>{html.escape(t)}</h2>", _html_table(table)]
   if len(reach_table) > 1:
     body += ["<h2>Budget to 90% of the undefended fidelity</h2>", _html_table(reach_table)]
+  if len(monitor) > 1:
+    body += ["<h2>PRADA monitor</h2>", f"<p>{html.escape(MONITOR_NOTE)}</p>", _html_table(monitor)]
   if skipped:
     body += ["<h2>Skipped</h2><ul>"] + [f"<li>{html.escape(s['what'])}: {html.escape(s['why'])}</li>"
                                         for s in skipped] + ["</ul>"]
