@@ -122,6 +122,7 @@ def test_collate_writes_every_output_from_the_cells(tmp_path):
   assert len(rows) == sum(len(c["metrics"]) for c in cells)
   md = open(os.path.join(wd, "report.md")).read()
   assert "| none | 0.900 | 0.000 | 0.800 | knockoff_random (cnn_tiny) | 0.050 | lira_online |" in md
+  assert "## Utility" in md and "| mad@0.5 | 0.800 | 0.000 | 0.100 | - | - |" in md
   assert "| jbda | yes | 170 | 1000 |\n| benign | no | - | 1000 |" in md   # the benign stream last
   page = open(os.path.join(wd, "report.html")).read()
   for name in ("tradeoff_extraction.png", "tradeoff_membership.png", "fidelity_vs_budget.png", "roc_loglog.png",

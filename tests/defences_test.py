@@ -273,6 +273,10 @@ def test_defence_utility_golden():
   np.testing.assert_allclose(m["l1"], (0.2 + 0.4) / 2, rtol=1e-6)
   kl = (0.7 * np.log(0.7 / 0.6) + 0.3 * np.log(0.3 / 0.4) + 0.4 * np.log(0.4 / 0.6) + 0.6 * np.log(0.6 / 0.4)) / 2
   np.testing.assert_allclose(m["kl"], kl, rtol=1e-5)
+  # a release that only renormalises (as `none` does) costs nothing, never a negative KL from float32 rounding
+  p = jax.nn.softmax(jax.random.normal(jax.random.key(0), (256, 10)) * 5)
+  same = D.defence_utility(p / p.sum(-1, keepdims=True), p, jnp.zeros(256, jnp.int32))
+  assert 0 <= same["kl"] < 1e-6 and same["l1"] < 1e-5 and same["label_flip_rate"] == 0
 
 
 def test_named_defences():

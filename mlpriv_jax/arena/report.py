@@ -95,6 +95,22 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
   return out
 
 
+UTILITY_NOTE = ("What each setting costs benign users on the victim's test images: the released top-1's accuracy, "
+                "the share of labels it changes, and the mean L1 and KL(original || released) distortion (zeros "
+                "floored at the smallest float32: a one-hot release scores about 34 nats, not infinity). A DP-SGD "
+                "victim is compared with its own undefended output.")
+
+
+def utility_table(cells: Sequence[dict]) -> List[List[str]]:
+  """One row per setting's utility cell, in the cells' order."""
+  rows = [c for c in cells if c["family"] == "utility"]
+  rows.sort(key=lambda c: c["setting"] != "none")
+  m = lambda c, k: c["metrics"].get(k)
+  return _table(["defence", "accuracy", "label flips", "mean L1", "mean KL", "s / 1,000 queries"],
+                [[c["setting"], m(c, "accuracy"), m(c, "label_flip_rate"), m(c, "l1"), m(c, "kl"),
+                  m(c, "seconds_per_1000_queries")] for c in rows])
+
+
 MONITOR_NOTE = ("PRADA (Juuti et al. 2019) watching each attack's queries to the undefended victim, 50 at a time; "
                 "a flag on the benign stream (test images) is a false flag.")
 
@@ -295,7 +311,10 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
            f"{criterion_name(rows)} (ties by AUC; the lowest FPR every attack's candidates resolve); dominated: "
            f"another defence keeps at least its accuracy and leaks no more.")
   skipped_lines = [f"- {s['what']}: {s['why']}" for s in skipped]
+  utility = utility_table(cells)
   md = [f"# {title}", "", intro, "", "## Headline", "", _md(head), ""]
+  if len(utility) > 1:
+    md += ["## Utility", "", UTILITY_NOTE, "", _md(utility), ""]
   for t, table in pivots:
     md += [f"## {t}", "", _md(table), ""]
   if len(reach_table) > 1:
@@ -308,6 +327,8 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
   md += ["## Plots", ""] + [f"![{cap}]({name})" for name, (cap, _) in figs.items()] + [""]
   atomic_write(os.path.join(workdir, "report.md"), lambda f: f.write("\n".join(md)), mode="w")
   body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<h2>Headline</h2>", _html_table(head)]
+  if len(utility) > 1:
+    body += ["<h2>Utility</h2>", f"<p>{html.escape(UTILITY_NOTE)}</p>", _html_table(utility)]
   for t, table in pivots:
     body += [f"<h2>{html.escape(t)}</h2>", _html_table(table)]
   if len(reach_table) > 1:

@@ -23,7 +23,9 @@ def defence_utility(released, original, labels) -> dict:
     raise UserError(f"need released and original f32[N, C] and labels int[N], got {released.shape}, "
                      f"{original.shape}, {labels.shape}")
   l1 = jnp.abs(released - original).sum(-1)
-  kl = (original * (safe_log(original) - safe_log(released))).sum(-1)
+  # KL >= 0; float32 rounding makes an unchanged release's -1e-10. Zeros in `released` are floored by safe_log, so
+  # a one-hot release scores about 34 nats, not infinity.
+  kl = jnp.maximum((original * (safe_log(original) - safe_log(released))).sum(-1), 0.0)
   out = dict(accuracy=(released.argmax(-1) == labels).mean(), original_accuracy=(original.argmax(-1) == labels).mean(),
              label_flip_rate=(released.argmax(-1) != original.argmax(-1)).mean(), l1=l1.mean(), l1_std=l1.std(),
              kl=kl.mean(), kl_std=kl.std())
