@@ -97,12 +97,12 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
 
 UTILITY_NOTE = ("What each setting costs benign users on the victim's test images: the released top-1's accuracy, "
                 "the share of labels it changes, and the mean L1 and KL(original || released) distortion (zeros "
-                "floored at the smallest float32: a one-hot release scores about 34 nats, not infinity). A DP-SGD "
+                "floored at the smallest normal float32: a one-hot release scores about 34 nats, not infinity). A DP-SGD "
                 "victim is compared with its own undefended output.")
 
 
 def utility_table(cells: Sequence[dict]) -> List[List[str]]:
-  """One row per setting's utility cell, in the cells' order."""
+  """One row per setting's utility cell: `none` first, then in the cells' order."""
   rows = [c for c in cells if c["family"] == "utility"]
   rows.sort(key=lambda c: c["setting"] != "none")
   m = lambda c, k: c["metrics"].get(k)
