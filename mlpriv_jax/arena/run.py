@@ -328,20 +328,16 @@ def _victim_cells(cfg, workdir, game, g, ds, settings, pool, key, todo, progress
     if any(M.get(a).population for a in cfg.membership_attacks):
       pop = membership.population_points(ds, x, cfg.num_population)
     shadow_vars = jax.tree.map(lambda v: v[1:], g["variables"])
-    kit = membership.prepare_attacker(model, shadow_vars, x, y, g["shadow_keep"], cfg.membership_attacks, pop=pop,
-                                      mirror=game.config.augment, label_examples=cfg.label_examples,
-                                      key=jax.random.fold_in(key, STREAM_ATTACKER))
-    delta = game.dp.delta if game.dp is not None else membership.DEFAULT_AUDIT_DELTA
     k_attack = jax.random.fold_in(key, STREAM_ATTACKER)
+    kit = membership.prepare_attacker(model, shadow_vars, x, y, g["shadow_keep"], cfg.membership_attacks, pop=pop,
+                                      mirror=game.config.augment, label_examples=cfg.label_examples, key=k_attack)
+    delta = game.dp.delta if game.dp is not None else membership.DEFAULT_AUDIT_DELTA
     pending = {C.setting(d, s): (d, s) for (d, s), ks in mem_keys.items() if any(k in todo for k in ks)}
     query_names = [a for a in cfg.membership_attacks if M.get(a).kind == "query"]
     if query_names:   # the query attacks, once per class of settings that answer them alike
-      idx = kit.label_index
       classes = lockstep.run_in_lockstep(
-          lambda o: membership.query_attacks(query_names, o, model, kit.shadow_variables, kit.x[idx], kit.y[idx],
-                                             kit.shadow_keep[:, idx], k_attack, options=cfg.options(),
-                                             memo=kit.memo),
-          list(pending), lambda n: oracle(*pending[n], stream=jax.random.fold_in(k_attack, 1)),
+          lambda o: membership.kit_query_attacks(kit, o, k_attack, options=cfg.options()), list(pending),
+          lambda n: oracle(*pending[n], stream=jax.random.fold_in(k_attack, 1)),
           **_reading(all(M.get(a).label_only for a in query_names), pending))
     else:
       classes = ((None, n, [n]) for n in pending)

@@ -146,13 +146,20 @@ def prepare_attacker(model, shadow_variables, x, y, shadow_keep, attacks: Sequen
   return AttackerKit(tuple(attacks), model, shadow_variables, x, y, shadow_keep, views, logits, population, idx, {})
 
 
+def kit_query_attacks(kit: AttackerKit, oracle: Oracle, key, *, options: Optional[dict] = None) -> Dict[str, tuple]:
+  """`query_attacks` for the kit's query attacks on its query candidates (`label_index`)."""
+  idx = kit.label_index
+  return query_attacks([a for a in kit.names if M.get(a).kind == "query"], oracle, kit.model, kit.shadow_variables,
+                       kit.x[idx], kit.y[idx], kit.shadow_keep[:, idx], key, options=options, memo=kit.memo)
+
+
 def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options: Optional[dict] = None,
                   fprs=(0.001, 0.01), num_bootstrap: int = 200, audit_delta: float = DEFAULT_AUDIT_DELTA,
                   seed: int = 0, query_results: Optional[dict] = None, log: Callable = print):
   """Every attack of `kit` against `oracle`, judged against target_keep bool[N].
 
-  query_results: the query attacks' results against this oracle's setting, as `query_attacks` returns them, when
-  they were computed apart (the arena runs them once for every setting that answers them alike).
+  query_results: the query attacks' results against this oracle's setting, as `kit_query_attacks` returns them,
+  when they were computed apart (the arena runs them once for every setting that answers them alike).
 
   Returns (reports {name: membership_report + queries_per_example, num_scored, settings, audit}, scores {name:
   f64[M]}, subsets {name: int[M] candidates scored}, extras (phi arrays), query seconds, attack seconds)."""
@@ -177,13 +184,11 @@ def attack_target(oracle: Oracle, kit: AttackerKit, target_keep, key, *, options
     queries.update({name: per_score for name in score_names})
     subsets.update({name: np.arange(n) for name in score_names})
   if query_names:
-    idx = kit.label_index
     if query_results is None:
-      query_results = query_attacks(query_names, oracle, kit.model, kit.shadow_variables, kit.x[idx], kit.y[idx],
-                                    kit.shadow_keep[:, idx], key, options=options, memo=kit.memo)
+      query_results = kit_query_attacks(kit, oracle, key, options=options)
     for name in query_names:
       sc, ex, q, sec = query_results[name]
-      scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), idx, q, sec
+      scored[name], subsets[name], queries[name], seconds[name] = (sc, ex), kit.label_index, q, sec
   out, extra = {}, {}
   for name in kit.names:
     s, ex = scored[name]
