@@ -46,41 +46,36 @@ def _train_flags(cfg) -> list:
           f"--warmup_epochs={cfg.warmup_epochs}"]
 
 
-def commands(p: dict, wd: str) -> dict:
-  """{"arena": [cmd], "programs": [(label, cmd)]} for preset dict `p` (experiments/arena.py's PRESETS entry)."""
-  from mlpriv_jax import defences, train
+def commands(cfg, wd: str) -> dict:
+  """{"arena": [cmd], "programs": [(label, cmd)]} for the arena preset `cfg` (an ArenaConfig)."""
+  from mlpriv_jax import defences
   py = lambda name, *a: [sys.executable, os.path.join(REPO, "experiments", f"{name}.py"), *a]
   data = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
-  mia_attacks = FLAGS.membership_attacks or p["membership_attacks"]
+  mia_attacks = FLAGS.membership_attacks or ",".join(cfg.membership.attacks)
   settings = [("none", None)] + [s for name, strengths in arena._defences(FLAGS.defences)
                                  for s in defences.settings(name, strengths)]
-  budgets = [int(b) for b in p["budgets"].split(",")]
-  opts = p.get("attack_options", {})
-  hsj, noise = opts.get("label_boundary", {}), opts.get("label_noise", {})
-  victim = train.TrainConfig(**p["victim"])
-  surrogate = train.TrainConfig(**p["surrogate"])
+  x, opts = cfg.extraction, cfg.membership.options
+  hsj, noise = opts.label_boundary, opts.label_noise
   arena_cmd = py("arena", f"--preset={FLAGS.preset}", f"--workdir={wd}/arena", f"--defences={FLAGS.defences}",
                  f"--extraction_attacks={FLAGS.extraction_attacks}", f"--membership_attacks={mia_attacks}",
                  f"--dp_epsilons={FLAGS.dp_epsilons}", *data)
-  mia_common = [f"--preset={FLAGS.preset}", f"--dataset={p['dataset']}", f"--attack={mia_attacks}",
-                f"--num_test={p['num_test']}", f"--num_population={p['num_population']}",
-                f"--label_examples={p['label_examples']}", "--num_bootstrap=100", "--num_defence_examples=200",
-                f"--hsj_max_queries={hsj.get('max_queries', 0)}", *data]
-  if hsj.get("initial_num_evals"):
-    mia_common.append(f"--hsj_initial_evals={hsj['initial_num_evals']}")
-  if noise.get("num_samples"):
-    mia_common.append(f"--noise_samples={noise['num_samples']}")
-  game = [f"--arch={p['arch']}", f"--num_examples={p['num_examples']}", f"--num_shadows={p['num_shadows']}",
-          *_train_flags(victim)]
-  ext_common = [f"--preset={FLAGS.preset}", f"--surrogate_arch={p['surrogates'].split(',')[0]}",
-                f"--query_set={p['query_set']}", f"--budget={max(budgets)}",
-                f"--checkpoints={','.join(str(b) for b in budgets)}", f"--num_test={p['num_test']}",
-                f"--cloudleak_rounds={opts.get('cloudleak', {}).get('num_rounds', 5)}", *_train_flags(surrogate), *data]
+  mia_common = [f"--preset={FLAGS.preset}", f"--dataset={cfg.game.dataset}", f"--attack={mia_attacks}",
+                f"--num_test={cfg.num_test}", f"--num_population={cfg.membership.num_population}",
+                f"--label_examples={cfg.membership.label_examples or 0}",
+                f"--num_bootstrap={cfg.membership.num_bootstrap}", "--num_defence_examples=200",
+                f"--hsj_max_queries={hsj.max_queries or 0}", f"--hsj_initial_evals={hsj.initial_num_evals}",
+                f"--noise_samples={noise.num_samples}", *data]
+  game = lambda g: [f"--arch={g.arch}", f"--num_examples={g.num_examples}", f"--num_shadows={g.num_shadows}",
+                    *_train_flags(g.train)]
+  ext_common = [f"--preset={FLAGS.preset}", f"--surrogate_arch={x.surrogates[0]}", f"--query_set={x.query_set}",
+                f"--budget={max(x.budgets)}", f"--checkpoints={','.join(str(b) for b in x.budgets)}",
+                f"--num_test={cfg.num_test}", f"--cloudleak_rounds={x.options.cloudleak.num_rounds}",
+                *_train_flags(x.surrogate), *data]
   progs = []
   for d, s in settings:
     if defences.MEMBERSHIP in defences.get(d).threats:
-      progs.append((f"mia {defences.label(d, s)}",
-                    py("mia", f"--workdir={wd}/mia", *mia_common, *game, f"--defence={d}", f"--epsilon={s or 0}")))
+      progs.append((f"mia {defences.label(d, s)}", py("mia", f"--workdir={wd}/mia", *mia_common, *game(cfg.game),
+                                                      f"--defence={d}", f"--epsilon={s or 0}")))
   for attack in (a for a in FLAGS.extraction_attacks.split(",") if a):
     for d, s in settings:
       if defences.EXTRACTION in defences.get(d).threats:
@@ -95,14 +90,10 @@ def commands(p: dict, wd: str) -> dict:
     progs.append((f"defend {','.join(names)}", py(
         "defend", f"--workdir={wd}/defend_{'_'.join(names)}", f"--victim={wd}/mia", f"--defences={','.join(names)}",
         *([f"--epsilons={','.join(f'{s:g}' for s in strengths)}"] if strengths else []),
-        f"--num_test={p['num_test']}", "--num_guard=200", *data)))
-  dp = dict(p.get("dp_game", {}))
-  dp_cfg = dict(p["victim"], **{k: v for k, v in dp.items() if k in train.TrainConfig.__dataclass_fields__})
-  for e in (float(x) for x in FLAGS.dp_epsilons.split(",") if x.strip()):
-    dp_game = [f"--arch={dp.get('arch', p['arch'])}", f"--num_examples={dp.get('num_examples', p['num_examples'])}",
-               f"--num_shadows={dp.get('num_shadows', p['num_shadows'])}", *_train_flags(train.TrainConfig(**dp_cfg))]
-    progs.append((f"mia dpsgd@{e:g}", py("mia", f"--workdir={wd}/mia_dp{e:g}", *mia_common, *dp_game,
-                                         f"--dp_epsilon={e}")))
+        f"--num_test={cfg.num_test}", f"--num_guard={cfg.num_guard}", *data)))
+  for e in (float(v) for v in FLAGS.dp_epsilons.split(",") if v.strip()):
+    progs.append((f"mia dpsgd@{e:g}", py("mia", f"--workdir={wd}/mia_dp{e:g}", *mia_common,
+                                         *game(cfg.dp_game or cfg.game), f"--dp_epsilon={e}")))
     for attack in (a for a in FLAGS.extraction_attacks.split(",") if a):
       progs.append((f"extract {attack} dpsgd@{e:g}", py("extract", f"--workdir={wd}/ext_{attack}_dp{e:g}",
                                                         f"--victim={wd}/mia_dp{e:g}", f"--attack={attack}",
@@ -117,7 +108,8 @@ def main(argv):
     if getattr(FLAGS, name) is None:
       setattr(FLAGS, name, value)
   wd = os.path.abspath(FLAGS.workdir or "/tmp/arena_vs_programs")
-  cmds = commands(arena.PRESETS[FLAGS.preset], wd)
+  from mlpriv_jax import presets
+  cmds = commands(presets.get("arena", FLAGS.preset), wd)
   if FLAGS.print_only:
     print(" ".join(cmds["arena"]))
     for label, c in cmds["programs"]:

@@ -50,7 +50,8 @@ def main(argv):
 
   model = models.get_model(FLAGS.arch, 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-  d = defences.build(FLAGS.defence, FLAGS.strength, model=model)
+  kit = defences.assemble([FLAGS.defence], model, jax.random.key(0))
+  d = defences.build(FLAGS.defence, FLAGS.strength, **kit._asdict())
   service = Service.from_model(model, variables, defence=d)
   service.warm_up()
   batches = [int(b) for b in FLAGS.batch_sizes]

@@ -1,7 +1,8 @@
 """What every absl program shares: the flags defined once, the one preset mechanism, one-line errors.
 
-A program defines its presets (a dict of settings per `--preset`), defines flags with `define_*`, and reads
-`settings(PRESETS, names)`: the preset's values, overridden by every flag the user gave.
+A program's presets are typed configs (`mlpriv_jax.presets.<program>`); it defines its flags with `define_*` and
+reads `config(program, {flag: path})`: the preset `--preset` names, with each flag the user gave written to its
+field (`game.train.num_epochs`).
 """
 
 import sys
@@ -13,12 +14,14 @@ TRAIN_FLAGS = ("num_epochs", "batch_size", "learning_rate", "momentum", "nestero
                "milestones_epochs", "lr_decay_factor", "augment", "warmup_epochs")
 
 
-def define_base(presets: dict, *, workdir_help: str = "Output folder; a rerun with the same folder resumes.") -> None:
-  """--preset, --workdir, --data_dir, --seed."""
-  flags.DEFINE_enum("preset", "smoke", list(presets), "Scale of the run; explicit flags override it.")
+def define_base(program: str, *, workdir_help: str = "Output folder; a rerun with the same folder resumes.") -> None:
+  """--preset (the program's presets), --workdir, --data_dir, --seed."""
+  from mlpriv_jax import presets
+  flags.DEFINE_enum("preset", "smoke", list(presets.NAMES), f"Scale of the run (mlpriv_jax.presets.{program}); "
+                    "explicit flags override it.")
   flags.DEFINE_string("workdir", None, workdir_help)
   flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz files (else $MLPRIV_DATA_DIR, else TFDS).")
-  flags.DEFINE_integer("seed", 0, "Root seed: every key is fold_in(key(seed), stream).")
+  flags.DEFINE_integer("seed", 0, "Root seed: every key is a stream of key(seed) (mlpriv_jax.streams).")
 
 
 def define_train_flags(what: str = "the model") -> None:
@@ -64,25 +67,33 @@ def given(name: str) -> bool:
   return f.present or (f.default is None and f.value is not None)
 
 
-def settings(presets: dict, names, derived=None) -> dict:
-  """The chosen preset's values, then `derived(values)` (e.g. an architecture's recipe), then every given flag."""
-  s = dict(presets[FLAGS.preset])
-  if derived is not None:
-    s.update(derived(s))
-  for name in names:
+def train_paths(prefix: str) -> dict:
+  """{flag: path} of the TrainConfig flags into the TrainConfig at `prefix` (e.g. game.train)."""
+  return {name: (f"{prefix}.{name}", _milestones if name == "milestones_epochs" else None) for name in TRAIN_FLAGS}
+
+
+def _milestones(text) -> tuple:
+  from mlpriv_jax.errors import UserError
+  try:
+    return tuple(int(m) for m in str(text).split(",") if m.strip())
+  except ValueError:
+    raise UserError(f"--milestones_epochs must be comma-separated epochs, got {text!r}") from None
+
+
+def config(program: str, paths: dict, base=None):
+  """The preset `--preset` of `program` (or `base`), each given flag of `paths` written to its field.
+
+  paths: {flag: path} or {flag: (path, convert)}; a path is dotted (`game.train.num_epochs`), convert turns the
+  flag's value into the field's (None: as is)."""
+  from mlpriv_jax import config as configs
+  from mlpriv_jax import presets
+  cfg = presets.get(program, FLAGS.preset) if base is None else base
+  overrides = {}
+  for name, target in paths.items():
     if given(name):
-      s[name] = FLAGS[name].value
-  return s
-
-
-def train_config(s: dict, **overrides):
-  """A validated TrainConfig from the TRAIN_FLAGS entries of settings `s` (missing ones keep their defaults)."""
-  from mlpriv_jax import train
-  kw = {k: s[k] for k in TRAIN_FLAGS if s.get(k) is not None}
-  if isinstance(kw.get("milestones_epochs"), str):
-    kw["milestones_epochs"] = tuple(int(m) for m in kw["milestones_epochs"].split(",") if m.strip())
-  kw.update(overrides)
-  return train.TrainConfig(**kw).validate()
+      path, convert = target if isinstance(target, tuple) else (target, None)
+      overrides[path] = convert(FLAGS[name].value) if convert else FLAGS[name].value
+  return configs.replace(cfg, overrides)
 
 
 def parse_floats(text, what: str) -> list:

@@ -4,11 +4,9 @@ r"""Trains one model, or K models at once, on a dataset; writes results.json and
   python experiments/train.py --preset=cpu --data_dir=../shared/data --workdir=runs/cpu
   python experiments/train.py --preset=paper --arch=wrn16_8 --dataset=cifar10 --workdir=runs/wrn16_8
 
-Presets (explicit flags override them):
-  smoke: cnn_small on 4,000 embedded shapes10 images, 5 epochs; under a minute on 2 CPU cores.
-  cpu:   resnet20 on 15,000 real CIFAR-10 images (cifar10_jpeg.npz), 10 epochs, cosine;
-         about 15 minutes on 2 CPU cores (resnet20 trains at ~188 img/s there).
-  paper: the architecture's published recipe on full CIFAR-10 (`mlpriv_jax.lab.recipes`); for a GPU.
+Presets (`mlpriv_jax.presets.train`, each with its measured wall and figure; explicit flags override them):
+smoke (cnn_small on 4,000 embedded shapes10 images), cpu (resnet20 on 15,000 real CIFAR-10 images), paper (the
+architecture's published recipe on full CIFAR-10, for a GPU).
 
 DP-SGD (Abadi et al. 2016) with --dp_epsilon: a GroupNorm model, Poisson sampling at rate batch_size / n, the
 noise multiplier calibrated by dp-accounting; results.json's `dp` holds the guarantee.
@@ -28,15 +26,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # noqa: E402
 
-PRESETS = {
-    "smoke": dict(dataset="shapes10", arch="cnn_small", num_train=4000, num_epochs=5, batch_size=128,
-                  learning_rate=0.05, schedule="cosine", weight_decay=5e-4, nesterov=True, momentum=0.9, augment=True),
-    "cpu": dict(dataset="cifar10_jpeg", arch="resnet20", num_train=15000, num_epochs=10, batch_size=128,
-                learning_rate=0.1, schedule="cosine", weight_decay=5e-4, nesterov=True, momentum=0.9, augment=True),
-    "paper": dict(dataset="cifar10", arch="wrn16_8", num_train=0, batch_size=128, num_epochs=200, augment=True),
-}
-
-common.define_base(PRESETS)
+common.define_base("train")
 common.define_train_flags()
 common.define_dp_flags()
 flags.DEFINE_string("dataset", None, "Dataset name (shapes10, patterns20, cifar10, cifar10_jpeg, cifar100, ...).")
@@ -54,14 +44,17 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from mlpriv_jax.lab import recipes, training
-  paper = (lambda s: recipes.paper_recipe(FLAGS.arch or s["arch"])) if FLAGS.preset == "paper" else None
-  s = common.settings(PRESETS, ("dataset", "arch", "num_train", *common.TRAIN_FLAGS), derived=paper)
-  training.run(dataset=s["dataset"], arch=s["arch"], workdir=FLAGS.workdir, config=common.train_config(s),
-               data_dir=FLAGS.data_dir, seed=FLAGS.seed, num_train=s["num_train"], num_models=FLAGS.num_models,
-               keep_fraction=FLAGS.keep_fraction, chunk_size=FLAGS.chunk_size, model_axis=FLAGS.model_axis,
-               dtype=FLAGS.dtype, dropout_rate=FLAGS.dropout_rate, dp_target=common.dp_target(),
-               run_config=dict(preset=FLAGS.preset),
+  from mlpriv_jax import config as configs
+  from mlpriv_jax.lab import training
+  from mlpriv_jax.presets import train as presets
+  paths = dict(common.train_paths("train"), dataset="dataset", arch="arch", num_train="num_train",
+               num_models="num_models", keep_fraction="keep_fraction", chunk_size="chunk_size",
+               model_axis="model_axis", dtype="dtype", dropout_rate="dropout_rate", seed="seed")
+  cfg = configs.replace(common.config("train", {}), dict(dp=common.dp_target()))
+  if FLAGS.preset == "paper" and FLAGS.arch:   # another architecture gets its own family's published recipe
+    cfg = configs.replace(cfg, dict(train=presets.paper_train(FLAGS.arch)))
+  cfg = common.config("train", paths, base=cfg)
+  training.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, run_config=dict(preset=FLAGS.preset),
                log=common.log)
 
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from mlpriv_jax import results
 from mlpriv_jax.arena import cells as C
 from mlpriv_jax.arena import report, scoring
 from mlpriv_jax.errors import UserError
@@ -34,8 +35,8 @@ def _cells(tmp_path):
          ("round2", "lira_online"): (0.04, 0.69, 1.1)}
   for (setting, attack), (t, auc, eps) in tpr.items():
     w(C.key("membership", attack, setting), {"tpr_at_0.001": t, "tpr_at_0.01": t, "auc": auc,
-                                              "epsilon_lower_bound": eps},
-      curves=dict(roc=[[0.0, 0.001, 0.1, 1.0], [0.0, t, 0.3, 1.0]]), info=dict(num_nonmembers=1000))
+                                              "epsilon_lower_bound": eps, "num_nonmembers": 1000},
+      curves=dict(roc=[[0.0, 0.001, 0.1, 1.0], [0.0, t, 0.3, 1.0]]))
   # an attack that measured nothing within the small budget
   w(C.key("extraction", "cloudleak", "none", None, 100, "cnn_tiny"), dict(fidelity=None, accuracy=None))
   return wd
@@ -61,13 +62,14 @@ def test_worst_attacks_and_dominance(tmp_path):
 def test_membership_criterion_is_the_lowest_fpr_every_attack_resolves(tmp_path):
   cells = C.load_cells(_cells(tmp_path))
   assert scoring.membership_criterion(cells) == "tpr_at_0.001"
-  few = [dict(c, info=dict(num_nonmembers=50 if c["attack"] == "gap" else 1000)) if c["family"] == "membership"
-         else c for c in cells]
+  few = [dict(c, metrics=dict(c["metrics"], num_nonmembers=50 if c["attack"] == "gap" else 1000))
+         if c["family"] == "membership" else c for c in cells]
   assert scoring.membership_criterion(few) == "auc"   # 50 non-members resolve neither 0.1% nor 1% FPR
   rows = {r["setting"]: r for r in scoring.headline(few)}
   assert rows["none"]["worst_tpr_attack"] == "lira_online" and rows["none"]["worst_tpr"] == 0.70
   assert rows["label"]["worst_tpr_attack"] == "gap" and rows["label"]["criterion"] == "auc"
-  some = [dict(c, info=dict(num_nonmembers=200)) if c["family"] == "membership" else c for c in cells]
+  some = [dict(c, metrics=dict(c["metrics"], num_nonmembers=200)) if c["family"] == "membership" else c
+          for c in cells]
   assert scoring.membership_criterion(some) == "tpr_at_0.01"
   # the headline ranks by the criterion and adds the worst AUC, once: not twice when the criterion is the AUC
   for cs, header in ((few, ["worst AUC", "(attack)", "audited eps >="]),
@@ -121,6 +123,16 @@ def test_collate_writes_every_output_from_the_cells(tmp_path):
   assert again["headline"][0]["setting"] == "none" and again["skipped"][0]["what"] == "memguard x extraction"
   rows = list(csv.DictReader(io.StringIO(open(os.path.join(wd, "cells.csv")).read())))
   assert len(rows) == sum(len(c["metrics"]) for c in cells)
+  # cells.csv and results.jsonl are the one results schema, the same rows: each carries its cell's key
+  lines = results.read_jsonl(os.path.join(wd, "results.jsonl"))
+  assert list(rows[0]) == list(results.FIELDS) and len(lines) == len(rows)
+  for r, line in zip(rows, lines):
+    assert (r["family"], r["attack"], r["defence"], r["metric"]) == tuple(line[f] for f in ("family", "attack",
+                                                                                               "defence", "metric"))
+    assert (float(r["value"]) if r["value"] else None) == line["value"]
+  mad = [line for line in lines if line["defence"] == "mad" and line["family"] == "extraction"]
+  assert {(line["strength"], line["budget"], line["surrogate"]) for line in mad} == {(0.5, 100, "cnn_tiny"),
+                                                                                     (0.5, 1000, "cnn_tiny")}
   md = open(os.path.join(wd, "report.md")).read()
   assert "| none | 0.900 | 0.000 | 0.800 | knockoff_random (cnn_tiny) | 0.050 | lira_online |" in md
   assert "## Utility" in md and "| mad@0.5 | 0.800 | 0.000 | 0.100 | - | - |" in md
@@ -135,23 +147,27 @@ def test_collate_writes_every_output_from_the_cells(tmp_path):
 # ---------------------------------------------------------------- a small end-to-end arena
 
 def _tiny_config(**change):
-  from mlpriv_jax import train
+  """The tiny arena's config; `change`: {dotted path: value} (e.g. `extraction.budgets`)."""
+  from mlpriv_jax import config, train
   from mlpriv_jax.arena import run
+  from mlpriv_jax.games.extraction import ExtractionAudit
+  from mlpriv_jax.games.membership import MembershipAudit, MembershipGame
   cfg = run.ArenaConfig(
-      dataset="shapes10", arch="cnn_tiny", num_examples=800, num_shadows=2,   # the victim: ~50% on shapes10
-      victim_config=train.TrainConfig(num_epochs=20, batch_size=32, learning_rate=0.05, schedule="cosine",
-                                      augment=False),
+      game=MembershipGame("shapes10", "cnn_tiny", 800, 2,   # the victim: ~50% on shapes10
+                          train.TrainConfig(num_epochs=20, batch_size=32, learning_rate=0.05, schedule="cosine",
+                                            augment=False)),
+      membership=MembershipAudit(("loss", "lira_offline", "gap"), label_examples=40, num_population=100,
+                                 num_bootstrap=100),
+      extraction=ExtractionAudit(("knockoff_random",), budgets=(200, 400), surrogates=("cnn_tiny",),
+                                 query_set="figures20",   # fidelity ~0.45 at 400 (chance 0.16)
+                                 surrogate=train.TrainConfig(num_epochs=20, batch_size=16, learning_rate=0.05,
+                                                             schedule="cosine", augment=False)),
       defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,))),
-      membership_attacks=("loss", "lira_offline", "gap"), extraction_attacks=("knockoff_random",),
-      budgets=(200, 400), surrogates=("cnn_tiny",), query_set="figures20",   # fidelity ~0.45 at 400 (chance 0.16)
-      surrogate_config=train.TrainConfig(num_epochs=20, batch_size=16, learning_rate=0.05, schedule="cosine",
-                                         augment=False),
-      num_test=200, label_examples=40, num_population=100, num_guard=50,
-      dp_epsilons=(8.0,),
-      dp_game=(("arch", "cnn_tiny_gn"), ("batch_size", 50), ("learning_rate", 1.0), ("num_epochs", 2),
-               ("num_examples", 200), ("weight_decay", 0.0)))
-  import dataclasses
-  return dataclasses.replace(cfg, **change)
+      num_test=200, num_guard=50, dp_epsilons=(8.0,),
+      dp_game=MembershipGame("shapes10", "cnn_tiny_gn", 200, 2,
+                             train.TrainConfig(num_epochs=2, batch_size=50, learning_rate=1.0, schedule="cosine",
+                                               augment=False, weight_decay=0.0)))
+  return config.replace(cfg, change)
 
 
 def _setting_cells(cells, setting):
@@ -193,7 +209,7 @@ def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp
   before = open(os.path.join(wd, "arena.json")).read()
   run.run(_tiny_config(), workdir=wd, collate_only=True, log=lines.append)
   with pytest.raises(UserError, match="holds a run with arena="):
-    run.run(_tiny_config(budgets=(200, 300)), workdir=wd, log=lines.append)
+    run.run(_tiny_config(**{"extraction.budgets": (200, 300)}), workdir=wd, log=lines.append)
   assert json.load(open(os.path.join(wd, "arena.json")))["headline"] == json.loads(before)["headline"]
   assert os.path.getsize(os.path.join(wd, "report.html")) > 50000
 
@@ -227,13 +243,15 @@ def test_arena_served_victim_bad_input(tmp_path):
 
 
 @pytest.mark.parametrize("change,match", [
-    (dict(defences=(("shield", ()),)), "unknown defence 'shield'"),
-    (dict(defences=(("revsig", (-1.0,)),)), "out of range"),
-    (dict(extraction_attacks=("copycat",)), "unknown extraction attack 'copycat'"),
-    (dict(membership_attacks=("oracle",)), "unknown"),
-    (dict(budgets=(100, 10**6)), "larger than the query pool"),
-    (dict(budgets=(0,)), "budgets must be positive integers"),
-    (dict(dp_epsilons=(-1.0,)), "DP epsilons must be > 0")])
+    ({"defences": (("shield", ()),)}, "unknown defence 'shield'"),
+    ({"defences": (("revsig", (-1.0,)),)}, "out of range"),
+    ({"extraction.attacks": ("copycat",)}, "unknown extraction attack 'copycat'"),
+    ({"membership.attacks": ("oracle",)}, "unknown"),
+    ({"extraction.budgets": (100, 10**6)}, "larger than the query pool"),
+    ({"extraction.budgets": (0,)}, "budget must be an integer >= 1"),
+    ({"extraction.budgets": (2.5,)}, "budget must be an integer >= 1"),
+    ({"dp_epsilons": (-1.0,)}, "a DP epsilon must be a finite number > 0"),
+    ({"membership.options.label_noise.num_samples": 0}, "label_noise num_samples must be an integer >= 1")])
 def test_arena_bad_input(tmp_path, change, match):
   from mlpriv_jax.arena import run
   with pytest.raises(UserError, match=match) as e:

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from mlpriv_jax import data, models, train
+from mlpriv_jax import config, data, models, train
 from mlpriv_jax.errors import UserError
+from mlpriv_jax.games import membership as G
+from mlpriv_jax.games.extraction import ExtractionAudit
 from mlpriv_jax.lab import defend, extraction, membership
 
 CFG = train.TrainConfig(num_epochs=1, batch_size=32, augment=False)
@@ -102,22 +104,25 @@ def victim_dir(tmp_path_factory):
   return d
 
 
-def _extract(victim, workdir, **kw):
-  args = dict(victim=victim, workdir=str(workdir), attack="knockoff_random", budget=100, surrogate_arch="cnn_tiny",
-              query_set="patterns20", config=CFG)
-  args.update(kw)
-  return extraction.run(**args, log=lambda *_: None)
+def _extract(victim, workdir, **change):
+  """extract.py's body; change: {dotted path: value} of its ExtractRun."""
+  cfg = extraction.ExtractRun(ExtractionAudit(("knockoff_random",), budgets=(100,), surrogates=("cnn_tiny",),
+                                              query_set="patterns20", surrogate=CFG))
+  return extraction.run(config.replace(cfg, change), victim=victim, workdir=str(workdir), log=lambda *_: None)
 
 
 @pytest.mark.parametrize("change,match", [
-    (dict(attack="stealer"), "unknown extraction attack 'stealer'; known: knockoff_random, knockoff_adaptive"),
+    ({"extraction.attacks": ("stealer",)}, "unknown extraction attack 'stealer'; known: knockoff_random"),
     (dict(defence="shield"), "unknown defence 'shield'; known: none, label"),
     (dict(defence="misinfo", strength=2.0), "misinfo: strength 2 .* is out of range; it must be \\(0, 1\\]"),
     (dict(defence="memguard", strength=1.0), "memguard defends against membership, not extraction; defences "
                                              "against extraction: none"),
-    (dict(budget=-1), "--budget must be a positive integer, got -1"),
-    (dict(budget=30000), "budget 30000 is larger than the query pool \\(20000 images\\)"),
-    (dict(surrogate_arch="resnet7"), "unknown architecture 'resnet7'"),
+    (dict(defence="mad"), "--defence=mad needs a strength"),
+    ({"extraction.budgets": (-1,)}, "budget must be an integer >= 1, got -1"),
+    ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool \\(20000 images\\)"),
+    ({"extraction.surrogates": ("resnet7",)}, "unknown architecture 'resnet7'"),
+    ({"extraction.surrogate.num_epochs": 0}, "num_epochs must be >= 1"),
+    ({"extraction.surrogate.learning_rat": 0.1}, "unknown config field 'extraction.surrogate.learning_rat'"),
 ])
 def test_extraction_bad_input_names_the_problem_and_writes_nothing(victim_dir, tmp_path, change, match):
   with pytest.raises(UserError, match=match) as e:
@@ -134,16 +139,20 @@ def test_victims_that_do_not_fit_their_data(tmp_path):
   with pytest.raises(UserError, match="model has 7 classes .* but dataset shapes10 has 10 classes"):
     _extract(str(tmp_path / "seven"), tmp_path / "w")
   with pytest.raises(UserError, match="unknown defence 'shield'"):
-    defend.run(victim=str(tmp_path / "seven"), workdir=str(tmp_path / "w"), defence_names=["shield"], strengths=[])
+    defend.run(defend.DefendRun(("shield",), ()), victim=str(tmp_path / "seven"), workdir=str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w")
 
 
 def test_membership_refuses_extraction_defences_and_few_shadows(tmp_path):
-  game = membership.MembershipGame("shapes10", "cnn_tiny", 100, 4, CFG)
+  game = G.MembershipGame("shapes10", "cnn_tiny", 100, 4, CFG)
+  cfg = membership.MiaRun(game, G.MembershipAudit(("loss",)))
+  run = lambda **change: membership.run(config.replace(cfg, change), workdir=str(tmp_path / "w"))
   with pytest.raises(UserError, match="mad defends against extraction, not membership"):
-    membership.run(game=game, workdir=str(tmp_path / "w"), defence="mad", strength=0.5)
-  with pytest.raises(UserError, match="--num_shadows 1: lira_online needs at least 2 shadow models"):
-    membership.run(game=dataclasses.replace(game, num_shadows=1), workdir=str(tmp_path / "w"), attacks=["lira_online"])
+    run(defence="mad", strength=0.5)
+  with pytest.raises(UserError, match="num_shadows 1: lira_online needs at least 2 shadow models"):
+    run(**{"game.num_shadows": 1, "membership.attacks": ("lira_online",)})
   with pytest.raises(UserError, match="unknown attack lira; known: shokri"):
-    membership.run(game=game, workdir=str(tmp_path / "w"), attacks=["lira"])
+    run(**{"membership.attacks": ("lira",)})
+  with pytest.raises(UserError, match="unknown config field 'membership.options.label_noise.num_sample'"):
+    run(**{"membership.options.label_noise.num_sample": 3})
   assert not os.path.exists(tmp_path / "w")

@@ -247,7 +247,25 @@ def test_victim_is_reproducible_and_hides_its_model(tiny_victim_parts):
   assert not np.allclose(first, a.query(x))  # the next call folds in another query count
   with pytest.raises(ValueError, match="budget"):
     Victim(*tiny_victim_parts, budget=-1)
-  assert not any(hasattr(a, n) for n in ("variables", "params", "model", "logits"))
+  # What an attack gets is the Oracle protocol: no public attribute of the victim, nor of what those hold, is a
+  # weight of its model, and nothing can be hung on it.
+  weights = [np.asarray(w) for w in jax.tree.leaves(tiny_victim_parts[1])]
+  seen = []
+
+  def walk(obj, depth):
+    for name in (n for n in dir(obj) if not n.startswith("_")):
+      value = getattr(obj, name)
+      if callable(value):
+        continue
+      seen.append(name)
+      for leaf in jax.tree.leaves(value):
+        if hasattr(leaf, "shape"):
+          assert not any(np.shape(leaf) == w.shape and np.array_equal(leaf, w) for w in weights), name
+      if depth and not isinstance(value, (int, float, str, tuple, type(None))):
+        walk(value, depth - 1)
+  walk(a, 3)
+  assert set(seen) == {"num_classes", "input_shape", "queries_used", "budget_left", "budget", "defence_name"}
+  assert [n for n in dir(a) if not n.startswith("_") and callable(getattr(a, n))] == ["from_apply", "of", "query"]
   with pytest.raises(AttributeError):
     a.variables = None
   np.testing.assert_allclose(Victim(*tiny_victim_parts, defence=D.label_only()).query(x).sum(-1), 1)
@@ -287,6 +305,28 @@ def test_named_defences():
     D.build("shield")
   with pytest.raises(ValueError, match="needs a proxy"):
     D.build("mad", 0.5)
+
+
+def test_assemble_makes_what_the_defences_need_once():
+  """`assemble` is the one home of MAD's proxy and MemGuard's classifier: made only for defences that need them,
+  from their own streams of the defender's key, and the same proxy for every MAD variant built from the kit."""
+  model = models.get_model("cnn_tiny", 4)
+  variables = model.init(jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
+  x = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3)).astype(np.uint8)
+  assert D.assemble(["label", "round2"], model, jax.random.key(0), input_shape=(8, 8, 3)) == D.DefenderKit()
+  kit = D.assemble(["mad", "mad_argmax", "memguard"], model, jax.random.key(0), variables=variables,
+                   input_shape=(8, 8, 3), members=x[:20], nonmembers=x[20:30], guard_steps=5)
+  again = D.assemble(["mad"], model, jax.random.key(0), input_shape=(8, 8, 3))
+  probe = jnp.asarray(x[:4], jnp.float32) / 255
+  np.testing.assert_array_equal(kit.proxy_probs(probe), again.proxy_probs(probe))   # a function of the key alone
+  other = D.assemble(["mad"], model, jax.random.key(9), input_shape=(8, 8, 3))
+  assert not np.array_equal(kit.proxy_probs(probe), other.proxy_probs(probe))
+  assert kit.memguard_params is not None and again.memguard_params is None
+  for name in ("mad", "mad_argmax"):
+    D.build(name, 0.5, **kit._asdict())
+  D.build("memguard", 1.0, **kit._asdict())
+  with pytest.raises(ValueError, match="memguard needs the victim's variables and member and non-member images"):
+    D.assemble(["memguard"], model, jax.random.key(0), input_shape=(8, 8, 3))
 
 
 @pytest.fixture(scope="module")

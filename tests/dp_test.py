@@ -290,8 +290,8 @@ def test_audit_bad_input(scores, member, kw):
 def _dp_train(tmp_path, target, arch="cnn_tiny_gn", **kw):
   from mlpriv_jax.lab import training
   cfg = train.TrainConfig(num_epochs=1, batch_size=32, learning_rate=0.5, weight_decay=0.0, augment=False)
-  return training.run(dataset="shapes10", arch=arch, workdir=str(tmp_path / "run"), config=cfg, num_train=256,
-                      dp_target=target, log=lambda *_: None, **kw)
+  run = training.TrainRun(dataset="shapes10", arch=arch, train=cfg, num_train=256, dp=target, **kw)
+  return training.run(run, workdir=str(tmp_path / "run"), log=lambda *_: None)
 
 
 @pytest.mark.parametrize("target,arch,match", [
@@ -337,22 +337,25 @@ def test_mia_against_a_dp_target_stays_under_the_guarantee(tmp_path):
   """Target and shadows trained with DP-SGD at epsilon 2: results.json holds the accounted guarantee, every
   attack's audited epsilon stays below it (a bound above it would be a bug), and LiRA's TPR at 1% FPR stays
   below the DP ceiling e^eps FPR + delta, within 3 binomial standard errors."""
+  from mlpriv_jax.attacks import membership as M
+  from mlpriv_jax.games import membership as G
   from mlpriv_jax.lab import membership
   cfg = train.TrainConfig(num_epochs=8, batch_size=128, learning_rate=2.0, weight_decay=0.0, augment=False,
                           schedule="cosine")
-  game = membership.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 4, cfg, dp=dp.DPTarget(epsilon=2.0))
-  res = membership.run(game=game, workdir=str(tmp_path / "run"), num_bootstrap=0, num_test=500, label_examples=200,
-                       attacks=["loss", "lira_online", "rmia_online", "label_noise"],
-                       attack_options=dict(label_noise=dict(num_samples=10)), log=lambda *_: None)
+  game = G.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 4, cfg, dp=dp.DPTarget(epsilon=2.0))
+  audit = G.MembershipAudit(("loss", "lira_online", "rmia_online", "label_noise"), num_bootstrap=0, label_examples=200,
+                            options=M.MembershipOptions(label_noise=M.LabelNoiseOptions(num_samples=10)))
+  res = membership.run(membership.MiaRun(game, audit, num_test=500), workdir=str(tmp_path / "run"),
+                       log=lambda *_: None)
   rec = res["dp"]
   keep = np.load(tmp_path / "run" / "keep.npy")
   assert 1.98 < rec["epsilon"] <= 2.0 and rec["noise_multiplier"] > 0.5
   assert rec["steps"] == 8 * math.ceil(keep.sum(1).max() / 128) and rec["sampling_rate"] == 128 / keep.sum(1).min()
+  assert res["audit_delta"] == rec["delta"]   # every attack's audit at the guarantee's delta
   for name, a in res["attacks"].items():
-    assert a["audit"]["epsilon_lower_bound"] <= rec["epsilon"], (name, a["audit"])
-    assert a["audit"]["delta"] == rec["delta"]
+    assert a["epsilon_lower_bound"] <= rec["epsilon"], (name, a)
   ceiling = dp.dp_ceiling(rec["epsilon"], rec["delta"], 0.01)
-  tpr = res["attacks"]["lira_online"]["tpr_at_fpr"]["0.01"]
+  tpr = res["attacks"]["lira_online"]["tpr_at_0.01"]
   assert tpr <= ceiling + 3 * math.sqrt(ceiling * (1 - ceiling) / res["num_members"]), tpr
 
 
@@ -364,10 +367,11 @@ def test_sampling_rates_never_exceed_B_over_n():
 
 
 def test_member_trained_defences_are_refused_under_dp(tmp_path):
+  from mlpriv_jax.games import membership as G
   from mlpriv_jax.lab import membership
-  game = membership.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 2, train.TrainConfig(num_epochs=1, batch_size=64),
-                                   dp=dp.DPTarget(epsilon=4.0))
+  game = G.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 2, train.TrainConfig(num_epochs=1, batch_size=64),
+                          dp=dp.DPTarget(epsilon=4.0))
   with pytest.raises(UserError, match="memguard trains on the target's members outside DP-SGD"):
-    membership.run(game=game, workdir=str(tmp_path / "bad"), defence="memguard", strength=1.0, attacks=["loss"],
-                   log=lambda *_: None)
+    membership.run(membership.MiaRun(game, G.MembershipAudit(("loss",)), defence="memguard", strength=1.0),
+                   workdir=str(tmp_path / "bad"), log=lambda *_: None)
   assert not (tmp_path / "bad").exists()

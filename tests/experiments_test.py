@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import program as _program
-from mlpriv_jax import train
+from mlpriv_jax import config, train
 from mlpriv_jax.errors import UserError
+from mlpriv_jax.games.extraction import ExtractionAudit
 from mlpriv_jax.lab import defend, extraction, tables, training
 
 TINY = ["--arch=cnn_tiny", "--num_train=256", "--num_epochs=1", "--batch_size=32"]
@@ -18,10 +19,9 @@ quiet = lambda *_: None
 
 
 def _train(workdir, **kw):
-  args = dict(dataset="shapes10", arch="cnn_tiny", workdir=str(workdir), config=TINY_CFG, num_train=256,
-              run_config=dict(preset="smoke"), log=quiet)
-  args.update(kw)
-  return training.run(**args)
+  """train.py's body on a tiny run; kw: {dotted path: value} changes of its TrainRun."""
+  cfg = training.TrainRun(dataset="shapes10", arch="cnn_tiny", train=TINY_CFG, num_train=256)
+  return training.run(config.replace(cfg, kw), workdir=str(workdir), run_config=dict(preset="smoke"), log=quiet)
 
 
 @pytest.mark.slow
@@ -43,6 +43,7 @@ def test_train_program_writes_results_and_resumes(tmp_path):
 
 def test_train_k_models_saves_keep_and_an_artifact_per_model(tmp_path):
   res = _train(tmp_path / "k", num_models=2, keep_fraction=0.5)
+  assert res["test_accuracy"] == [res["test_accuracy_model_0"], res["test_accuracy_model_1"]]   # from its rows
   assert len(res["test_accuracy"]) == 2
   keep = np.load(tmp_path / "k" / "keep.npy")
   assert keep.shape == (2, 256) and (keep.sum(0) == 1).all()
@@ -52,10 +53,12 @@ def test_train_k_models_saves_keep_and_an_artifact_per_model(tmp_path):
 @pytest.mark.parametrize("change,match", [
     (dict(arch="resnet33"), "unknown architecture 'resnet33'"),
     (dict(dataset="nope"), "unknown dataset 'nope'"),
-    (dict(num_models=0), "--num_models must be >= 1"),
-    (dict(config=dataclasses.replace(TINY_CFG, batch_size=5000)), "batch_size 5000 is larger than the data"),
-    (dict(config=dataclasses.replace(TINY_CFG, num_epochs=-1)), "num_epochs must be >= 1"),
+    (dict(num_models=0), "num_models must be an integer >= 1, got 0"),
+    (dict(keep_fraction=1.5), "keep_fraction must be a finite number > 0 and <= 1"),
+    (dict(train=dataclasses.replace(TINY_CFG, batch_size=5000)), "batch_size 5000 is larger than the data"),
+    (dict(train=dataclasses.replace(TINY_CFG, num_epochs=-1)), "num_epochs must be >= 1"),
     (dict(num_train=999999), "exceeds the 10000 training images"),
+    ({"train.num_epoch": 3}, "unknown config field 'train.num_epoch'"),
 ])
 def test_train_bad_input_is_one_line(tmp_path, change, match):
   with pytest.raises(UserError, match=match) as e:
@@ -88,23 +91,25 @@ def test_defend_program(tmp_path, tiny_victim):
                "--guard_steps=50", "--batch_size=50")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "results.json")))
-  d = res["defences"]
+  d = res["settings"]   # the rows' summary: defence, then strength ("" for a defence that takes none)
   assert set(d) == {"none", "top1", "mad_argmax", "memguard"}
-  assert d["none"]["0"]["label_flip_rate"] == 0 and d["none"]["0"]["l1"] < 1e-5  # batch-size round-off only
+  assert d["none"][""]["label_flip_rate"] == 0 and d["none"][""]["l1"] < 1e-5  # batch-size round-off only
   assert d["mad_argmax"]["0.5"]["label_flip_rate"] == 0 and abs(d["mad_argmax"]["0.5"]["l1"] - 0.5) < 0.05
   assert d["memguard"]["0.5"]["label_flip_rate"] == 0 and d["memguard"]["0.5"]["l1"] <= 0.5 * 1.5
+  rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+  assert {(r["defence"], r["strength"]) for r in rows} == {("none", None), ("top1", None), ("mad_argmax", 0.5),
+                                                           ("memguard", 0.5)}
 
 
 @pytest.mark.parametrize("change,match", [
-    (dict(defence_names=["shield"]), "unknown defence 'shield'"), (dict(strengths=[-1.0]), "epsilons must be >= 0"),
+    (dict(defences=("shield",)), "unknown defence 'shield'"), (dict(strengths=(-1.0,)), "a strength must be a finite"),
+    (dict(strengths=(0.0,), defences=("revsig",)), "every strength of revsig is out of range"),
     (dict(victim="nowhere"), "no model artifact")])
 def test_defend_bad_input(tmp_path, tiny_victim, change, match):
-  args = dict(victim=tiny_victim, workdir=str(tmp_path / "defend"), defence_names=["none"], strengths=[0.5], log=quiet)
-  args.update(change)
-  if change.get("victim"):
-    args["victim"] = str(tmp_path / change["victim"])
+  victim = str(tmp_path / change.pop("victim")) if "victim" in change else tiny_victim
+  cfg = defend.DefendRun(defences=("none",), strengths=(0.5,), num_test=100)
   with pytest.raises(UserError, match=match):
-    defend.run(**args)
+    defend.run(config.replace(cfg, change), victim=victim, workdir=str(tmp_path / "defend"), log=quiet)
 
 
 @pytest.mark.slow
@@ -114,9 +119,11 @@ def test_extract_program(tmp_path, tiny_victim):
                "--batch_size=32", "--num_test=200", f"--workdir={out}", "--budget=300", "--checkpoints=100,300")
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.load(open(os.path.join(out, "results.json")))
-  for k in ("accuracy", "fidelity", "victim_accuracy", "accuracy_ratio", "fidelity_ratio", "queries_used", "curve"):
+  for k in ("victim_accuracy", "queries_used", "curve", "survey_cells"):
     assert k in res, k
   assert res["queries_used"] == 300 and [c["queries"] for c in res["curve"]] == [100, 300]
+  last = res["curve"][-1]
+  assert abs(last["accuracy_ratio"] - last["accuracy"] / res["victim_accuracy"]) < 1e-9
   assert os.path.getsize(os.path.join(out, "curve.png")) > 1000
 
 
@@ -125,16 +132,20 @@ def test_extract_bad_input(tmp_path, tiny_victim):
   small.mkdir()
   x = np.zeros((64, 16, 16, 3), np.uint8)
   np.savez(small / "tiny16.npz", x_train=x, y_train=np.zeros(64, np.int64), x_test=x, y_test=np.zeros(64, np.int64))
-  base = dict(victim=tiny_victim, workdir=str(tmp_path / "bad"), attack="knockoff_random", budget=300,
-              surrogate_arch="cnn_tiny", query_set="patterns20", config=TINY_CFG, log=quiet)
-  for change, match in [(dict(budget=0), "--budget must be a positive integer"),
-                        (dict(budget=30000), "budget 30000 is larger than the query pool (20000 images)"),
-                        (dict(victim=str(tmp_path / "nothing")), "no model artifact"),
-                        (dict(query_set="tiny16", data_dir=str(small)), "has images of shape (16, 16, 3), the victim takes"),
-                        (dict(surrogate_arch="resnet7"), "unknown architecture 'resnet7'"),
-                        (dict(defence="shield"), "unknown defence")]:
+  cfg = extraction.ExtractRun(ExtractionAudit(("knockoff_random",), budgets=(300,), surrogates=("cnn_tiny",),
+                                              query_set="patterns20", surrogate=TINY_CFG))
+  for change, match, kw in [({"extraction.budgets": (0,)}, "budget must be an integer >= 1, got 0", {}),
+                            ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool (20000 images)",
+                             {}),
+                            ({}, "no model artifact", dict(victim=str(tmp_path / "nothing"))),
+                            ({"extraction.query_set": "tiny16"}, "has images of shape (16, 16, 3), the victim takes",
+                             dict(data_dir=str(small))),
+                            ({"extraction.surrogates": ("resnet7",)}, "unknown architecture 'resnet7'", {}),
+                            ({"defence": "shield"}, "unknown defence", {}),
+                            ({"extraction.options.cloudleak.steps": 0}, "cloudleak steps must be an integer >= 1", {})]:
     with pytest.raises(UserError) as e:
-      extraction.run(**{**base, **change})
+      extraction.run(config.replace(cfg, change), **dict(dict(victim=tiny_victim, workdir=str(tmp_path / "bad"),
+                                                              log=quiet), **kw))
     assert match in str(e.value), (change, str(e.value))
   assert not os.path.exists(tmp_path / "bad")
 
@@ -159,22 +170,24 @@ def test_survey_tables_program_one_row(tmp_path):
 @pytest.mark.slow
 def test_survey_tables_row_does_not_depend_on_the_other_rows_asked_for(tmp_path):
   """A row's surrogate key is its place among all rows: --surrogates=res32 gives the row of the full table."""
-  base = dict(victim_dataset="shapes10", query_set="patterns20", num_train=100, budget=100,
-              archs={n: "cnn_tiny" for n in tables.SURVEY_NAMES}, victim_config=TINY_CFG, surrogate_config=TINY_CFG,
-              num_test=100, tables=["table1"], log=quiet)
-  both = tables.run(workdir=str(tmp_path / "both"), rows=["wres16", "res32"], **base)["tables"]["table1"]["rows"]
-  one = tables.run(workdir=str(tmp_path / "one"), rows=["res32"], **base)["tables"]["table1"]["rows"]
+  cfg = tables.TablesRun(victim_dataset="shapes10", query_set="patterns20", num_train=100, budget=100,
+                         archs=tuple((n, "cnn_tiny") for n in tables.SURVEY_NAMES), victim=TINY_CFG,
+                         surrogate=TINY_CFG, num_test=100, tables=("table1",))
+  run = lambda where, rows: tables.run(dataclasses.replace(cfg, rows=rows), workdir=str(tmp_path / where), log=quiet)
+  both = run("both", ("wres16", "res32"))["tables"]["table1"]["rows"]
+  one = run("one", ("res32",))["tables"]["table1"]["rows"]
   pick = lambda m: {k: v for k, v in m.items() if k != "seconds"}
   assert pick(one["res32"]) == pick(both["res32"]) and pick(both["wres16"]) != pick(both["res32"])
 
 
 def test_survey_tables_bad_input(tmp_path):
-  base = dict(workdir=str(tmp_path / "t"), victim_dataset="shapes10", query_set="patterns20", num_train=100,
-              budget=100, archs={n: "cnn_tiny" for n in tables.SURVEY_NAMES}, victim_config=TINY_CFG,
-              surrogate_config=TINY_CFG, log=quiet)
+  cfg = tables.TablesRun(victim_dataset="shapes10", query_set="patterns20", num_train=100, budget=100,
+                         archs=tuple((n, "cnn_tiny") for n in tables.SURVEY_NAMES), victim=TINY_CFG, surrogate=TINY_CFG)
+  run = lambda **change: tables.run(dataclasses.replace(cfg, **change), workdir=str(tmp_path / "t"), log=quiet)
   with pytest.raises(UserError, match="unknown rows \\['res50'\\]"):
-    tables.run(**base, rows=["res50"])
-  with pytest.raises(UserError, match="--budget must be >= 1, got 0"):
-    tables.run(**{**base, "budget": 0})
-  with pytest.raises(UserError, match="--victim_epochs must be >= 1, got 0"):
-    tables.with_epochs(dict(num_epochs=3), 0, "victim_epochs")
+    run(rows=("res50",))
+  with pytest.raises(UserError, match="budget must be an integer >= 1, got 0"):
+    run(budget=0)
+  with pytest.raises(UserError, match="--victim_epochs must be an integer >= 1, got 0"):
+    tables.with_epochs(TINY_CFG, 0, "victim_epochs")
+  assert not os.path.exists(tmp_path / "t")

@@ -132,8 +132,9 @@ def tiny_game():
   return M.QueryInputs(images, labels, keep, lambda k: client()), client
 
 
-SMALL = dict(gap={}, label_augmentation=dict(d=1), label_noise=dict(num_samples=8, sigma=0.1, num_calibration=24),
-             label_boundary=dict(max_queries=80, initial_num_evals=10, num_calibration=24))
+SMALL = dict(gap=M.NoOptions(), label_augmentation=M.LabelAugmentationOptions(d=1),
+             label_noise=M.LabelNoiseOptions(num_samples=8, sigma=0.1, num_calibration=24),
+             label_boundary=M.LabelBoundaryOptions(max_queries=80, initial_num_evals=10, num_calibration=24))
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -142,7 +143,7 @@ def test_label_only_scores_ignore_argmax_preserving_outputs(tiny_game, name):
   points score 0 (gap, noise, boundary); every query is counted."""
   inputs, client = tiny_game
   plain, label, guard = client(), client("label"), _IdealMemGuard(client())
-  outs = [M.query_attack(name, o, inputs, jax.random.key(2), **SMALL[name]) for o in (plain, label, guard)]
+  outs = [M.query_attack(name, o, inputs, jax.random.key(2), SMALL[name]) for o in (plain, label, guard)]
   for s, _ in outs[1:]:
     np.testing.assert_array_equal(s, outs[0][0])
   if name != "label_augmentation":
@@ -162,17 +163,17 @@ def test_memo_fits_the_shadow_side_once_for_every_target(tiny_game, name):
   memo = {}
   mine = inputs._replace(shadow_oracle=shadow, memo=memo)
   label = lambda: client("label")
-  first = M.query_attack(name, label(), mine, jax.random.key(2), **SMALL[name])
+  first = M.query_attack(name, label(), mine, jax.random.key(2), SMALL[name])
   n = len(asked)
   assert n > 0 and len(memo) == 1
-  second = M.query_attack(name, client(), mine, jax.random.key(2), **SMALL[name])
-  fresh = M.query_attack(name, label(), inputs, jax.random.key(2), **SMALL[name])
+  second = M.query_attack(name, client(), mine, jax.random.key(2), SMALL[name])
+  fresh = M.query_attack(name, label(), inputs, jax.random.key(2), SMALL[name])
   assert len(asked) == n                                    # nothing asked of the shadows the second time
   for s, extras in (second, fresh):
     np.testing.assert_array_equal(s, first[0])
     assert {k: v for k, v in extras.items() if k != "num_calibration"} == \
         {k: v for k, v in first[1].items() if k != "num_calibration"}
-  M.query_attack(name, label(), mine, jax.random.key(3), **SMALL[name])
+  M.query_attack(name, label(), mine, jax.random.key(3), SMALL[name])
   assert len(asked) == 2 * n and len(memo) == 2           # another key: fitted again
 
 
@@ -183,8 +184,8 @@ def test_label_only_budget_too_small_is_one_line(tiny_game):
     M.query_attack("label_augmentation", small, inputs, jax.random.key(0))
   assert "\n" not in str(e.value) and small.queries_used == 0
   with pytest.raises(BudgetExceeded, match="label_boundary needs up to 80 queries per example"):
-    M.query_attack("label_boundary", small, inputs, jax.random.key(0), max_queries=80)
+    M.query_attack("label_boundary", small, inputs, jax.random.key(0), M.LabelBoundaryOptions(max_queries=80))
   # 8 x 8 x 3 inputs: HopSkipJump's start needs 1 + 10 + ceil(log2(192^1.5)) = 23 queries, plus the label.
   with pytest.raises(UserError, match="label_boundary needs max_queries >= 24 per example"):
-    M.query_attack("label_boundary", small, inputs, jax.random.key(0), max_queries=23)
+    M.query_attack("label_boundary", small, inputs, jax.random.key(0), M.LabelBoundaryOptions(max_queries=23))
   assert small.queries_used == 0

@@ -101,7 +101,12 @@ def test_wrn_dropout_uses_key():
   x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
   v = m.init(jax.random.key(0), x)
   apply = jax.jit(m.apply, static_argnames="train")   # one compilation per mode, not op by op
-  a = apply(v, x, train=True, key=jax.random.key(1))[0]
-  b = apply(v, x, train=True, key=jax.random.key(2))[0]
-  assert not np.allclose(a, b)
-  chex.assert_trees_all_close(apply(v, x, train=False)[0], apply(v, x, train=False)[0])
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  a = apply(v, x, train=True, key=k1)[0]
+  np.testing.assert_array_equal(a, apply(v, x, train=True, key=k1)[0])   # the key is dropout's only randomness
+  assert not np.allclose(a, apply(v, x, train=True, key=k2)[0])          # and dropout draws from it
+  np.testing.assert_array_equal(apply(v, x, train=False, key=k1)[0], apply(v, x, train=False, key=k2)[0])  # off
+  assert not np.allclose(a, apply(v, x, train=False)[0])
+  plain = jax.jit(models.get_model("wrn16_1", 10).apply, static_argnames="train")
+  # without dropout, training mode does not depend on the key either
+  np.testing.assert_array_equal(plain(v, x, train=True, key=k1)[0], plain(v, x, train=True, key=k2)[0])

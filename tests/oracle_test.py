@@ -126,17 +126,18 @@ def test_every_extraction_attack_uses_only_the_protocol_and_keeps_its_budget(tin
   surrogate = models.get_model("cnn_tiny", 10)
   cfg = train.TrainConfig(num_epochs=1, batch_size=16, learning_rate=0.05, augment=False)
   options = dict(knockoff_random=dict(checkpoints=(30,)), knockoff_adaptive=dict(pool_labels=fine, pool_coarse=coarse),
-                 cloudleak=dict(num_rounds=2, steps=1), jbda=dict())
+                 cloudleak=dict(options=E.CloudLeakOptions(num_rounds=2, steps=1)), jbda=dict())
   assert set(options) == set(E.REGISTRY)
   for name in E.REGISTRY:
     stub = StubOracle(model, v, budget=80)
     assert isinstance(stub, Oracle)
     images = x[:10] if E.get(name).pool == "seeds" else x
     res = E.run(name, stub, images, budget=60, surrogate=surrogate, key=jax.random.key(0), config=cfg,
-                eval_fn=lambda state: (0.0, 0.0), **options[name])
+                **options[name])
     assert res.queries_used == stub.queries_used <= 60, name
     assert res.images.shape[0] == res.answers.shape[0] == res.queries_used, name
-    assert res.curve and res.state is not None, name
+    assert res.snapshots and res.snapshots[-1][1] is res.state, name
+    assert all(q <= res.queries_used for q, _ in res.snapshots), name
   with pytest.raises(BudgetExceeded, match="knockoff_random needs 60 queries; the oracle has 20 left"):
     E.run("knockoff_random", StubOracle(model, v, budget=20), x, budget=60, surrogate=surrogate,
           key=jax.random.key(0), config=cfg)

@@ -42,7 +42,8 @@ def tiny():
 
 def _service(tiny, defence="none", strength=None):
   model, v = tiny
-  return Service.from_model(model, v, defence=defences.build(defence, strength, model=model), buckets=BUCKETS,
+  kit = defences.assemble([defence], model, jax.random.key(0))
+  return Service.from_model(model, v, defence=defences.build(defence, strength, **kit._asdict()), buckets=BUCKETS,
                             max_traces=len(BUCKETS))
 
 
@@ -406,19 +407,23 @@ def test_serving_build_bad_input(tiny, tmp_path, change, match):
 
 @pytest.mark.slow
 def test_knockoff_through_victim_url_trains_the_same_surrogate_as_in_process(tmp_path):
+  import dataclasses
   from experiments_test import TINY_CFG, _train
+  from mlpriv_jax.games.extraction import ExtractionAudit
   from mlpriv_jax.lab import extraction, serving
   _train(tmp_path / "victim")
-  run = dict(victim=str(tmp_path / "victim"), attack="knockoff_random", budget=300, surrogate_arch="cnn_tiny",
-             query_set="patterns20", config=TINY_CFG, checkpoints=[100, 300], num_test=200, log=lambda *_: None)
-  here = extraction.run(workdir=str(tmp_path / "here"), **run)
+  cfg = extraction.ExtractRun(ExtractionAudit(("knockoff_random",), budgets=(100, 300), surrogates=("cnn_tiny",),
+                                              query_set="patterns20", surrogate=TINY_CFG), num_test=200)
+  run = dict(victim=str(tmp_path / "victim"), log=lambda *_: None)
+  here = extraction.run(cfg, workdir=str(tmp_path / "here"), **run)
   served = serving.build(victim=str(tmp_path / "victim"), keys_file=_keys_file_path(str(tmp_path)),
                          budget_per_key=300, log=lambda *_: None)
   with serve.BackgroundServer(serve.create_app(served)) as s:
-    there = extraction.run(workdir=str(tmp_path / "there"), victim_url=s.url, api_key=ALICE, **run)
+    there = extraction.run(cfg, workdir=str(tmp_path / "there"), victim_url=s.url, api_key=ALICE, **run)
     with pytest.raises(BudgetExceeded, match="needs 300 queries; the oracle has 0 left"):
-      extraction.run(workdir=str(tmp_path / "again"), victim_url=s.url, api_key=ALICE, **run)
+      extraction.run(cfg, workdir=str(tmp_path / "again"), victim_url=s.url, api_key=ALICE, **run)
   assert there["queries_used"] == here["queries_used"] == 300
   assert there["curve"] == here["curve"] and there["victim_url"] == s.url   # the same surrogate, checkpoint by checkpoint
   with pytest.raises(UserError, match="defends the in-process victim"):
-    extraction.run(workdir=str(tmp_path / "mixed"), victim_url=s.url, api_key=ALICE, **dict(run, defence="top1"))
+    extraction.run(dataclasses.replace(cfg, defence="top1"), workdir=str(tmp_path / "mixed"), victim_url=s.url,
+                   api_key=ALICE, **run)

@@ -11,9 +11,11 @@ A cell is one measurement of one (family, attack, defence, strength, budget, sur
   surrogate  the surrogate architecture (extraction cells; None otherwise)
   seed       the run's seed
 
-and its `metrics` (a flat dict of numbers), plus optional `curves` (small lists: an extraction curve, a
-down-sampled ROC) and `seconds`. A cell's file is `cells/<key>.json`; a rerun computes only the cells whose file
-is missing, and the report is collated from the files alone.
+and its `rows` (results rows of `mlpriv_jax.results`, the one schema: a row per metric, its key's fields filled
+in), plus optional `curves` (small lists: a down-sampled ROC), `seconds` and `info` (what is not a number: the
+setting whose run it shares, a note). A cell's file is `cells/<key>.json`; a rerun computes only the cells whose
+file is missing, and the report is collated from the files alone. A loaded cell also has `metrics`, the
+{metric: value} view of its rows that the scoring reads.
 """
 
 import json
@@ -21,6 +23,7 @@ import os
 import re
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
+from mlpriv_jax import results
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.utils import write_json
 
@@ -67,17 +70,34 @@ def cell_path(workdir: str, k: CellKey) -> str:
   return os.path.join(workdir, "cells", k.name + ".json")
 
 
-def write_cell(workdir: str, k: CellKey, metrics: Dict[str, float], *, curves: Optional[dict] = None,
-               seconds: Optional[float] = None, info: Optional[dict] = None) -> dict:
-  """Writes the cell atomically (a killed run leaves either the whole cell or none); returns it."""
-  bad = [m for m, v in metrics.items() if v is not None and not isinstance(v, (int, float))]
-  if bad:
-    raise UserError(f"cell metrics must be numbers or None; {', '.join(bad)} are not")
-  cell = dict(k._asdict(), setting=k.setting, metrics=dict(metrics), curves=curves or {}, seconds=seconds,
+def rows_of(k: CellKey, metrics: Dict[str, Optional[float]], *, intervals: Optional[dict] = None,
+            queries: Optional[float] = None, data_source: str = "") -> List[dict]:
+  """The results rows of a cell's metrics, each with the key's fields (and `intervals[metric]` as its CI)."""
+  return [results.row(metric=m, value=v, family=k.family, attack=k.attack or "", defence=k.defence,
+                      strength=k.strength, budget=k.budget, surrogate=k.surrogate or "", seed=k.seed,
+                      ci=(intervals or {}).get(m), queries=queries, data_source=data_source)
+          for m, v in metrics.items()]
+
+
+def write_cell(workdir: str, k: CellKey, rows, *, curves: Optional[dict] = None, seconds: Optional[float] = None,
+               info: Optional[dict] = None) -> dict:
+  """Writes the cell atomically (a killed run leaves either the whole cell or none); returns it as loaded.
+
+  rows: its results rows, or {metric: value} for `rows_of(k, ...)`."""
+  if isinstance(rows, dict):
+    bad = [m for m, v in rows.items() if v is not None and not isinstance(v, (int, float))]
+    if bad:
+      raise UserError(f"cell metrics must be numbers or None; {', '.join(bad)} are not")
+    rows = rows_of(k, rows)
+  cell = dict(k._asdict(), setting=k.setting, rows=results.check_rows(rows), curves=curves or {}, seconds=seconds,
               info=info or {})
   os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
   write_json(cell_path(workdir, k), cell)
-  return cell
+  return _loaded(cell)
+
+
+def _loaded(cell: dict) -> dict:
+  return dict(cell, metrics=results.metrics(cell["rows"]))
 
 
 def read_cell(workdir: str, k: CellKey) -> Optional[dict]:
@@ -85,7 +105,7 @@ def read_cell(workdir: str, k: CellKey) -> Optional[dict]:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    return _loaded(json.load(f))
 
 
 def load_cells(workdir: str) -> List[dict]:
@@ -98,7 +118,7 @@ def load_cells(workdir: str) -> List[dict]:
     if name.endswith(".json"):
       with open(os.path.join(folder, name)) as f:
         try:
-          cells.append(json.load(f))
+          cells.append(_loaded(json.load(f)))
         except json.JSONDecodeError as e:
           raise UserError(f"{os.path.join(folder, name)} is not a cell ({e}); delete it to recompute it") from None
   return cells

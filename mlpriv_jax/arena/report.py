@@ -1,7 +1,8 @@
 """The arena's outputs, collated from its cells alone (`--collate_only` runs just this).
 
-  arena.json   schema-versioned: config, provenance, the headline, every cell
-  cells.csv    one row per cell and metric (tidy, for pandas)
+  arena.json     schema-versioned: config, provenance, the headline, every cell
+  cells.csv      every cell's results rows (`mlpriv_jax.results`: one row per cell and metric, tidy, for pandas)
+  results.jsonl  the same rows as JSON lines
   report.md    the headline table, attack x defence pivots, links to the plots
   report.html  the same with every plot embedded (one file, opens offline)
   *.png        privacy-utility trade-offs (extraction, membership), fidelity against budget per defence, log-log
@@ -9,18 +10,18 @@
 """
 
 import base64
-import csv
 import html
 import io
 import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+from mlpriv_jax import results
 from mlpriv_jax.arena import scoring
 from mlpriv_jax.plots import _pyplot
 from mlpriv_jax.utils import atomic_write, write_json
 
-SCHEMA = "mlpriv_jax.arena/1"
+SCHEMA = "mlpriv_jax.arena/2"   # 2: a cell holds results rows (1: a metrics dict)
 
 
 def _fmt(v, digits=3) -> str:
@@ -33,16 +34,9 @@ def _fmt(v, digits=3) -> str:
   return str(v)
 
 
-def cells_csv(cells: Sequence[dict]) -> str:
-  out = io.StringIO()
-  fields = ("family", "attack", "defence", "strength", "setting", "budget", "surrogate", "seed", "metric", "value")
-  w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-  w.writeheader()
-  for c in cells:
-    for m, v in sorted(c["metrics"].items()):
-      w.writerow({**{f: "" if c.get(f) is None else c[f] for f in fields[:8]}, "metric": m,
-                  "value": "" if v is None else v})
-  return out.getvalue()
+def cell_rows(cells: Sequence[dict]) -> List[dict]:
+  """Every cell's results rows, in the cells' order (cells.csv and results.jsonl)."""
+  return [r for c in cells for r in c["rows"]]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> List[List[str]]:
@@ -294,9 +288,11 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
   reach = scoring.budget_to_fraction(cells)
   doc = dict(schema=SCHEMA, config=config, provenance=provenance, headline=rows,
              budget_to_90=[dict(setting=s, attack=a, surrogate=g, budget=b) for (s, a, g), b in reach.items()],
-             skipped=list(skipped), cells=list(cells))
+             skipped=list(skipped), cells=[{k: v for k, v in c.items() if k != "metrics"} for c in cells])
   write_json(os.path.join(workdir, "arena.json"), doc)
-  atomic_write(os.path.join(workdir, "cells.csv"), lambda f: f.write(cells_csv(cells)), mode="w")
+  table = cell_rows(cells)
+  atomic_write(os.path.join(workdir, "cells.csv"), lambda f: f.write(results.to_csv(table)), mode="w")
+  results.write_jsonl(os.path.join(workdir, "results.jsonl"), table)
   figs = plots(cells, rows)
   for name, (_, png) in figs.items():
     atomic_write(os.path.join(workdir, name), lambda f, png=png: f.write(png))

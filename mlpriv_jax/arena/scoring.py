@@ -42,7 +42,7 @@ CRITERIA = ((TPR_LOW, 1000), ("tpr_at_0.01", 100), ("auc", 0))   # (metric, non-
 
 def membership_criterion(cells: Sequence[dict]) -> str:
   """The lowest-FPR metric every membership cell resolves: TPR at 0.1% FPR, at 1% FPR, else the AUC."""
-  counts = [(c.get("info") or {}).get("num_nonmembers") for c in _by(cells, "membership")]
+  counts = [c["metrics"].get("num_nonmembers") for c in _by(cells, "membership")]
   least = min((n for n in counts if n is not None), default=0) if all(n is not None for n in counts) else 0
   return next(metric for metric, need in CRITERIA if least >= need)
 

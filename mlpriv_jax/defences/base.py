@@ -7,15 +7,27 @@ x: f32[B, H, W, C] queries in [0, 1]; probs: f32[B, C], the victim's softmax;
 key: one PRNG key for the batch. A defence never sees the victim's parameters.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
 
 
 class Defence(NamedTuple):
+  """An output defence, as optax's `GradientTransformation`: a pair of pure functions and a name.
+
+  Attributes:
+    init: `init() -> state`, the defence's state before the first query of an account (an `EmptyState` for
+      stateless defences; a client's account keeps its own).
+    apply: `apply(x, probs, state, key) -> (released, state)`, jit-compatible. x: f32[B, H, W, C] the queries in
+      [0, 1]; probs: f32[B, C] the victim's softmax for them; state: what `init` (or the previous call) returned;
+      key: one PRNG key for the whole batch (the account's `fold_in(key, queries_used)`). released: f32[B, C], what
+      the client receives (a probability vector per row, or a one-hot label). A defence never sees the victim's
+      parameters.
+    name: the registry name it was built under (`none` for the identity), shown in results and headers.
+  """
   init: Callable[[], Any]
-  apply: Callable[..., Any]
+  apply: Callable[[Any, Any, Any, Any], Tuple[Any, Any]]
   name: str = "defence"
 
 

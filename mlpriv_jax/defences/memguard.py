@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mlpriv_jax.defences.base import Defence, EmptyState, safe_log
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.train.mlp import mlp_logits, train_binary_mlps
 
@@ -201,9 +202,9 @@ def memguard_noise(params, probs, *, max_steps: int = 500, refine_steps: int = 1
 
 def _content_key(key, x):
   """A key that depends on the query's pixels only: repeated queries get the same coin."""
-  proj = jax.random.normal(jax.random.fold_in(key, 0), (1, *x.shape[1:]), x.dtype)
+  proj = jax.random.normal(streams.derive(key, streams.MEMGUARD_PROJECTION), (1, *x.shape[1:]), x.dtype)
   code = jax.lax.bitcast_convert_type((x * proj).sum(axis=tuple(range(1, x.ndim))).astype(jnp.float32), jnp.uint32)
-  return jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 1), c))(code)
+  return jax.vmap(lambda c: jax.random.fold_in(streams.derive(key, streams.MEMGUARD_CODES), c))(code)
 
 
 def memguard(epsilon: float, classifier_params, *, coin_key=None, **search_kwargs) -> Defence:

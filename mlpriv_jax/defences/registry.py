@@ -1,8 +1,9 @@
 """Output defences by name, each with one strength parameter: what it means, its range, the threat it addresses.
 
-`REGISTRY[name]` is a `DefenceSpec`; `build(name, strength, ...)` makes the `Defence`, including what it needs
-from the defender: MAD's proxy (a randomly initialised copy of the victim's architecture, the paper's choice) and
-MemGuard's defence classifier (trained on the victim's outputs for members against held-out images).
+`REGISTRY[name]` is a `DefenceSpec`; `assemble(names, ...)` makes once what the defences need from the defender
+(MAD's proxy: a randomly initialised copy of the victim's architecture, the paper's choice; MemGuard's defence
+classifier: trained on the victim's outputs for members against held-out images), and `build(name, strength,
+**kit._asdict())` makes each `Defence`.
 """
 
 from typing import Callable, FrozenSet, NamedTuple, Optional
@@ -10,11 +11,13 @@ from typing import Callable, FrozenSet, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from mlpriv_jax import train
+import numpy as np
+
+from mlpriv_jax import streams, train
 from mlpriv_jax.defences import baselines
 from mlpriv_jax.defences.base import Defence, identity
 from mlpriv_jax.defences.mad import mad, proxy_from_model
-from mlpriv_jax.defences.memguard import memguard, train_defence_classifier
+from mlpriv_jax.defences.memguard import defence_classifier_score, memguard, train_defence_classifier
 from mlpriv_jax.defences.misinformation import adaptive_misinformation
 from mlpriv_jax.errors import UserError
 
@@ -120,27 +123,48 @@ def make_memguard_classifier(model, variables, member_images, nonmember_images, 
   return train_defence_classifier(key, members, nonmembers, num_steps=num_steps)
 
 
-def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memguard_params=None, model=None,
-          variables=None, key=None, input_shape=(32, 32, 3), member_images=None, nonmember_images=None,
-          guard_steps: int = 2000) -> Defence:
-  """The defence `name` at `strength`.
+class DefenderKit(NamedTuple):
+  """What the defender makes once for its defences (`assemble`) and every `build` of them takes."""
+  proxy_probs: Optional[Callable] = None   # MAD's proxy: x f32[B, H, W, C] -> probabilities f32[B, C]
+  memguard_params: Optional[dict] = None   # MemGuard's defence classifier (its phase I), trained by the defender
 
-  What it needs is made here unless given: MAD's proxy from `model` and `key`; MemGuard's classifier from
-  `model`, `variables`, `member_images`, `nonmember_images` and `key`.
+
+def assemble(names, model, key, *, variables=None, input_shape=(32, 32, 3), members=None, nonmembers=None,
+             guard_steps: int = 2000, log: Optional[Callable] = None) -> DefenderKit:
+  """What the named defences need, made once: the one home of MAD's proxy and MemGuard's classifier.
+
+  MAD's proxy is a randomly initialised copy of the victim's architecture `model` (Orekondy et al. 2020, Sec. 5),
+  from `fold_in(key, PROXY)`. MemGuard's classifier (Jia et al. 2019, phase I) is trained on the victim's softmax
+  (`model` with `variables`) for as many `members` as `nonmembers` (the shorter list's length of each), from
+  `fold_in(key, GUARD)`; with `log`, its accuracy on them is reported.
   """
+  specs = [get(n) for n in names]
+  kit = DefenderKit()
+  if any("proxy" in s.needs for s in specs):
+    kit = kit._replace(proxy_probs=make_proxy(model, streams.derive(key, streams.PROXY), input_shape))
+  if any("members" in s.needs for s in specs):
+    if variables is None or members is None or nonmembers is None:
+      raise UserError("memguard needs the victim's variables and member and non-member images for its defence "
+                      "classifier")
+    n = min(len(members), len(nonmembers))
+    params = make_memguard_classifier(model, variables, members[:n], nonmembers[:n],
+                                      streams.derive(key, streams.GUARD), num_steps=guard_steps)
+    kit = kit._replace(memguard_params=params)
+    if log is not None:
+      g = lambda x: np.asarray(defence_classifier_score(params, jax.nn.softmax(train.predict(model, variables, x))))
+      acc = ((g(members[:n]) > 0.5).mean() + (g(nonmembers[:n]) <= 0.5).mean()) / 2
+      log(f"memguard: defence classifier accuracy {acc:.3f} on {n} members + {n} non-members")
+  return kit
+
+
+def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memguard_params=None) -> Defence:
+  """The defence `name` at `strength`, from what `assemble` made (`build(name, s, **kit._asdict())`)."""
   spec = check(name, strength)
   if spec.strength is not None and strength is None:
     raise UserError(f"{name} needs a strength ({spec.strength}, {spec.valid_text})")
-  key = jax.random.key(0) if key is None else key
   if "proxy" in spec.needs and proxy_probs is None:
-    if model is None:
-      raise UserError(f"{name} needs a proxy model (pass the victim's architecture as model=, or proxy_probs=)")
-    proxy_probs = make_proxy(model, jax.random.fold_in(key, 1), input_shape)
+    raise UserError(f"{name} needs a proxy model: make it with defences.assemble")
   if "members" in spec.needs and memguard_params is None:
-    if model is None or variables is None or member_images is None or nonmember_images is None:
-      raise UserError(f"{name} needs a trained defence classifier (pass memguard_params=, or the victim and "
-                      f"member / non-member images)")
-    memguard_params = make_memguard_classifier(model, variables, member_images, nonmember_images,
-                                               jax.random.fold_in(key, 2), num_steps=guard_steps)
+    raise UserError(f"{name} needs a trained defence classifier: make it with defences.assemble")
   return spec.make(None if strength is None else float(strength), proxy_probs=proxy_probs,
                    memguard_params=memguard_params)

@@ -8,11 +8,10 @@ from typing import Callable, Optional
 
 import jax
 
-from mlpriv_jax import defences, models
-from mlpriv_jax.errors import UserError
+from mlpriv_jax import defences, models, streams
+from mlpriv_jax.errors import UserError, integer
+from mlpriv_jax.games import victims
 from mlpriv_jax.oracle import BUCKETS, Service
-
-STREAM_DEFENCE = 1
 
 
 def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optional[float] = None,
@@ -22,8 +21,8 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
           guard_steps: int = 500, seed: int = 0, log: Callable = print):
   """The `serve.Served` state of the artifact at `victim` (checked in full before anything is compiled)."""
   from mlpriv_jax import serve
-  if budget_per_key is not None and (int(budget_per_key) != budget_per_key or budget_per_key < 0):
-    raise UserError(f"--budget_per_key must be an integer >= 0, got {budget_per_key}")
+  if budget_per_key is not None:
+    integer(budget_per_key, "--budget_per_key", at_least=0)
   if monitor not in ("none", "prada"):
     raise UserError(f"--monitor must be none or prada, got {monitor!r}")
   if not model_name or "/" in model_name or ":" in model_name:
@@ -37,21 +36,21 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
   if monitor == "prada":
     defences.Prada(delta=prada_delta)   # checks delta
     monitor_factory = lambda: defences.Prada(delta=prada_delta)
-  key = jax.random.fold_in(jax.random.key(seed), STREAM_DEFENCE)
+  key = streams.derive(jax.random.key(seed), streams.SERVE_DEFENCE)
+  members = nonmembers = None
   if "members" in spec.needs:   # MemGuard: its classifier is trained on the victim's members and test images
-    from mlpriv_jax.lab import defend, victims
     v = victims.load(victim, data_dir)
     model, variables, meta = v.model, v.variables, v.meta
-    needs = defend.defence_needs([defence], v, key, held_out=v.dataset.x_test, num_guard=num_guard,
-                                 guard_steps=guard_steps, log=log)
+    members, nonmembers = v.member_images(num_guard), v.dataset.x_test[:num_guard]
   else:
     model, variables, meta = models.load_model(victim)
-    needs = {}
   input_shape = tuple(meta.get("input_shape") or ())
   if len(input_shape) != 3 or min(input_shape) < 1:
     raise UserError(f"{meta['artifact']}: the protocol describes images [B, H, W, C]; the artifact's input "
                     f"shape is {list(input_shape)}")
-  d = defences.build(defence, strength, model=model, key=key, input_shape=input_shape, **needs)
+  kit = defences.assemble([defence], model, key, variables=variables, input_shape=input_shape, members=members,
+                          nonmembers=nonmembers, guard_steps=guard_steps, log=log)
+  d = defences.build(defence, strength, **kit._asdict())
   service = Service.from_model(model, variables, input_shape=input_shape, defence=d, buckets=buckets,
                                max_traces=len(buckets))
   served = serve.Served(service, keyring, model_name=model_name, seed=seed, monitor_factory=monitor_factory,

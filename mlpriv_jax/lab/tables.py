@@ -12,15 +12,15 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
-from mlpriv_jax import data, models, results, train
+from mlpriv_jax import data, models, results, streams, train
 from mlpriv_jax.attacks import extraction as E
-from mlpriv_jax.errors import UserError
-from mlpriv_jax.lab import workdir as wd
+from mlpriv_jax.errors import UserError, integer, number
+from mlpriv_jax import workdir as wd
 from mlpriv_jax.lab.training import load_train_split, model_meta
 from mlpriv_jax.oracle import Victim
 from mlpriv_jax.utils import write_json
@@ -66,35 +66,57 @@ def render(out: dict, *, preset: str, budget: int, pool_name: str, data_name: st
   return "\n".join(lines)
 
 
-def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, budget: int, archs: Dict[str, str],
-        victim_config: train.TrainConfig, surrogate_config: train.TrainConfig, num_test: int = 0,
-        rows: Sequence[str] = SURVEY_NAMES, tables: Sequence[str] = ("table1", "table2"),
-        data_dir: Optional[str] = None, seed: int = 0, lr_by_arch: Optional[Dict[str, float]] = None,
-        run_config: Optional[dict] = None, log: Callable = print) -> dict:
+@dataclasses.dataclass(frozen=True)
+class TablesRun:
+  """The survey's Tables 1-2 at one scale (survey_tables.py's flags spell it)."""
+  victim_dataset: str
+  query_set: str
+  num_train: int                           # victim training images (0: all)
+  budget: int                              # queries B per victim
+  archs: Tuple[Tuple[str, str], ...]       # (survey name, the architecture trained in its place), victims included
+  victim: train.TrainConfig
+  surrogate: train.TrainConfig
+  num_test: int = 0                        # victim test images scored (0: all)
+  rows: Tuple[str, ...] = SURVEY_NAMES     # the tables' rows: survey names
+  tables: Tuple[str, ...] = ("table1", "table2")
+  lr_by_arch: Tuple[Tuple[str, float], ...] = ()   # an architecture's own peak learning rate, victim and surrogate
+  seed: int = 0
+
+  def validate(self):
+    archs = dict(self.archs)
+    unknown = set(self.rows) - set(archs)
+    if unknown or set(self.tables) - {t for t, _ in TABLES}:
+      raise UserError(f"unknown rows {sorted(unknown)} or tables {list(self.tables)}; rows: "
+                      f"{', '.join(SURVEY_NAMES)}; tables: table1, table2")
+    integer(self.budget, "budget")
+    integer(self.num_train, "num_train", at_least=0)
+    integer(self.num_test, "num_test", at_least=0)
+    for a in archs.values():
+      models.canonical_name(a)
+    for a, lr in self.lr_by_arch:
+      models.canonical_name(a)
+      number(lr, f"the learning rate of {a}", above=0)
+    self.victim.validate()
+    self.surrogate.validate()
+    return self
+
+
+def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_config: Optional[dict] = None,
+        log: Callable = print) -> dict:
   """Trains the victims and surrogates (or resumes them) and writes the tables; returns tables.json's content.
 
-  archs maps each survey name (and a victim's) to the architecture trained in its place; lr_by_arch gives an
+  `archs` maps each survey name (and a victim's) to the architecture trained in its place; `lr_by_arch` gives an
   architecture its own peak learning rate, victim and surrogate alike (the narrow VGG diverges at the others').
   run_config identifies the run (preset, overrides): a workdir holding tables of another run is refused.
   """
   t_start = time.time()
   wd.require(workdir)
-  unknown = set(rows) - set(archs)
-  if unknown or set(tables) - {t for t, _ in TABLES}:
-    raise UserError(f"unknown rows {sorted(unknown)} or tables {list(tables)}; rows: {', '.join(SURVEY_NAMES)}; "
-                    f"tables: table1, table2")
-  if int(budget) != budget or budget < 1:
-    raise UserError(f"--budget must be >= 1, got {budget}")
-  for a in archs.values():
-    models.canonical_name(a)
-  lr_by_arch = dict(lr_by_arch or {})
-  for a, lr in lr_by_arch.items():
-    models.canonical_name(a)
-    if not lr > 0:
-      raise UserError(f"the learning rate of {a} must be > 0, got {lr}")
+  cfg.validate()
+  archs, lr_by_arch, seed, budget, num_test = dict(cfg.archs), dict(cfg.lr_by_arch), cfg.seed, cfg.budget, cfg.num_test
+  victim_config, surrogate_config = cfg.victim, cfg.surrogate
   for_arch = lambda config, a: dataclasses.replace(config, learning_rate=lr_by_arch[a]) if a in lr_by_arch else config
-  ds, x_train, y_train = load_train_split(victim_dataset, data_dir, seed, num_train)
-  pool = data.load_dataset(query_set, data_dir, seed=seed + 1)
+  ds, x_train, y_train = load_train_split(cfg.victim_dataset, data_dir, seed, cfg.num_train)
+  pool = data.load_dataset(cfg.query_set, data_dir, seed=seed + 1)
   E.check_budget(budget, len(pool.x_train))
   xt, yt = (ds.x_test[:num_test], ds.y_test[:num_test]) if num_test else (ds.x_test, ds.y_test)
   mean, std = data.channel_stats(x_train)
@@ -109,7 +131,7 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
                     f"use another --workdir")
 
   for t, (table, victim_name) in enumerate(TABLES):
-    if table not in tables:
+    if table not in cfg.tables:
       continue
     entry = out["tables"].setdefault(table, {"rows": {}})
     victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
@@ -121,7 +143,7 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
       log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")
 
     vcfg = for_arch(victim_config, archs[victim_name])
-    vres = train.train(victim_model, vcfg, x_train, y_train, jax.random.fold_in(key, t),
+    vres = train.train(victim_model, vcfg, x_train, y_train, streams.derive(key, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
                        on_epoch_end=on_epoch_end)
     variables = train.variables_of(vres.state)
@@ -138,17 +160,17 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
                              seconds_per_epoch=seconds / len(trained) if trained else None,
                              compile_seconds=vres.compile_seconds)
     write_json(out_path, out)   # the victim's time is on disk before the first surrogate starts
-    victim = Victim(victim_model, variables, budget=budget, key=jax.random.fold_in(key, 10 + t),
+    victim = Victim(victim_model, variables, budget=budget, key=streams.derive(key, streams.TABLE_ACCOUNT + t),
                     input_shape=ds.image_shape)
-    idx, answers = E.knockoff_random(victim, pool.x_train, budget, jax.random.fold_in(key, 20 + t))
-    for name in rows:
+    idx, answers = E.knockoff_random(victim, pool.x_train, budget, streams.derive(key, streams.TABLE_QUERIES + t))
+    for name in cfg.rows:
       if name in entry["rows"]:
         continue
       r = list(archs).index(name)   # the row's key: its place among all rows, whichever rows this run asks for
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
       state = E.train_surrogate(sur, for_arch(surrogate_config, archs[name]), pool.x_train[idx], answers,
-                                jax.random.fold_in(key, 100 * (t + 1) + r)).state
+                                streams.derive(key, streams.TABLE_SURROGATES * (t + 1) + r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
       m.update(model=sur.name, seconds=time.time() - t0, epochs=surrogate_config.num_epochs)
       entry["rows"][name] = m
@@ -160,8 +182,8 @@ def run(*, workdir: str, victim_dataset: str, query_set: str, num_train: int, bu
   text = render(out, preset=ident.get("preset", ""), budget=budget, pool_name=pool.name, data_name=ds.name)
   wd.save_text(os.path.join(workdir, "tables.md"), text)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), [
-      results.row(metric=f"{table}/{name}/{metric}", value=m[metric], attack="knockoff_random", queries=budget,
-                  seed=seed, data_source=pool.source)
+      results.row(metric=f"{table}/{metric}", value=m[metric], family="extraction", attack="knockoff_random",
+                  budget=budget, surrogate=name, queries=budget, seed=seed, data_source=pool.source)
       for table, e in out["tables"].items() for name, m in e["rows"].items()
       for metric in ("accuracy", "fidelity", "accuracy_ratio")])
   log(text)
@@ -182,14 +204,7 @@ def parse_archs(pairs: Sequence[str]) -> Dict[str, str]:
   return out
 
 
-def with_epochs(config: dict, epochs: Optional[int], what: str = "epochs") -> dict:
+def with_epochs(config: train.TrainConfig, epochs: int, what: str = "epochs") -> train.TrainConfig:
   """A recipe with another epoch count; the warm-up shrinks with it (at most a quarter of the run)."""
-  if epochs is None:
-    return config
-  if epochs < 1:
-    raise UserError(f"--{what} must be >= 1, got {epochs}")
-  return dict(config, num_epochs=epochs, warmup_epochs=min(config.get("warmup_epochs", 0), epochs / 4))
-
-
-def config_of(d: dict) -> train.TrainConfig:
-  return train.TrainConfig(**d).validate()
+  integer(epochs, f"--{what}")
+  return dataclasses.replace(config, num_epochs=epochs, warmup_epochs=min(config.warmup_epochs, epochs / 4))

@@ -12,7 +12,7 @@ proves equal outputs and gradients):
 
 'auto' is 'lax'; on CPU, `train_k` switches a model to 'im2col' when it vmaps
 over models (by default it unrolls the model axis there, which measured faster
-still; see BUILD_NOTES.md), and DP-SGD's per-example gradients always do.
+still; see docs/cpu_gap.md), and DP-SGD's per-example gradients always do.
 """
 
 import math

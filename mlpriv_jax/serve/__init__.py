@@ -8,9 +8,9 @@ FastAPI, uvicorn and httpx are the optional `serve` extra.
 """
 
 from mlpriv_jax.serve.app import MAX_BODY_BYTES, Served, client_key, create_app
-from mlpriv_jax.serve.client import RemoteVictim
+from mlpriv_jax.serve.client import RemoteVictim, connect
 from mlpriv_jax.serve.keys import Client, KeyRing, load_keys
 from mlpriv_jax.serve.server import BackgroundServer, bind, serve_forever
 
 __all__ = ["MAX_BODY_BYTES", "BackgroundServer", "Client", "KeyRing", "RemoteVictim", "Served", "bind",
-           "client_key", "create_app", "load_keys", "serve_forever"]
+           "client_key", "connect", "create_app", "load_keys", "serve_forever"]

@@ -130,3 +130,21 @@ class RemoteVictim:
         raise UserError(f"{self.url}: the answer is not an Open Inference Protocol v2 response") from None
     return np.concatenate(outs)
 
+
+
+def connect(url: str, api_key: Optional[str], model_name: str = "victim", *, expect=None) -> RemoteVictim:
+  """A client of the victim served at `url`, reached with `api_key` now (before anything is written).
+
+  expect: (input_shape, num_classes) of the model the caller holds the truth of (the artifact that evaluates the
+  surrogate, the membership game's target); a server answering for another model is refused with one line.
+  """
+  if not api_key:
+    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  client = RemoteVictim(url, api_key, model_name)
+  if expect is not None:
+    shape, classes = tuple(expect[0]), int(expect[1])
+    if (client.input_shape, client.num_classes) != (shape, classes):
+      client.close()
+      raise UserError(f"{url} serves {client.num_classes} classes of {client.input_shape}; the model here has "
+                      f"{classes} of {shape}")
+  return client

@@ -5,7 +5,7 @@ from mlpriv_jax.train.compiles import Compiles, count_compiles
 from mlpriv_jax.train.keep import balanced_keep
 from mlpriv_jax.train.loop import (FUNCTIONS, MIN_BUCKET, FunctionCache, TrainResult, bucket_size, evaluate, predict,
                                    predict_k, train, train_k)
-from mlpriv_jax.train.step import (STEP_STREAM, TrainConfig, TrainState, cross_entropy, init_train_state,
+from mlpriv_jax.train.step import (TrainConfig, TrainState, cross_entropy, init_train_state,
                                    learning_rates, make_grad_fn, make_optimizer, make_predict_fn,
                                    make_train_step_fn, over_models, resolve_model_axis, variables_of,
                                    with_learning_rate)

@@ -26,11 +26,11 @@ import numpy as np
 import optax
 
 from mlpriv_jax.data.augment import random_crop_flip, to_float
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
 from mlpriv_jax.train.step import cross_entropy
 
-POISSON_STREAM = 3   # sample key = fold_in(fold_in(model_key, POISSON_STREAM), global step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +145,7 @@ def poisson_sample(model_key, keep_row, rate, step):
 
   Every example with keep_row True is in with probability `rate`, independently (Abadi et al. 2016, Sec. 3.1).
   """
-  key = jax.random.fold_in(jax.random.fold_in(model_key, POISSON_STREAM), step)
+  key = streams.derive(model_key, streams.POISSON, step)
   take = keep_row & (jax.random.uniform(key, keep_row.shape) < rate)
   return jnp.argsort(~take, stable=True), take.sum()
 

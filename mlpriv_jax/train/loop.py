@@ -5,10 +5,10 @@ that `train` produces with the same key, keep mask and steps per epoch
 (tests/train_test.py):
 
 * model key   k_m = fold_in(key, k)           (the same whether K is 4 or 64)
-* init key        = fold_in(k_m, 0)
-* epoch order     = argsort of uniforms from fold_in(fold_in(k_m, 1), epoch),
+* init key        = fold_in(k_m, INIT)        (the names are `mlpriv_jax.streams`')
+* epoch order     = argsort of uniforms from fold_in(fold_in(k_m, ORDER), epoch),
                     with the examples outside keep[k] sorted last
-* step key        = fold_in(fold_in(k_m, 2), state.step), folded inside the step
+* step key        = fold_in(fold_in(k_m, STEP), state.step), folded inside the step
 
 An epoch is ceil(max_k n_k / B) steps; batch t of model k takes positions
 t*B .. t*B+B-1 of its order, modulo n_k (its kept count), so a model with fewer
@@ -19,7 +19,7 @@ outside the step, so the step itself compiles once per (model, batch size, K,
 gradient function), whatever the data size, schedule or epoch count.
 
 DP-SGD (`dp=dpsgd.DPConfig(...)`) replaces the epoch order by Poisson sampling: at global step s, model k
-takes each of its examples with probability B / n_k from fold_in(fold_in(k_m, 3), s), in passes of a fixed
+takes each of its examples with probability B / n_k from fold_in(fold_in(k_m, POISSON), s), in passes of a fixed
 number of rows (`dpsgd`), and its gradient is the clipped, noised sum.
 
 Compiled functions live in one bounded cache (`FUNCTIONS`, least recently used out).
@@ -49,13 +49,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
 from mlpriv_jax.train import checkpoint, dpsgd
 from mlpriv_jax.train.step import (TrainConfig, TrainState, init_train_state, learning_rates, make_optimizer,
                                    make_predict_fn, make_train_step_fn, resolve_model_axis, variables_of)
 
-_INIT, _ORDER = 0, 1
 MIN_BUCKET = 256
 
 
@@ -111,7 +111,7 @@ def _pad_rows(a, size: int, axis: int = 0):
 
 
 def _epoch_order(model_key, keep_row, epoch):
-  u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(model_key, _ORDER), epoch), keep_row.shape)
+  u = jax.random.uniform(streams.derive(model_key, streams.ORDER, epoch), keep_row.shape)
   return jnp.argsort(jnp.where(keep_row, u, 2.0))
 
 
@@ -305,7 +305,7 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
   model_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(model_ids))
   def init_states(k, weight_decay):
     # The optimiser's hyper-parameters are values in its state, so one compiled init serves every value.
-    s = init_train_state(model, tx, jax.random.fold_in(k, _INIT), image_shape)
+    s = init_train_state(model, tx, streams.derive(k, streams.INIT), image_shape)
     hyper = dict(s.opt_state.hyperparams, weight_decay=jnp.asarray(weight_decay, jnp.float32))
     return s._replace(opt_state=s.opt_state._replace(hyperparams=hyper))
   init_fn = FUNCTIONS.get(("init", model.module, opt_key, image_shape),

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 
 
@@ -53,7 +54,7 @@ def train_binary_mlps(key, x, targets, groups, num_groups: int, *, widths: Seque
   counts = jnp.bincount(groups, length=num_groups)
   starts = jnp.cumsum(counts) - counts
   tx = optax.adam(learning_rate)
-  group_keys = jax.random.split(jax.random.fold_in(key, 0), num_groups)
+  group_keys = jax.random.split(streams.derive(key, streams.MLP_INIT), num_groups)
   params = jax.vmap(lambda k: model.init(k, x[:1])["params"])(group_keys)
   opt_state = jax.vmap(tx.init)(params)
 
@@ -69,7 +70,7 @@ def train_binary_mlps(key, x, targets, groups, num_groups: int, *, widths: Seque
   def run(params, opt_state):
     def body(carry, t):
       p, o = carry
-      keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 1), t), num_groups)
+      keys = jax.random.split(streams.derive(key, streams.MLP_BATCHES, t), num_groups)
       p, o, loss = jax.vmap(group_step)(p, o, keys, starts, counts)
       return (p, o), loss.mean()
     (p, _), losses = jax.lax.scan(body, (params, opt_state), jnp.arange(num_steps))

@@ -19,10 +19,10 @@ import numpy as np
 import optax
 
 from mlpriv_jax.data.augment import random_crop_flip, to_float
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
 
-STEP_STREAM = 2   # step key = fold_in(fold_in(model_key, STEP_STREAM), state.step)
 
 
 class TrainState(NamedTuple):
@@ -170,7 +170,7 @@ def make_grad_fn(model: Model, loss_fn: Callable = cross_entropy, *, augment: bo
 
 def _update(tx, grad_fn, state: TrainState, batch, model_key, lr):
   """One step of one model: its key from state.step, its gradient from grad_fn, the optimiser update."""
-  key = jax.random.fold_in(jax.random.fold_in(model_key, STEP_STREAM), state.step)
+  key = streams.derive(model_key, streams.STEP, state.step)
   grads, aux = grad_fn(state.params, state.batch_stats, batch, key)
   if jax.tree.structure(grads) != jax.tree.structure(state.params):
     raise UserError(f"grad_fn returned a tree of structure {jax.tree.structure(grads)}; the parameters have "
@@ -193,7 +193,7 @@ def resolve_model_axis(strategy: str = "auto") -> str:
   the K models traced into one XLA program). 'auto' is 'unroll' on CPU, 'vmap'
   elsewhere: on XLA:CPU a vmapped conv weight becomes a grouped convolution whose
   backward pass is slow (jax #13800), and im2col under vmap is still slower than
-  unrolling (BUILD_NOTES.md has the measurements)."""
+  unrolling (docs/cpu_gap.md has the measurements)."""
   if strategy not in MODEL_AXIS_STRATEGIES:
     raise UserError(f"unknown model axis strategy {strategy!r}; known: {', '.join(MODEL_AXIS_STRATEGIES)}")
   if strategy == "auto":

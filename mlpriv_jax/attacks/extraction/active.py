@@ -11,22 +11,21 @@
   triplet loss, Eq. 10-11; or PGD on the margin) -> query the candidates nearest
   the surrogate's decision boundary -> retrain.
 
-Deviations (documented in BUILD_NOTES.md): new points are clipped to [0, 1] and
+Deviations (documented in docs/differences.md): new points are clipped to [0, 1] and
 stored as uint8 (the victim accepts only valid images; cleverhans does not
 clip); FeatureFool is solved with projected signed-gradient steps in an L-inf
 box of 8/255 rather than box-constrained L-BFGS (the paper's Eq. 11 solver); the surrogate is trained from scratch each round.
 """
 
 import dataclasses
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpriv_jax import train
-from mlpriv_jax.attacks.extraction.knockoff import check_budget, train_surrogate
-from mlpriv_jax.errors import UserError
+from mlpriv_jax import streams, train
+from mlpriv_jax.attacks.extraction.knockoff import train_surrogate
 from mlpriv_jax.models import Model
 from mlpriv_jax.oracle import Oracle, query_all
 
@@ -64,25 +63,23 @@ class ActiveResult(NamedTuple):
   sources: np.ndarray      # int[B]: CloudLeak: the pool image each query was made from;
                            # JBDA: the index in `images` of the point it was stepped from
   state: train.TrainState  # the last surrogate
-  curve: list              # [(queries_used, accuracy, fidelity)] when an eval_fn is given
+  snapshots: list          # [(queries used, surrogate state)] after each round's training
 
 
 def jbda(oracle: Oracle, seed_images, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
-         lam: float = 0.1, tau: int = 3, batch_size: int = 256, eval_fn: Optional[Callable] = None) -> ActiveResult:
-  """Jacobian-based dataset augmentation until `budget` queries are spent (seeds included)."""
-  if int(budget) != budget or budget < 1:
-    raise UserError(f"budget must be a positive integer, got {budget}")
+         lam: float = 0.1, tau: int = 3, batch_size: int = 256) -> ActiveResult:
+  """Jacobian-based dataset augmentation until `budget` queries are spent (seeds included; the budget is the
+  caller's to check, `extraction.run`)."""
   seeds = np.asarray(seed_images)[:budget]
   images = seeds if seeds.dtype == np.uint8 else _to_u8(seeds)
   answers = query_all(oracle, images, batch_size)
   sources = np.arange(len(images))
-  curve, rho, state = [], 0, None
+  snapshots, rho, state = [], 0, None
   while True:
     result = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
                              jax.random.fold_in(key, rho), label_only=True)
     state = result.state
-    if eval_fn is not None:
-      curve.append((oracle.queries_used, *eval_fn(state)))
+    snapshots.append((oracle.queries_used, state))
     left = budget - len(images)
     if left <= 0:
       break
@@ -97,7 +94,7 @@ def jbda(oracle: Oracle, seed_images, budget: int, key, surrogate: Model, config
     sources = np.concatenate([sources, np.arange(len(new))])   # the parent point in `images`
     answers = np.concatenate([answers, query_all(oracle, new, batch_size)])
     rho += 1
-  return ActiveResult(images, answers, sources, state, curve)
+  return ActiveResult(images, answers, sources, state, snapshots)
 
 
 def margin(logits):
@@ -155,15 +152,11 @@ def _cloudleak_functions(surrogate: Model, method: str, eps: float, steps: int):
 
 def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config: train.TrainConfig, *,
               num_rounds: int = 5, seed_fraction: float = 0.3, candidates_per_query: int = 4,
-              method: str = "featurefool", eps: float = 8 / 255, steps: int = 10, batch_size: int = 256,
-              eval_fn: Optional[Callable] = None) -> ActiveResult:
-  """Margin-based adversarial active learning (CloudLeak Algorithm 1) within `budget` queries."""
-  check_budget(budget, len(pool_x))
-  if method not in ("featurefool", "pgd"):
-    raise UserError(f"unknown CloudLeak method {method!r}; known: featurefool, pgd")
-  if num_rounds < 1 or not 0 < seed_fraction <= 1 or candidates_per_query < 1:
-    raise UserError("need num_rounds >= 1, 0 < seed_fraction <= 1 and candidates_per_query >= 1")
-  order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(pool_x)))
+              method: str = "featurefool", eps: float = 8 / 255, steps: int = 10,
+              batch_size: int = 256) -> ActiveResult:
+  """Margin-based adversarial active learning (CloudLeak Algorithm 1) within `budget` queries (budget and
+  options checked by the caller: `extraction.run`, `CloudLeakOptions.validate`)."""
+  order = np.asarray(jax.random.permutation(streams.derive(key, streams.CLOUDLEAK_ORDER), len(pool_x)))
   n_seed = max(1, int(round(seed_fraction * budget))) if num_rounds > 1 else budget
   images = pool_x[order[:n_seed]]
   sources = order[:n_seed]
@@ -171,12 +164,11 @@ def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config
   cursor = n_seed
   per_round = int(np.ceil((budget - n_seed) / max(num_rounds - 1, 1)))
   craft, margins, predict = _cloudleak_functions(surrogate, method, eps, steps)
-  curve, state = [], None
+  snapshots, state = [], None
   for r in range(num_rounds):
     state = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
                             jax.random.fold_in(key, r + 1)).state
-    if eval_fn is not None:
-      curve.append((oracle.queries_used, *eval_fn(state)))
+    snapshots.append((oracle.queries_used, state))
     quota = min(per_round, budget - len(images))
     if quota <= 0 or r == num_rounds - 1:
       break
@@ -201,4 +193,4 @@ def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config
     images = np.concatenate([images, adv[pick]])
     sources = np.concatenate([sources, cand_idx[pick]])
     answers = np.concatenate([answers, query_all(oracle, adv[pick], batch_size)])
-  return ActiveResult(images, answers, sources, state, curve)
+  return ActiveResult(images, answers, sources, state, snapshots)

@@ -12,27 +12,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpriv_jax import train
+from mlpriv_jax import streams, train
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model
 from mlpriv_jax.oracle import Oracle, query_all
 
 
-def check_budget(budget: int, pool_size: int):
-  """A budget is a positive integer no larger than the pool it is drawn from."""
-  if int(budget) != budget or budget < 1:
-    raise UserError(f"budget must be a positive integer, got {budget}")
-  if budget > pool_size:
-    raise UserError(f"budget {budget} is larger than the query pool ({pool_size} images)")
-
-
 def knockoff_random(oracle: Oracle, pool_x, budget: int, key, *, batch_size: int = 256):
   """Random strategy: B pool images drawn without replacement, each queried once.
+
+  The budget is the caller's to check (`extraction.run`: at most the pool).
 
   Returns:
     (indices int[B] into pool_x, answers f32[B, C]).
   """
-  check_budget(budget, len(pool_x))
   idx = np.asarray(jax.random.permutation(key, len(pool_x))[:budget])
   return idx, query_all(oracle, pool_x[idx], batch_size)
 
@@ -62,14 +55,8 @@ def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surro
   Returns:
     (indices int[B], answers f32[B, C], BanditHistory).
   """
-  check_budget(budget, len(pool_x))
   fine = np.asarray(pool_fine)
   coarse = np.zeros_like(fine) if pool_coarse is None else np.asarray(pool_coarse)
-  if fine.shape != (len(pool_x),) or coarse.shape != fine.shape:
-    raise UserError(f"pool labels must be int[N] with N = {len(pool_x)}, got {fine.shape} and {coarse.shape}")
-  unknown = set(rewards) - {"cert", "div", "loss"}
-  if unknown or not rewards:
-    raise UserError(f"unknown rewards {sorted(unknown)}; known: cert, div, loss")
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
   num_coarse, num_fine = int(coarse.max()) + 1, int(fine.max()) + 1
   children = [np.unique(fine[coarse == c]) for c in range(num_coarse)]
@@ -80,10 +67,10 @@ def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surro
   cfg = train.TrainConfig(num_epochs=1, batch_size=batch_size, learning_rate=learning_rate, momentum=0.5, nesterov=False,
                           weight_decay=0.0, schedule="constant", augment=False)
   tx = train.make_optimizer(cfg)
-  state = train.init_train_state(surrogate, tx, jax.random.fold_in(key, 1), pool_x.shape[1:])
+  state = train.init_train_state(surrogate, tx, streams.derive(key, streams.ADAPTIVE_INIT), pool_x.shape[1:])
   step = train.make_train_step_fn(surrogate, tx, augment=False)
   predict = train.make_predict_fn(surrogate)
-  step_key = jax.random.fold_in(key, 2)
+  step_key = streams.derive(key, streams.ADAPTIVE_STEPS)
 
   stats = {r: [0.0, 0.0, 0] for r in rewards}            # running mean, M2, count (Welford)
   baseline, steps_done, y_mean, n_seen = 0.0, 0, None, 0

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 
 
@@ -145,7 +146,7 @@ def hopskipjump_l2(decide: Callable, x0, key, *, num_iterations: int = 64, initi
     raise UserError(f"HopSkipJump needs at least {hsj_min_queries(d, gamma)} queries per example to find a starting "
                     f"point (dimension {d}); the cap is {max_queries}")
   queries, grad_queries = np.zeros(b, np.int64), np.zeros(b, np.int64)
-  k_init, k_grad = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+  k_init, k_grad = streams.derive(key, streams.HSJ_INIT), streams.derive(key, streams.HSJ_GRADIENT)
 
   def ask(x, idx):
     np.add.at(queries, idx, 1)

@@ -1,0 +1,94 @@
+"""Model extraction as the survey measures it, in two steps that extract.py, survey_tables.py and the arena compose:
+
+  result = attacks.extraction.run(name, oracle, pool, ...)   # the attack: it sees only the oracle
+  rows = judge(result, surrogate, evaluator(...))            # the evaluator: each snapshot of the surrogate
+
+The evaluator compares the surrogate with the victim's undefended top-1 on the victim's test set (fidelity) and with
+the true labels (accuracy), and gives the accuracy's ratio to the victim's (the survey's `85.63 (0.90x)`).
+"""
+
+import dataclasses
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mlpriv_jax import models, results, train
+from mlpriv_jax.attacks import extraction as E
+from mlpriv_jax.errors import UserError, integer
+
+METRICS = ("accuracy", "fidelity", "accuracy_ratio")
+
+
+class Evaluator(NamedTuple):
+  """What the evaluator (not the attacker) holds of the victim: its test set and its undefended top-1 there."""
+  x_test: np.ndarray          # u8[T, H, W, C]
+  y_test: np.ndarray          # int[T]
+  victim_top1: np.ndarray     # int[T]
+  victim_accuracy: float
+
+
+def evaluator(model: models.Model, variables, x_test, y_test) -> Evaluator:
+  """The evaluator of surrogates of the victim (`model`, `variables`) on (x_test, y_test)."""
+  top1 = np.asarray(train.predict(model, variables, x_test)).argmax(-1)
+  return Evaluator(x_test, y_test, top1, float((top1 == y_test).mean()))
+
+
+def evaluate(surrogate: models.Model, state, ev: Evaluator) -> dict:
+  """{accuracy, fidelity, accuracy_ratio} of a surrogate's state."""
+  m = E.extraction_metrics(train.predict(surrogate, train.variables_of(state), ev.x_test), ev.victim_top1, ev.y_test,
+                           ev.victim_accuracy)
+  return {k: m[k] for k in METRICS}
+
+
+def judge(result: E.ExtractionResult, surrogate: models.Model, ev: Evaluator, **common) -> List[dict]:
+  """Results rows of every snapshot of the attack's surrogate (`queries`: the queries it had spent then);
+  `common`: the fields every row shares (attack, defence, budget, surrogate, seed, ...)."""
+  out = []
+  for queries, state in result.snapshots:
+    out += [results.row(metric=k, value=v, family="extraction", queries=queries, **common)
+            for k, v in evaluate(surrogate, state, ev).items()]
+  return out
+
+
+def at_budget(rows: Sequence[dict], budget: int) -> List[dict]:
+  """The rows of the snapshot with the most queries within `budget`, marked with that budget ([] if none)."""
+  within = [r["queries"] for r in rows if r["queries"] is not None and r["queries"] <= budget]
+  if not within:
+    return []
+  q = max(within)
+  return [dict(r, budget=int(budget)) for r in rows if r["queries"] == q]
+
+
+def curve(rows: Sequence[dict]) -> List[dict]:
+  """[{queries, accuracy, fidelity, accuracy_ratio}] by query count: the rows as the curve a program plots."""
+  points = {}
+  for r in rows:
+    points.setdefault(r["queries"], dict(queries=r["queries"]))[r["metric"]] = r["value"]
+  return [points[q] for q in sorted(points)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionAudit:
+  """What the extraction attacker does against a victim, the same spelling for extract.py and the arena."""
+  attacks: Tuple[str, ...]                    # registry names
+  budgets: Tuple[int, ...]                    # queries the attacker may make (the arena's cells, a program's curve)
+  surrogates: Tuple[str, ...]                 # surrogate architectures
+  query_set: str                              # the attacker's pool
+  surrogate: train.TrainConfig                # the surrogate's recipe
+  options: E.ExtractionOptions = E.ExtractionOptions()
+
+  def validate(self, pool_size: Optional[int] = None):
+    for a in self.attacks:
+      E.get(a)
+    for s in self.surrogates:
+      models.canonical_name(s)
+    if not self.budgets:
+      raise UserError("no extraction budget given")
+    for b in self.budgets:
+      integer(b, "budget")
+    if pool_size is not None and max(self.budgets) > pool_size:
+      raise UserError(f"budget {max(self.budgets)} is larger than the query pool {self.query_set} ({pool_size} "
+                      f"images)")
+    self.surrogate.validate()
+    self.options.validate()
+    return self

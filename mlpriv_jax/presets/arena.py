@@ -1,0 +1,102 @@
+"""Presets of experiments/arena.py: every attack against every defence at every strength and budget.
+
+The membership side is spelt as mia.py's (`game`, `membership`, `dp_game`); the extraction side as extract.py's
+(`extraction`).
+"""
+
+from mlpriv_jax.arena.run import ArenaConfig
+from mlpriv_jax.attacks import extraction as E
+from mlpriv_jax.attacks import membership as M
+from mlpriv_jax.games.extraction import ExtractionAudit
+from mlpriv_jax.games.membership import MembershipAudit, MembershipGame
+from mlpriv_jax.train import TrainConfig
+
+PRESETS = ("smoke", "cpu", "paper")
+ALL_MIA = tuple(M.REGISTRY)
+ALL_EXTRACTION = tuple(E.REGISTRY)
+
+
+def _victim(**kw) -> TrainConfig:
+  return TrainConfig(**dict(dict(momentum=0.9, nesterov=True, schedule="cosine", weight_decay=5e-4, augment=False),
+                            **kw))
+
+
+def _dp(**kw) -> TrainConfig:
+  return _victim(**dict(dict(learning_rate=2.0, weight_decay=0.0), **kw))
+
+
+def smoke() -> ArenaConfig:
+  """Embedded data: shapes10's cnn_small victim behind six defence settings and a DP-SGD victim at epsilon 8, every
+  attack of both families, budgets 250 and 1,000.
+
+  Evidence:
+    command: python experiments/arena.py --preset=smoke --workdir=runs/arena
+    result: benchmarks/results/presets/arena_smoke.json
+  """
+  return ArenaConfig(
+      game=MembershipGame("shapes10", "cnn_small", 1000, 4, _victim(num_epochs=20, batch_size=64, learning_rate=0.05)),
+      membership=MembershipAudit(
+          ALL_MIA, label_examples=200, num_population=500, num_bootstrap=100,
+          options=M.MembershipOptions(label_boundary=M.LabelBoundaryOptions(max_queries=100, initial_num_evals=10),
+                                      label_noise=M.LabelNoiseOptions(num_samples=10))),
+      extraction=ExtractionAudit(
+          ALL_EXTRACTION, budgets=(250, 1000), surrogates=("cnn_tiny",), query_set="figures20",
+          surrogate=_victim(num_epochs=8, batch_size=32, learning_rate=0.05),
+          options=E.ExtractionOptions(cloudleak=E.CloudLeakOptions(num_rounds=2))),
+      defences=(("label", ()), ("top1", ()), ("round2", ()), ("revsig", (0.5,)), ("mad_argmax", (0.5,)),
+                ("memguard", (1.0,))),
+      dp_epsilons=(8.0,),
+      dp_game=MembershipGame("shapes10", "cnn_tiny_gn", 2000, 4, _dp(num_epochs=30, batch_size=256)),
+      num_test=500, num_guard=200)
+
+
+def cpu() -> ArenaConfig:
+  """Real CIFAR-10 (4,000 examples) behind ten settings and DP-SGD victims at epsilon 1 and 8, CIFAR-100 queries,
+  budgets 1,000 and 5,000. CloudLeak is left out: at 5,000 queries it took 447 s per setting on 2 cores (its
+  surrogate retrained each round), 75 min for the 10 settings; add it with --extraction_attacks.
+
+  Evidence:
+    command: python experiments/arena.py --preset=cpu --data_dir=../shared/data --workdir=runs/arena_cpu
+    result: benchmarks/results/presets/arena_cpu.json
+  """
+  return ArenaConfig(
+      game=MembershipGame("cifar10_jpeg", "cnn_small", 4000, 8,
+                          _victim(num_epochs=20, batch_size=128, learning_rate=0.05, augment=True)),
+      membership=MembershipAudit(
+          ALL_MIA, label_examples=300, num_population=1000, num_bootstrap=100,
+          options=M.MembershipOptions(label_boundary=M.LabelBoundaryOptions(max_queries=300, initial_num_evals=20),
+                                      label_noise=M.LabelNoiseOptions(num_samples=30))),
+      extraction=ExtractionAudit(
+          ("knockoff_random", "knockoff_adaptive", "jbda"), budgets=(1000, 5000), surrogates=("cnn_small",),
+          query_set="cifar100", surrogate=_victim(num_epochs=10, batch_size=128, learning_rate=0.05, augment=True),
+          options=E.ExtractionOptions(cloudleak=E.CloudLeakOptions(num_rounds=3))),
+      defences=(("label", ()), ("top1", ()), ("round2", ()), ("gaussian", (0.5, 2.0)), ("revsig", (0.5, 2.0)),
+                ("mad_argmax", (0.5, 1.0)), ("memguard", (0.5, 1.0))),
+      dp_epsilons=(1.0, 8.0),
+      dp_game=MembershipGame("cifar10_jpeg", "cnn_tiny_gn", 8000, 8,
+                             _dp(num_epochs=20, batch_size=256, augment=True)),
+      num_test=1000, num_guard=200)
+
+
+def paper() -> ArenaConfig:
+  """LiRA's WRN-28-2 victim on CIFAR-10 with 64 shadows, every attack and defence, budgets up to 50,000.
+
+  Evidence: unmeasured (a GPU preset)
+  """
+  return ArenaConfig(
+      game=MembershipGame("cifar10", "wrn28_2", 50000, 64,
+                          _victim(num_epochs=100, batch_size=256, learning_rate=0.1, augment=True)),
+      membership=MembershipAudit(
+          ALL_MIA, label_examples=1000, num_population=10000, num_bootstrap=100,
+          options=M.MembershipOptions(label_boundary=M.LabelBoundaryOptions(max_queries=2500, initial_num_evals=100))),
+      extraction=ExtractionAudit(
+          ALL_EXTRACTION, budgets=(1000, 5000, 10000, 50000), surrogates=("wrn16_4", "resnet20"),
+          query_set="cifar100",
+          surrogate=_victim(num_epochs=100, batch_size=64, learning_rate=0.01, momentum=0.5, weight_decay=0.0)),
+      defences=(("label", ()), ("top1", ()), ("top3", ()), ("round1", ()), ("round2", ()),
+                ("gaussian", (0.5, 1.0, 2.0)), ("revsig", (0.5, 1.0, 2.0)), ("mad_argmax", (0.1, 0.5, 1.0)),
+                ("misinfo", (0.5, 0.9)), ("memguard", (0.1, 0.5, 1.0))),
+      dp_epsilons=(1.0, 4.0, 8.0),
+      dp_game=MembershipGame("cifar10", "wrn16_4_gn", 50000, 64,
+                             _dp(num_epochs=100, batch_size=4096, momentum=0.0, nesterov=False, augment=True)),
+      num_test=10000, num_guard=200)
