@@ -1,32 +1,41 @@
 """Every random stream of the library, named once (STYLE: keys are typed and addressed by index).
 
-A run has one root, `jax.random.key(seed)`; each stream below is `fold_in(parent, ID)` of the parent its comment
-names, and a model, an example, a round or a query is then addressed by its index (`fold_in(stream, k)`). Nothing
-outside this table folds in a constant.
+A run has one root, `jax.random.key(seed)`. The world's streams (the game's split into members and non-members, its
+models) come from the root itself; the three parties draw from branches of their own, one per game (0: a program's
+victim; the arena's DP-SGD victims are games 1, 2, ...), so that no draw of one party is ever a draw of another:
+
+  DEFENDER     what the defender makes once (MAD's proxy, MemGuard's classifier) and each client account's key
+  ATTACKER     the attacker's choices: its queries, surrogates and calibrations, the candidates it scores
+  EVALUATION   the evaluator's own draws (the bootstrap of the membership intervals)
+
+Each stream is `fold_in(parent, ID)` of the parent its comment names; a model, an example, a round or a query is
+then addressed by its index. An account's key is a leaf: the account addresses its calls by its query count
+(`fold_in(key, queries_used)`), so no named stream is below it. Nothing outside this table folds in a constant.
 """
 
 import jax
 
-# --- The root of a program ------------------------------------------------------------------------------------
-TRAIN, KEEP = 0, 1                 # the models trained (train.py, the membership game) and their keep masks
+# --- The root's own streams: the world ---------------------------------------------------------------------------
+TRAIN, KEEP = 0, 1                 # the models trained (train.py, the membership game; table t's victim: TRAIN, t)
 TARGET_HALF = 2                    # the membership target's half of the universe
-MIA_MEMGUARD, MIA_ACCOUNT, MIA_EVAL = 3, 5, 7        # mia.py: MemGuard's classifier, the attacker's, ours
-EXTRACT_ACCOUNT, EXTRACT_ATTACK, EXTRACT_DEFENCE = 1, 2, 7   # extract.py
-SERVE_DEFENCE = 1                  # serve.py: the defence's making (each key's account: by the key's name)
-DEFEND_ACCOUNT = 3                 # defend.py: the account every setting is measured through
-TABLE_ACCOUNT, TABLE_QUERIES, TABLE_SURROGATES = 10, 20, 100   # survey_tables.py, + the table's (and row's) index
 
-# --- The arena: game g's branch is fold_in(root, g), then -------------------------------------------------------
-ARENA_DEFENCE, ARENA_ATTACKER, ARENA_EXTRACTION, ARENA_EVAL = 11, 12, 13, 14
-ARENA_ACCOUNT = 1                  # below ARENA_ATTACKER and ARENA_EXTRACTION: the attacker's accounts
+# --- The parties' branches: derive(root, PARTY, game) -------------------------------------------------------------
+DEFENDER, ATTACKER, EVALUATION = 3, 4, 5
 
-# --- The membership attacker's key ----------------------------------------------------------------------------
-SCORE_ATTACKS = 4                  # the score attacks (Shokri's attack models)
-QUERY_ATTACKS = 6                  # the query attacks
-QUERY_CANDIDATES = 6               # the candidates the query attacks score (a permutation)
+# Below the defender's branch: what `defences.assemble` makes from it, and the accounts of its clients
+PROXY, GUARD, ACCOUNTS = 1, 2, 3
+# derive(defender, ACCOUNTS, client): the attacker's extraction account, its membership account (score attacks;
+# mia.py's query attacks too), the arena's second membership account (the query attacks, run in lockstep apart),
+# and the evaluator's (utility); a served key's account is addressed by its name's CRC-32 instead
+EXTRACTION_CLIENT, MEMBERSHIP_CLIENT, MEMBERSHIP_QUERY_CLIENT, EVALUATOR_CLIENT = 0, 1, 2, 3
 
-# --- What the defender makes once (`defences.assemble`) -------------------------------------------------------
-PROXY, GUARD = 1, 2                # MAD's proxy initialisation, MemGuard's defence classifier
+# Below the attacker's branch: its two attacks' keys
+EXTRACTION, MEMBERSHIP = 0, 1
+# Below the membership attacker's key
+QUERY_CANDIDATES, SCORE_ATTACKS, QUERY_ATTACKS = 0, 1, 2   # the query attacks' candidates (a permutation), ...
+
+# Below the evaluation branch
+BOOTSTRAP = 0                      # the membership intervals' resampling
 
 # --- Inside attacks and defences (below the key they are given) ------------------------------------------------
 KNOCKOFF_QUERIES, KNOCKOFF_TRAIN = 0, 1        # KnockoffNets: the transfer set, the surrogate's training
@@ -46,3 +55,13 @@ def derive(key, *ids):
   for i in ids:
     key = jax.random.fold_in(key, i)
   return key
+
+
+def branch(root, party: int, game: int = 0):
+  """A party's branch of the root for one game (DEFENDER, ATTACKER or EVALUATION)."""
+  return derive(root, party, game)
+
+
+def account(root, client: int, game: int = 0):
+  """The key of one client's account at the defender of one game (a leaf)."""
+  return derive(root, DEFENDER, game, ACCOUNTS, client)

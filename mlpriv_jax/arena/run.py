@@ -201,7 +201,7 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, log: Callab
     ds = membership.load_data(game, data_dir)
     name = "victim" if e is None else f"dpsgd_eps{e:g}"
     trained = membership.setup(game, ds, os.path.join(workdir, name), log=log)
-    _victim_cells(cfg, workdir, trained, mine, pool, streams.derive(key, i), todo, progress, remote, log)
+    _victim_cells(cfg, workdir, trained, mine, pool, (key, i), todo, progress, remote, log)
 
 
 def _plan(cfg: ArenaConfig, settings) -> list:
@@ -234,8 +234,10 @@ def _reading(label_only: bool, settings: Dict[str, tuple]) -> dict:
   return dict(read=lockstep.top1, alike=alike)
 
 
-def _victim_cells(cfg, workdir, trained: membership.TrainedGame, settings, pool, key, todo, progress, remote,
+def _victim_cells(cfg, workdir, trained: membership.TrainedGame, settings, pool, at, todo, progress, remote,
                   log) -> None:
+  """Every cell of one victim; `at` = (root key, game index): its parties' streams are `streams.branch(root, party,
+  game)` and its accounts `streams.account(root, client, game)`."""
   ds, model, target_vars = trained.dataset, trained.model, trained.target_variables
   seed = cfg.game.seed
   if pool is not None and pool.image_shape != ds.image_shape:
@@ -245,7 +247,8 @@ def _victim_cells(cfg, workdir, trained: membership.TrainedGame, settings, pool,
   original = np.asarray(jax.nn.softmax(train.predict(model, target_vars, xt)))
   ev = extraction.Evaluator(xt, yt, original.argmax(-1), float((original.argmax(-1) == yt).mean()))
   kits, services = {}, {}
-  key_defence = streams.derive(key, streams.ARENA_DEFENCE)
+  root, g = at
+  key_defence = streams.branch(root, streams.DEFENDER, g)
 
   def oracle(d, s, budget=None, stream=None):
     """The attacker's account at setting (d, s); what each defence needs is made on first use (MemGuard's
@@ -272,15 +275,16 @@ def _victim_cells(cfg, workdir, trained: membership.TrainedGame, settings, pool,
   for d, s in settings:   # utility, once per setting
     k = C.key("utility", None, d, s, seed=seed)
     if k in todo:
-      m = utility.measure(oracle(d, s, stream=streams.derive(key, streams.ARENA_EVAL)), xt, yt, original, 250)
+      m = utility.measure(oracle(d, s, stream=streams.account(root, streams.EVALUATOR_CLIENT, g)), xt, yt, original,
+                          250)
       C.write_cell(workdir, k, utility.judge(m, **_fields(k)))
       if d == C.SERVED and m["label_flip_rate"] > 0.5:
         log(f"arena: the served victim's top-1 differs from the arena's on {m['label_flip_rate']:.0%} of the test "
             f"images: is it {os.path.join(workdir, 'victim', 'target')}? Its membership cells assume so")
       progress(k, f"accuracy {m['accuracy']:.3f}")
 
-  _membership_cells(cfg, workdir, trained, settings, oracle, key, todo, progress)
-  _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, key, todo, progress)
+  _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progress)
+  _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress)
 
 
 def _fields(k: C.CellKey) -> dict:
@@ -288,14 +292,16 @@ def _fields(k: C.CellKey) -> dict:
   return dict(defence=k.defence, strength=k.strength, attack=k.attack or "", seed=k.seed)
 
 
-def _membership_cells(cfg, workdir, trained, settings, oracle, key, todo, progress) -> None:
+def _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progress) -> None:
   audit, seed = cfg.membership, cfg.game.seed
   mem_keys = {(d, s): [C.key("membership", a, d, s, seed=seed) for a in audit.attacks]
               for d, s in settings if defences.MEMBERSHIP in _threats(d)}
   pending = {C.setting(d, s): (d, s) for (d, s), ks in mem_keys.items() if any(k in todo for k in ks)}
   if not pending:
     return
-  k_attack = streams.derive(key, streams.ARENA_ATTACKER)
+  root, g = at
+  k_attack = streams.derive(streams.branch(root, streams.ATTACKER, g), streams.MEMBERSHIP)
+  k_bootstrap = streams.derive(streams.branch(root, streams.EVALUATION, g), streams.BOOTSTRAP)
   kit = membership.prepare(trained, audit, k_attack)
   game = trained.game
   delta = game.dp.delta if game.dp is not None else membership.DEFAULT_AUDIT_DELTA
@@ -303,7 +309,7 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, key, todo, progre
   if query_names:   # the query attacks, once per class of settings that answer them alike
     classes = lockstep.run_in_lockstep(
         lambda o: membership.attack_by_query(kit, o, k_attack, audit.options), list(pending),
-        lambda n: oracle(*pending[n], stream=streams.derive(k_attack, streams.ARENA_ACCOUNT)),
+        lambda n: oracle(*pending[n], stream=streams.account(root, streams.MEMBERSHIP_QUERY_CLIENT, g)),
         **_reading(M.reads_labels_only(query_names), pending))
   else:
     classes = (({}, n, [n]) for n in pending)
@@ -313,10 +319,10 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, key, todo, progre
     for name in sharing:
       d, s = pending[name]
       t1 = time.time()
-      scores = {**membership.attack_by_score(kit, oracle(d, s, stream=k_attack), k_attack, audit.options),
-                **by_query}
+      account = oracle(d, s, stream=streams.account(root, streams.MEMBERSHIP_CLIENT, g))
+      scores = {**membership.attack_by_score(kit, account, k_attack, audit.options), **by_query}
       rows = membership.judge(scores, trained.target_keep, fprs=audit.fprs, num_bootstrap=audit.num_bootstrap,
-                              audit_delta=delta, seed=seed, defence=d, strength=s)
+                              audit_delta=delta, key=k_bootstrap, seed=seed, defence=d, strength=s)
       seconds = time.time() - t1 + query_seconds
       for k in mem_keys[(d, s)]:
         sc = scores[k.attack]
@@ -332,16 +338,17 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, key, todo, progre
     t0 = time.time()
 
 
-def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, key, todo, progress) -> None:
+def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress) -> None:
   x, seed, ds = cfg.extraction, cfg.game.seed, trained.dataset
   ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in _threats(d)]
   if pool is None or not ext_settings:
     return
-  kx = streams.derive(key, streams.ARENA_EXTRACTION)
+  root, g = at
+  kx = streams.derive(streams.branch(root, streams.ATTACKER, g), streams.EXTRACTION)
   top = max(x.budgets)
   mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
   main = settings[0][0] == "none"   # the undefended victim's streams are the monitor's
-  account = streams.derive(kx, streams.ARENA_ACCOUNT)
+  account = streams.account(root, streams.EXTRACTION_CLIENT, g)
   for arch in x.surrogates:
     surrogate = models.get_model(arch, ds.num_classes, mean=mean, std=std)
     for attack in x.attacks:
@@ -350,8 +357,8 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, key, to
       if not any(k in todo for k in keys.values()) and not watch:
         continue
       if attack == "knockoff_random":
-        _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, todo, progress,
-                           monitor=cfg.monitor and main)
+        _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, account, todo,
+                           progress, monitor=cfg.monitor and main)
         continue
       spec = E.get(attack)
       # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
@@ -389,7 +396,7 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, key, to
     _monitor(cfg, workdir, "benign", ds.x_test, trained, todo, progress)
 
 
-def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, todo, progress,
+def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, account, todo, progress,
                        monitor: bool) -> None:
   """KnockoffNets-random against every setting at once: the same B queries, S surrogates trained together (the
   settings with a cell still to compute; the monitor's stream is the same queries)."""
@@ -403,7 +410,7 @@ def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, 
   images = pool.x_train[idx]
   answers = []
   for d, s in ext_settings:
-    a = query_all(oracle(d, s, budget=top, stream=streams.derive(kx, streams.ARENA_ACCOUNT)), images)
+    a = query_all(oracle(d, s, budget=top, stream=account), images)
     if np.all((a == 0) | (a == 1)):   # label-only answers: one-hot of the argmax (as train_surrogate)
       a = np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
     answers.append(a)

@@ -306,13 +306,15 @@ def attack(kit: AttackerKit, oracle: Oracle, key, options: M.MembershipOptions) 
 
 
 def reports(scores: Dict[str, Scores], target_keep, *, fprs=(0.001, 0.01), num_bootstrap: int = 200,
-            audit_delta: float = DEFAULT_AUDIT_DELTA, seed: int = 0) -> Dict[str, dict]:
+            audit_delta: float = DEFAULT_AUDIT_DELTA, key=None) -> Dict[str, dict]:
   """{name: membership_report} of each attack's scores against the target's membership bool[N], with the audit
-  (the epsilon its scores prove; None without the 'dp' extra), how many it scored and its queries per example."""
+  (the epsilon its scores prove; None without the 'dp' extra), how many it scored and its queries per example.
+  key: the bootstrap's stream (the evaluator's: `streams.BOOTSTRAP`), the same for every attack."""
+  key = jax.random.key(0) if key is None else key
   out = {}
   for name, sc in scores.items():
     member = np.asarray(target_keep)[sc.index]
-    r = M.membership_report(sc.scores, member, fprs=fprs, num_bootstrap=num_bootstrap, seed=seed)
+    r = M.membership_report(sc.scores, member, fprs=fprs, num_bootstrap=num_bootstrap, seed=key)
     r.update(queries_per_example=sc.queries_per_example, num_scored=int(len(sc.scores)),
              audit=_audit(sc.scores, member, audit_delta))
     if "threshold" in sc.extras:   # the threshold calibrated on a shadow model, applied to the target
@@ -323,12 +325,13 @@ def reports(scores: Dict[str, Scores], target_keep, *, fprs=(0.001, 0.01), num_b
 
 
 def judge(scores: Dict[str, Scores], target_keep, *, fprs=(0.001, 0.01), num_bootstrap: int = 200,
-          audit_delta: float = DEFAULT_AUDIT_DELTA, seed: int = 0, **common) -> list:
+          audit_delta: float = DEFAULT_AUDIT_DELTA, key=None, seed: Optional[int] = None, **common) -> list:
   """The results rows of every attack's scores against the target's membership bool[N] (`reports`, flattened by
-  `results.membership_rows`); `common`: the fields every row shares (defence, strength, data_source, ...)."""
+  `results.membership_rows`); key: the bootstrap's stream; seed: the run's, recorded in the rows; `common`: the
+  fields every row shares (defence, strength, data_source, ...)."""
   out = []
   for name, r in reports(scores, target_keep, fprs=fprs, num_bootstrap=num_bootstrap, audit_delta=audit_delta,
-                         seed=seed).items():
+                         key=key).items():
     out += results.membership_rows(r, family="membership", attack=name, seed=seed,
                                    queries=r["queries_per_example"] * r["num_scored"], **common)
   return out

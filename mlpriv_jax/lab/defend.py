@@ -61,11 +61,11 @@ def run(cfg: DefendRun, *, victim: str, workdir: str, data_dir: Optional[str] = 
     # Too few test images beyond the evaluated ones: evaluate on one half, train MemGuard's classifier on the other.
     held_out, x_test, y_test = ds.x_test[n_test // 2:], x_test[: n_test // 2], y_test[: n_test // 2]
     log(f"memguard: too few held-out test images; evaluating on {len(x_test)}, training g on the rest")
-  key = jax.random.key(cfg.seed)
+  root = jax.random.key(cfg.seed)
   original = np.asarray(jax.nn.softmax(train.predict(v.model, v.variables, x_test)))
   wd.claim(workdir, dict(run_config or {}, victim=os.path.abspath(v.meta["artifact"]), num_test=len(x_test),
                          seed=cfg.seed), keys=("victim", "num_test", "seed", "preset"))
-  kit = defences.assemble(cfg.defences, v.model, key, variables=v.variables, input_shape=v.input_shape,
+  kit = defences.assemble(cfg.defences, v.model, streams.branch(root, streams.DEFENDER), variables=v.variables, input_shape=v.input_shape,
                           members=v.member_images(cfg.num_guard), nonmembers=held_out[:cfg.num_guard],
                           guard_steps=cfg.guard_steps, log=log)
   path = os.path.join(workdir, "results.json")
@@ -85,8 +85,9 @@ def run(cfg: DefendRun, *, victim: str, workdir: str, data_dir: Optional[str] = 
       if (name, s) in {(r["defence"], r["strength"]) for r in done}:
         continue
       d = defences.build(name, s, **kit._asdict())
-      m = utility.measure(Victim(v.model, v.variables, defence=d, key=streams.derive(key, streams.DEFEND_ACCOUNT),
-                                 input_shape=ds.image_shape), x_test, y_test, original, cfg.batch_size)
+      account = Victim(v.model, v.variables, defence=d, key=streams.account(root, streams.EVALUATOR_CLIENT),
+                       input_shape=ds.image_shape)
+      m = utility.measure(account, x_test, y_test, original, cfg.batch_size)
       done += utility.judge(m, METRICS, defence=name, strength=s, seed=cfg.seed, data_source=ds.source)
       out["settings"] = results.summary(done, by=("defence", "strength"))   # strength "" where it takes none
       results.write_jsonl(os.path.join(workdir, "results.jsonl"), done)

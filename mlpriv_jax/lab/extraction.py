@@ -89,17 +89,16 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
   n_test = min(cfg.num_test or len(ds.x_test), len(ds.x_test) - first)
   ev = G.evaluator(v.model, v.variables, ds.x_test[first:first + n_test], ds.y_test[first:first + n_test])
 
-  key = jax.random.key(cfg.seed)
+  root = jax.random.key(cfg.seed)
   if victim_url:
     from mlpriv_jax import serve
     oracle = serve.connect(victim_url, api_key, model_name, expect=(v.input_shape, v.model.num_classes))
     check_budget(oracle, budget, f"{attack} with --budget={budget}")
   else:
-    kit = defences.assemble([cfg.defence], v.model, streams.derive(key, streams.EXTRACT_DEFENCE),
-                            input_shape=v.input_shape)
+    kit = defences.assemble([cfg.defence], v.model, streams.branch(root, streams.DEFENDER), input_shape=v.input_shape)
     d = defences.build(cfg.defence, strength, **kit._asdict())
-    oracle = Victim(v.model, v.variables, defence=d, budget=budget, key=streams.derive(key, streams.EXTRACT_ACCOUNT),
-                    input_shape=v.input_shape)
+    oracle = Victim(v.model, v.variables, defence=d, budget=budget, input_shape=v.input_shape,
+                    key=streams.account(root, streams.EXTRACTION_CLIENT))
   mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
   surrogate = models.get_model(arch, oracle.num_classes, mean=mean, std=std)
   wd.claim(workdir, dict(run_config or {}, run=configs.as_dict(cfg), victim=v.meta["artifact"], victim_url=victim_url),
@@ -110,8 +109,9 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
 
   images = ds.x_test[:first] if spec.pool == "seeds" else pool.x_train
   extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
-  res = E.run(attack, oracle, images, budget=budget, surrogate=surrogate, key=streams.derive(key, streams.EXTRACT_ATTACK),
-              config=x.surrogate, options=x.options.of(attack), checkpoints=x.budgets, **extra)
+  key = streams.derive(streams.branch(root, streams.ATTACKER), streams.EXTRACTION)
+  res = E.run(attack, oracle, images, budget=budget, surrogate=surrogate, key=key, config=x.surrogate,
+              options=x.options.of(attack), checkpoints=x.budgets, **extra)
   rows = G.judge(res, surrogate, ev, attack=attack, defence=cfg.defence, strength=strength, surrogate=surrogate.name,
                  seed=cfg.seed, data_source=pool.source)
   curve = G.curve(rows)

@@ -90,12 +90,12 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
   target_keep, target_vars = trained.target_keep, trained.target_variables
 
   # The defender: the target's defence, and our own (undefended) view of what it costs.
-  key = jax.random.key(game.seed)
+  root = jax.random.key(game.seed)
   n_test = min(len(ds.x_test), cfg.num_test)
   xt, yt = ds.x_test[:n_test], ds.y_test[:n_test]
   m = cfg.num_defence_examples
   # The defender's non-members are test images: disjoint from the evaluated non-members (training split).
-  kit = defences.assemble([cfg.defence], model, streams.derive(key, streams.MIA_MEMGUARD), variables=target_vars,
+  kit = defences.assemble([cfg.defence], model, streams.branch(root, streams.DEFENDER), variables=target_vars,
                           input_shape=ds.image_shape, members=x[target_keep][:m], nonmembers=ds.x_test[-m:])
   d = defences.build(cfg.defence, strength, **kit._asdict())
   service = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=d)
@@ -103,10 +103,11 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
     from mlpriv_jax import serve
     victim = serve.connect(victim_url, api_key, model_name, expect=(ds.image_shape, model.num_classes))
   else:   # the attacker's account
-    victim = Victim.of(service, budget=cfg.budget, key=streams.derive(key, streams.MIA_ACCOUNT))
-  evaluator = Victim.of(service, key=streams.derive(key, streams.MIA_EVAL))   # ours: utility, not the attacker's
+    victim = Victim.of(service, budget=cfg.budget, key=streams.account(root, streams.MEMBERSHIP_CLIENT))
+  evaluator = Victim.of(service, key=streams.account(root, streams.EVALUATOR_CLIENT))   # ours, not the attacker's
 
   # The attacker: its kit, then every attack against the target, then the judge.
+  key = streams.derive(streams.branch(root, streams.ATTACKER), streams.MEMBERSHIP)
   attacker = G.prepare(trained, audit, key)
   if score_names:
     pop = len(attacker.population[0][0]) if attacker.population is not None else 0
@@ -116,7 +117,8 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
   t_attacks = time.time() - t0
   audit_delta = game.dp.delta if game.dp is not None else G.DEFAULT_AUDIT_DELTA
   rows = G.judge(scores, target_keep, fprs=audit.fprs, num_bootstrap=audit.num_bootstrap, audit_delta=audit_delta,
-                 seed=game.seed, defence=cfg.defence, strength=strength, data_source=ds.source)
+                 key=streams.derive(streams.branch(root, streams.EVALUATION), streams.BOOTSTRAP), seed=game.seed,
+                 defence=cfg.defence, strength=strength, data_source=ds.source)
   by_attack = results.summary(rows)
   for name in audit.attacks:
     log(G.log_line(name, by_attack[name], audit.fprs))

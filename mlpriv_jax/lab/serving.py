@@ -36,7 +36,7 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
   if monitor == "prada":
     defences.Prada(delta=prada_delta)   # checks delta
     monitor_factory = lambda: defences.Prada(delta=prada_delta)
-  key = streams.derive(jax.random.key(seed), streams.SERVE_DEFENCE)
+  key = streams.branch(jax.random.key(seed), streams.DEFENDER)   # each key's account: `serve.client_key`
   members = nonmembers = None
   if "members" in spec.needs:   # MemGuard: its classifier is trained on the victim's members and test images
     v = victims.load(victim, data_dir)

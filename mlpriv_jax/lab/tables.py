@@ -143,7 +143,7 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
       log(f"  victim epoch {r['epoch']} loss {r['train_loss']:.3f}")
 
     vcfg = for_arch(victim_config, archs[victim_name])
-    vres = train.train(victim_model, vcfg, x_train, y_train, streams.derive(key, t),
+    vres = train.train(victim_model, vcfg, x_train, y_train, streams.derive(key, streams.TRAIN, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
                        on_epoch_end=on_epoch_end)
     variables = train.variables_of(vres.state)
@@ -160,9 +160,10 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
                              seconds_per_epoch=seconds / len(trained) if trained else None,
                              compile_seconds=vres.compile_seconds)
     write_json(out_path, out)   # the victim's time is on disk before the first surrogate starts
-    victim = Victim(victim_model, variables, budget=budget, key=streams.derive(key, streams.TABLE_ACCOUNT + t),
+    victim = Victim(victim_model, variables, budget=budget, key=streams.account(key, streams.EXTRACTION_CLIENT, t),
                     input_shape=ds.image_shape)
-    idx, answers = E.knockoff_random(victim, pool.x_train, budget, streams.derive(key, streams.TABLE_QUERIES + t))
+    attack = streams.derive(streams.branch(key, streams.ATTACKER, t), streams.EXTRACTION)   # as extraction.run's
+    idx, answers = E.knockoff_random(victim, pool.x_train, budget, streams.derive(attack, streams.KNOCKOFF_QUERIES))
     for name in cfg.rows:
       if name in entry["rows"]:
         continue
@@ -170,7 +171,7 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
       sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
       t0 = time.time()
       state = E.train_surrogate(sur, for_arch(surrogate_config, archs[name]), pool.x_train[idx], answers,
-                                streams.derive(key, streams.TABLE_SURROGATES * (t + 1) + r)).state
+                                streams.derive(attack, streams.KNOCKOFF_TRAIN, r)).state
       m = E.extraction_metrics(train.predict(sur, train.variables_of(state), xt), victim_top1, yt, victim_acc)
       m.update(model=sur.name, seconds=time.time() - t0, epochs=surrogate_config.num_epochs)
       entry["rows"][name] = m

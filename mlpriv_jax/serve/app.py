@@ -34,6 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.oracle import Account, BudgetExceeded, QueryError, QueryRefused, Service, answer_for
 from mlpriv_jax.serve import protocol
@@ -46,7 +47,7 @@ REALM = 'Bearer realm="mlpriv_jax"'
 
 def client_key(seed: int, name: str):
   """The reproducible PRNG key of client `name`: an in-process `Victim` with this key answers as the server."""
-  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF)
+  return streams.account(jax.random.key(seed), zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF)
 
 
 class HTTPError(Exception):

@@ -5,7 +5,9 @@ advantage max(TPR - FPR) (Yeom et al. 2018), and TPR at fixed low FPR with
 bootstrap confidence intervals (Carlini et al. 2022 report TPR at 0.1% FPR).
 """
 
+import jax
 import numpy as np
+
 from mlpriv_jax.errors import UserError
 
 
@@ -54,7 +56,7 @@ def _summary(scores, is_member, fprs):
               tpr_at_fpr={f"{f:g}": tpr_at_fpr(fpr, tpr, f) for f in fprs})
 
 
-def membership_report(scores, is_member, *, fprs=(0.001, 0.01), num_bootstrap: int = 200, seed: int = 0,
+def membership_report(scores, is_member, *, fprs=(0.001, 0.01), num_bootstrap: int = 200, seed=0,
                       confidence: float = 0.95):
   """Every metric, with a percentile bootstrap interval over the examples.
 
@@ -63,6 +65,7 @@ def membership_report(scores, is_member, *, fprs=(0.001, 0.01), num_bootstrap: i
     fprs: FPRs in (0, 1) at which to read the TPR.
     num_bootstrap: resamples (with replacement, members and non-members apart,
       so each resample keeps the class balance); 0 skips the intervals.
+    seed: the resampling's stream, a typed PRNG key (the evaluator's) or an int.
   Returns:
     dict(auc, balanced_accuracy, advantage, tpr_at_fpr={fpr: tpr}, num_members,
     num_nonmembers, and `interval` holding [low, high] for each of them).
@@ -72,7 +75,7 @@ def membership_report(scores, is_member, *, fprs=(0.001, 0.01), num_bootstrap: i
   out = _summary(scores, is_member, fprs)
   out.update(num_members=int(is_member.sum()), num_nonmembers=int((~is_member).sum()))
   if num_bootstrap:
-    rng = np.random.default_rng(seed)  # host-side resampling; the seed is a metrics setting, not a model key
+    rng = np.random.default_rng(_entropy(seed))  # host-side resampling
     ins, outs = np.flatnonzero(is_member), np.flatnonzero(~is_member)
     draws = []
     for _ in range(num_bootstrap):
@@ -83,3 +86,10 @@ def membership_report(scores, is_member, *, fprs=(0.001, 0.01), num_bootstrap: i
     out["interval"] = {k: band([d[k] for d in draws]) for k in ("auc", "balanced_accuracy", "advantage")}
     out["interval"]["tpr_at_fpr"] = {f: band([d["tpr_at_fpr"][f] for d in draws]) for f in out["tpr_at_fpr"]}
   return out
+
+
+def _entropy(seed):
+  """numpy's seed from a typed PRNG key (its key data) or an int."""
+  if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+    return np.asarray(jax.random.key_data(seed)).ravel().tolist()
+  return seed
