@@ -6,11 +6,27 @@ file, a program's flags) refusing an unknown or misspelt field by name, override
 (`game.train.num_epochs`), and writes one as JSON.
 """
 
+import collections.abc
 import dataclasses
 import typing
 from typing import Any, Dict, Mapping
 
 from mlpriv_jax.errors import UserError
+
+
+class PerAttack:
+  """A frozen config of one options record per attack of a registry (its fields named as the attacks)."""
+
+  def of(self, name: str):
+    """The options record of attack `name`."""
+    if name not in _fields(type(self)):
+      raise UserError(f"no options for attack {name!r}; known: {', '.join(_fields(type(self)))}")
+    return getattr(self, name)
+
+  def validate(self):
+    for name in _fields(type(self)):
+      getattr(self, name).validate()
+    return self
 
 
 def _fields(cls) -> Dict[str, dataclasses.Field]:
@@ -39,11 +55,26 @@ def build(cls, values: Mapping[str, Any], where: str = ""):
   kw = {}
   for k, v in values.items():
     sub = _config_type(hints[k])
-    kw[k] = build(sub, v, f"{where}.{k}" if where else k) if sub is not None and isinstance(v, Mapping) else v
+    kw[k] = build(sub, v, f"{where}.{k}" if where else k) if sub is not None and isinstance(v, Mapping) \
+        else _tuples(hints[k], v)
   try:
     return cls(**kw)
   except TypeError as e:   # a required field missing
     raise UserError(f"{where or cls.__name__}: {e}") from None
+
+
+def _tuples(tp, value):
+  """A JSON list as the tuple a field annotated Tuple[...] or Sequence[...] holds (nested ones too)."""
+  args = [a for a in typing.get_args(tp) if a is not type(None)]
+  if typing.get_origin(tp) is typing.Union and len(args) == 1:
+    return _tuples(args[0], value)
+  origin = typing.get_origin(tp)
+  if isinstance(value, list) and origin in (tuple, collections.abc.Sequence):
+    inner = args[0] if args else Any
+    if origin is tuple and len(args) > 1 and args[1] is not Ellipsis:
+      return tuple(_tuples(t, v) for t, v in zip(args, value))
+    return tuple(_tuples(inner, v) for v in value)
+  return value
 
 
 def replace(cfg, overrides: Mapping[str, Any]):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax.defences import Defence, identity
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 
 # Padded batch sizes; a batch larger than the last is answered in chunks of that size.
 BUCKETS = (1, 8, 64, 512)
@@ -165,8 +165,8 @@ class Account:
 
   def __init__(self, service: Service, *, budget: Optional[int] = None, key=None, monitor=None,
                on_detect: str = "refuse"):
-    if budget is not None and (int(budget) != budget or budget < 0):
-      raise UserError(f"victim budget must be an integer >= 0 or None, got {budget}")
+    if budget is not None:
+      integer(budget, "the victim's budget", at_least=0)
     if on_detect not in ("refuse", "degrade"):
       raise UserError(f"on_detect must be 'refuse' or 'degrade', got {on_detect!r}")
     self.budget = None if budget is None else int(budget)
@@ -280,8 +280,7 @@ class Victim:
 
 def query_all(oracle: Oracle, x, batch_size: int = 256) -> np.ndarray:
   """The oracle's answers f32[N, C] for all of x, `batch_size` examples per call."""
-  if int(batch_size) != batch_size or batch_size < 1:
-    raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+  batch_size = integer(batch_size, "batch_size")
   if len(x) == 0:
     raise UserError("nothing to query: an empty set of images")
   return np.concatenate([oracle.query(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])

@@ -1,6 +1,5 @@
 """The model artifact, and how the programs treat bad victims, names and strengths (in-process)."""
 
-import dataclasses
 import os
 
 import chex

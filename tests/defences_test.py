@@ -182,7 +182,7 @@ def test_baseline_golden_values():
     (lambda p: D.memguard(-1.0, None), "epsilon must be >= 0"),
     (lambda p: D.mad(0.1, p, ydist="linf"), "unknown ydist"),
     (lambda p: D.mad(0.1, p, oracle="best"), "unknown oracle"),
-    (lambda p: D.top_k(0), "positive integer"),
+    (lambda p: D.top_k(0), "top_k: k must be an integer >= 1"),
     (lambda p: D.rounding(-1), "decimals"),
     (lambda p: D.logit_noise(-1.0), "scale"),
     (lambda p: D.reverse_sigmoid(0.0), "beta and gamma"),

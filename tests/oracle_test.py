@@ -87,7 +87,7 @@ def test_from_apply_makes_any_jax_function_a_victim():
 def test_query_all_and_bad_batch_size(tiny):
   victim = Victim(*tiny)
   assert query_all(victim, _x(10), batch_size=3).shape == (10, 10) and victim.queries_used == 10
-  with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+  with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
     query_all(victim, _x(2), batch_size=0)
 
 

@@ -147,14 +147,7 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   wd.require(workdir)
   cfg.validate()   # everything that needs no data, before anything is loaded
   clients = []
-  remote = None
-  if victim_url and not collate_only:
-    from mlpriv_jax import serve
-    serve.connect(victim_url, api_key, model_name).close()   # reachable with this key, before anything is written
-
-    def remote():
-      clients.append(serve.connect(victim_url, api_key, model_name))
-      return clients[-1]
+  remote = _remote(victim_url, api_key, model_name, clients) if victim_url and not collate_only else None
   pool = None
   if cfg.extraction.attacks:
     pool = data.load_dataset(cfg.extraction.query_set, data_dir, seed=cfg.game.seed + 1)
@@ -179,6 +172,18 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
                        provenance=provenance, skipped=skipped_of(cfg))
   log(f"arena: {len(cells)} cells; report in {os.path.join(workdir, 'report.html')}")
   return doc
+
+
+def _remote(url: str, api_key: Optional[str], model_name: str, clients: list) -> Callable:
+  """A factory of clients of the victim served at `url`, reached with this key now (before anything is written); one
+  client per attack, so that each counts its own queries, each kept in `clients` to be closed."""
+  from mlpriv_jax import serve
+  serve.connect(url, api_key, model_name).close()
+
+  def remote():
+    clients.append(serve.connect(url, api_key, model_name))
+    return clients[-1]
+  return remote
 
 
 def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, log: Callable) -> None:

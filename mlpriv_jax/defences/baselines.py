@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from mlpriv_jax.defences.base import Defence, safe_log, stateless
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 
 
 def _num_classes(probs, k, what):
@@ -16,8 +16,7 @@ def _num_classes(probs, k, what):
 
 def top_k(k: int) -> Defence:
   """Releases the k largest probabilities, renormalised; the rest are zero."""
-  if int(k) != k or k < 1:
-    raise UserError(f"top_k: k must be a positive integer, got {k}")
+  k = integer(k, "top_k: k")
 
   def fn(x, probs, key):
     _num_classes(probs, k, "top_k")
@@ -35,8 +34,7 @@ def rounding(decimals: int) -> Defence:
   entry is raised by one unit (10**-decimals). The sum then lies within
   (C/2 + 1) * 10**-decimals of one, not exactly on the simplex.
   """
-  if int(decimals) != decimals or decimals < 0:
-    raise UserError(f"rounding: decimals must be an integer >= 0, got {decimals}")
+  decimals = integer(decimals, "rounding: decimals", at_least=0)
   unit = 10.0 ** -decimals
 
   def fn(x, probs, key):

@@ -11,7 +11,7 @@ import contextlib
 import math
 from typing import Optional, Sequence
 
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 
 ACCOUNTANTS = ("pld", "rdp")
 MAX_NOISE_MULTIPLIER = 1000.0   # calibration's upper end: beyond it the gradient is noise
@@ -58,8 +58,7 @@ def _accountant(accountant: str, orders: Optional[Sequence[float]] = None):
 def check_setting(sampling_rate: float, steps: int, delta: float) -> None:
   if not 0 < sampling_rate <= 1:
     raise UserError(f"the sampling rate must lie in (0, 1], got {sampling_rate}")
-  if int(steps) != steps or steps < 1:
-    raise UserError(f"the number of DP-SGD steps must be an integer >= 1, got {steps}")
+  integer(steps, "the number of DP-SGD steps")
   if not 0 < delta < 1:
     raise UserError(f"delta must lie in (0, 1), got {delta}")
 

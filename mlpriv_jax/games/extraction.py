@@ -33,20 +33,20 @@ def evaluator(model: models.Model, variables, x_test, y_test) -> Evaluator:
   return Evaluator(x_test, y_test, top1, float((top1 == y_test).mean()))
 
 
-def evaluate(surrogate: models.Model, state, ev: Evaluator) -> dict:
-  """{accuracy, fidelity, accuracy_ratio} of a surrogate's state."""
-  m = E.extraction_metrics(train.predict(surrogate, train.variables_of(state), ev.x_test), ev.victim_top1, ev.y_test,
+def evaluate(model: models.Model, state, ev: Evaluator) -> dict:
+  """{accuracy, fidelity, accuracy_ratio} of a surrogate (`model`, its train state)."""
+  m = E.extraction_metrics(train.predict(model, train.variables_of(state), ev.x_test), ev.victim_top1, ev.y_test,
                            ev.victim_accuracy)
   return {k: m[k] for k in METRICS}
 
 
-def judge(result: E.ExtractionResult, surrogate: models.Model, ev: Evaluator, **common) -> List[dict]:
-  """Results rows of every snapshot of the attack's surrogate (`queries`: the queries it had spent then);
-  `common`: the fields every row shares (attack, defence, budget, surrogate, seed, ...)."""
+def judge(result: E.ExtractionResult, model: models.Model, ev: Evaluator, **common) -> List[dict]:
+  """Results rows of every snapshot of the attack's surrogate (its architecture `model`; `queries`: the queries it
+  had spent then); `common`: the fields every row shares (attack, defence, budget, surrogate, seed, ...)."""
   out = []
   for queries, state in result.snapshots:
     out += [results.row(metric=k, value=v, family="extraction", queries=queries, **common)
-            for k, v in evaluate(surrogate, state, ev).items()]
+            for k, v in evaluate(model, state, ev).items()]
   return out
 
 

@@ -153,10 +153,9 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
       num_population=int(len(attacker.population[1])) if attacker.population is not None else 0,
       population=audit.population if attacker.population is not None else None, budget=cfg.budget,
       dp=trained.dp, audit_delta=audit_delta, defence=d.name, strength=strength, victim_url=victim_url,
-      seconds=seconds,
-      settings=G.settings_of(scores), config=dict(run_config or {}, **configs.as_dict(cfg)),
-      attacks={name: by_attack[name] for name in audit.attacks}, target=results.summary(
-          [r for r in rows if not r["attack"]], by=())) 
+      seconds=seconds, settings=G.settings_of(scores), config=dict(run_config or {}, **configs.as_dict(cfg)),
+      attacks={name: by_attack[name] for name in audit.attacks},
+      target=results.summary([r for r in rows if not r["attack"]], by=()))
   write_json(os.path.join(workdir, "results.json"), res)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), rows)
   extras = {k: v for sc in scores.values() for k, v in sc.extras.items() if k.startswith("phi_")}

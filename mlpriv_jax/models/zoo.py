@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.models import architectures as arch
 from mlpriv_jax.models.layers import resolve_conv_impl
 
@@ -91,8 +91,7 @@ def get_model(name: str, num_classes: int, *, dtype: Any = jnp.float32, conv_imp
     mean, std: per-channel input normalisation, applied inside the model.
     dropout_rate: WRN only.
   """
-  if int(num_classes) != num_classes or int(num_classes) < 2:
-    raise UserError(f"num_classes must be an integer >= 2, got {num_classes}")
+  integer(num_classes, "num_classes", at_least=2)
   name = canonical_name(name)
   resolve_conv_impl(conv_impl)  # validates the name
   dtype_name = jnp.dtype(dtype).name

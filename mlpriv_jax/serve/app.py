@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlpriv_jax import streams
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.oracle import Account, BudgetExceeded, QueryError, QueryRefused, Service, answer_for
 from mlpriv_jax.serve import protocol
 from mlpriv_jax.serve.keys import Client, KeyRing
@@ -72,8 +72,7 @@ class Served:
                max_body_bytes: int = MAX_BODY_BYTES):
     if len(service.input_shape) != 3 or min(service.input_shape) < 1:
       raise UserError(f"the protocol describes images [B, H, W, C]; this model takes {list(service.input_shape)}")
-    if int(max_body_bytes) != max_body_bytes or max_body_bytes < 1024:
-      raise UserError(f"the body size limit must be at least 1024 bytes, got {max_body_bytes}")
+    integer(max_body_bytes, "the body size limit (bytes)", at_least=1024)
     self.service, self.keyring, self.model_name = service, keyring, model_name
     self.disclose_defence, self.defence_strength = disclose_defence, defence_strength
     self.max_body_bytes = int(max_body_bytes)

@@ -6,13 +6,12 @@ import threading
 import time
 from typing import Optional
 
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer
 
 
 def bind(host: str, port: int) -> socket.socket:
   """A listening TCP socket on host:port (port 0: a free one chosen by the OS, race-free under pytest-xdist)."""
-  if int(port) != port or not 0 <= port <= 65535:
-    raise UserError(f"--port must be an integer in [0, 65535], got {port}")
+  port = integer(port, "--port", at_least=0, at_most=65535)
   try:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
   except socket.gaierror as e:

@@ -11,13 +11,14 @@ Each attack's options are a typed, frozen record (`ExtractionOptions` holds one 
 """
 
 import dataclasses
-from typing import Callable, FrozenSet, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, FrozenSet, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
 from mlpriv_jax import streams, train
 from mlpriv_jax.attacks.extraction.active import cloudleak, jbda
 from mlpriv_jax.attacks.extraction.knockoff import knockoff_adaptive, knockoff_random, train_surrogate
+from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
 from mlpriv_jax.models import Model
 from mlpriv_jax.oracle import Oracle, check_budget as check_oracle_budget
@@ -145,22 +146,12 @@ REGISTRY = {a.name: a for a in (
 
 
 @dataclasses.dataclass(frozen=True)
-class ExtractionOptions:
+class ExtractionOptions(PerAttack):
   """The options of every extraction attack, one typed record each (the registry's defaults unless given)."""
   knockoff_random: KnockoffRandomOptions = KnockoffRandomOptions()
   knockoff_adaptive: KnockoffAdaptiveOptions = KnockoffAdaptiveOptions()
   cloudleak: CloudLeakOptions = CloudLeakOptions()
   jbda: JbdaOptions = JbdaOptions()
-
-  def of(self, name: str):
-    """The options record of attack `name`."""
-    get(name)
-    return getattr(self, name)
-
-  def validate(self):
-    for f in dataclasses.fields(self):
-      getattr(self, f.name).validate()
-    return self
 
 
 def get(name: str) -> ExtractionAttack:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax import streams
-from mlpriv_jax.errors import UserError
+from mlpriv_jax.errors import UserError, integer, number
 
 
 def translations(d: int):
@@ -22,8 +22,7 @@ def translations(d: int):
 
   d = 1: (0, 0), (1, 0), (0, -1), (-1, 0), (0, 1).
   """
-  if int(d) != d or d < 0:
-    raise UserError(f"the translation distance d must be an integer >= 0, got {d}")
+  d = integer(d, "the translation distance d", at_least=0)
   if d == 0:
     return [(0, 0)]
   out, (dy, dx), vdir, hdir = [], (d, 0), -1, -1
@@ -72,8 +71,8 @@ def noise_robustness(labels_of: Callable, images, labels, key, *, sigma: float, 
 
   Queries: N + num_samples per correctly labelled x. The noise of example n is drawn from fold_in(key, n).
   """
-  if not sigma > 0 or int(num_samples) != num_samples or num_samples < 1:
-    raise UserError(f"the noise attack needs sigma > 0 and num_samples >= 1, got {sigma}, {num_samples}")
+  number(sigma, "the noise attack's sigma", above=0)
+  integer(num_samples, "the noise attack's num_samples")
   x = as_float(images)
   y = np.asarray(labels)
   correct = np.asarray(labels_of(x)) == y

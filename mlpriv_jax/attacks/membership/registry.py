@@ -14,7 +14,7 @@ or misspelt option is refused by name); `MembershipOptions` holds one record per
 
 import dataclasses
 import functools
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from mlpriv_jax.attacks.membership.lira import lira_offline, lira_online
 from mlpriv_jax.attacks.membership.shokri import FEATURES, attack_records, shokri_score, train_shokri
 from mlpriv_jax.attacks.membership.signals import SIGNALS, logit_scaled_confidence, released_log_probs
 from mlpriv_jax.attacks.membership.threshold import calibrated_score, class_thresholds
+from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
 from mlpriv_jax.oracle import BudgetExceeded, Oracle, query_all
 from mlpriv_jax.train.mlp import grouped_logits, train_binary_mlps
@@ -385,7 +386,7 @@ REGISTRY = {a.name: a for a in (
 
 
 @dataclasses.dataclass(frozen=True)
-class MembershipOptions:
+class MembershipOptions(PerAttack):
   """The options of every membership attack, one typed record each (the registry's defaults unless given)."""
   shokri: ShokriOptions = ShokriOptions()
   loss: NoOptions = NoOptions()
@@ -400,16 +401,6 @@ class MembershipOptions:
   label_augmentation: LabelAugmentationOptions = LabelAugmentationOptions()
   label_noise: LabelNoiseOptions = LabelNoiseOptions()
   label_boundary: LabelBoundaryOptions = LabelBoundaryOptions()
-
-  def of(self, name: str):
-    """The options record of attack `name`."""
-    get(name)
-    return getattr(self, name)
-
-  def validate(self):
-    for f in dataclasses.fields(self):
-      getattr(self, f.name).validate()
-    return self
 
 
 def get(name: str) -> Union[ScoreAttack, QueryAttack]:
