@@ -49,11 +49,14 @@ def evidence(fn: Callable) -> Dict[str, str]:
   m = re.search(r"^Evidence: unmeasured \((.*)\)\s*$", doc, re.M | re.S)
   if m:
     return dict(unmeasured=" ".join(m.group(1).split()))
-  m = re.search(r"^Evidence:\n((?:  \S.*\n?)+)", doc, re.M)
+  m = re.search(r"^Evidence:\n((?:  .*\S.*\n?)+)", doc, re.M)
   if not m:
     raise UserError(f"preset {fn.__module__}.{fn.__name__} has no evidence block")
-  out = {}
+  out, key = {}, None
   for line in m.group(1).splitlines():
+    if line.startswith("    ") and key:   # a long value goes on over indented lines
+      out[key] += " " + line.strip()
+      continue
     key, _, value = line.strip().partition(": ")
     out[key] = value
   return out
