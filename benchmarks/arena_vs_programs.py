@@ -1,6 +1,6 @@
 r"""The arena against the same cells run one by one with the existing programs, side by side in one sitting.
 
-  python benchmarks/arena_vs_programs.py --workdir=/tmp/avp --out=benchmarks/results/arena_vs_programs_cpu.json
+  python benchmarks/arena_vs_programs.py --workdir=/tmp/avp --out=benchmarks/results/arena_vs_programs_smoke_cpu.json
   python benchmarks/arena_vs_programs.py --print_only     # the commands, nothing run
 
 --workdir (default /tmp/arena_vs_programs) is a scratch folder: it is emptied first.
