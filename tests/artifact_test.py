@@ -118,7 +118,7 @@ def _extract(victim, workdir, **change):
                                              "against extraction: none"),
     (dict(defence="mad"), "--defence=mad needs a strength"),
     ({"extraction.budgets": (-1,)}, "budget must be an integer >= 1, got -1"),
-    ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool \\(20000 images\\)"),
+    ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool patterns20 \\(20000 images\\)"),
     ({"extraction.surrogates": ("resnet7",)}, "unknown architecture 'resnet7'"),
     ({"extraction.surrogate.num_epochs": 0}, "num_epochs must be >= 1"),
     ({"extraction.surrogate.learning_rat": 0.1}, "unknown config field 'extraction.surrogate.learning_rat'"),

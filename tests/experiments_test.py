@@ -135,7 +135,7 @@ def test_extract_bad_input(tmp_path, tiny_victim):
   cfg = extraction.ExtractRun(ExtractionAudit(("knockoff_random",), budgets=(300,), surrogates=("cnn_tiny",),
                                               query_set="patterns20", surrogate=TINY_CFG))
   for change, match, kw in [({"extraction.budgets": (0,)}, "budget must be an integer >= 1, got 0", {}),
-                            ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool (20000 images)",
+                            ({"extraction.budgets": (30000,)}, "budget 30000 is larger than the query pool patterns20 (20000 images)",
                              {}),
                             ({}, "no model artifact", dict(victim=str(tmp_path / "nothing"))),
                             ({"extraction.query_set": "tiny16"}, "has images of shape (16, 16, 3), the victim takes",

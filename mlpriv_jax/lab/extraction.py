@@ -78,8 +78,8 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
 
   v = victims.load(victim, data_dir)
   pool = load_pool(x.query_set, data_dir, cfg.seed, v.input_shape)
-  if spec.pool == "pool":
-    E.check_budget(budget, len(pool.x_train))
+  if spec.pool == "pool":   # the budget against the pool, before anything is written
+    x.validate(len(pool.x_train))
   # JBDA's seeds are held out from the victim's test set (never its training members): the first jbda_seeds
   # test images; the evaluation uses the rest.
   first = cfg.jbda_seeds if spec.pool == "seeds" else 0
