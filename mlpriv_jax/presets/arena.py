@@ -37,7 +37,7 @@ def smoke() -> ArenaConfig:
     wall: 752 s
     headline: undefended: fidelity 0.442 by knockoff_random (cnn_tiny) at 1000 queries, membership AUC 0.928 by
       rmia_online; lowest worst fidelity 0.296 behind revsig@0.5 (accuracy 0.698)
-    result: benchmarks/results/presets/arena_smoke.json (b86543e+changes, 2026-12-06)
+    result: benchmarks/results/presets/arena_smoke.json (7e35a0a, 2026-12-06)
   """
   return ArenaConfig(
       game=MembershipGame("shapes10", "cnn_small", 1000, 4, _victim(num_epochs=20, batch_size=64, learning_rate=0.05)),

@@ -14,7 +14,7 @@ def smoke() -> DefendRun:
     machine: 2-core AMD EPYC, 24 GiB, no GPU
     wall: 42 s
     headline: undefended accuracy 0.884; lowest 0.000 (misinfo@1); 10 of 16 settings keep every label
-    result: benchmarks/results/presets/defend_smoke.json (b86543e+changes, 2026-12-06)
+    result: benchmarks/results/presets/defend_smoke.json (7e35a0a, 2026-12-06)
   """
   return DefendRun(defences=ALL, strengths=(0.5, 1.0), num_test=500, num_guard=500, guard_steps=500)
 

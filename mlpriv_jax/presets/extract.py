@@ -15,7 +15,7 @@ def smoke() -> ExtractRun:
     machine: 2-core AMD EPYC, 24 GiB, no GPU
     wall: 53 s
     headline: fidelity 0.471, accuracy 42.70 (0.48x) at 2000 queries (victim 0.897)
-    result: benchmarks/results/presets/extract_smoke.json (b86543e+changes, 2026-12-06)
+    result: benchmarks/results/presets/extract_smoke.json (7e35a0a, 2026-12-06)
   """
   return ExtractRun(ExtractionAudit(
       attacks=("knockoff_random",), budgets=(500, 1000, 2000), surrogates=("cnn_small",), query_set="figures20",

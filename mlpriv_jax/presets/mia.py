@@ -39,7 +39,7 @@ def smoke() -> MiaRun:
     machine: 2-core AMD EPYC, 24 GiB, no GPU
     wall: 308 s
     headline: target test acc 0.760; lira_online AUC 0.927, TPR@0.1% 0.018; best label-only AUC 0.719 (label_noise)
-    result: benchmarks/results/presets/mia_smoke.json (b86543e+changes, 2026-12-06)
+    result: benchmarks/results/presets/mia_smoke.json (7e35a0a, 2026-12-06)
   """
   return MiaRun(
       game=MembershipGame("shapes10", "cnn_small", 1000, 8,

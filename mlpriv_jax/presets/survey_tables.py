@@ -25,7 +25,7 @@ def smoke() -> TablesRun:
     wall: 730 s
     headline: table1 victim 94.2%, fidelity 0.73/0.85/0.59/0.84/0.87; table2 victim 97.4%, fidelity
       0.55/0.65/0.77/0.59/0.77
-    result: benchmarks/results/presets/survey_tables_smoke.json (b86543e+changes, 2026-12-06)
+    result: benchmarks/results/presets/survey_tables_smoke.json (7e35a0a, 2026-12-06)
   """
   return TablesRun(
       victim_dataset="shapes10", num_train=4000, query_set="figures20", budget=2000, archs=SMOKE,
