@@ -109,6 +109,29 @@ def test_cells_resume_and_ignore_a_killed_write(tmp_path):
   assert C.key("extraction", "jbda", "mad", 0.5, 1000, "res/32").name == "extraction__jbda__mad@0.5__B1000__res_32__s0"
 
 
+def test_a_damaged_cell_is_set_aside_and_recomputed_never_a_traceback(tmp_path):
+  """A cell file holding `{}`, `[1, 2]`, a cut-off write or rows of another schema is moved aside with a warning and
+  counts as missing; the good cells load as before."""
+  wd = _cells(tmp_path)
+  good = len(C.load_cells(wd)) - 4
+  keys = [C.key("utility", None, "none"), C.key("utility", None, "label"), C.key("utility", None, "round2"),
+          C.key("utility", None, "mad", 0.5)]
+  for k, text in zip(keys, ("{}", "[1, 2]", '{"family": "util', json.dumps(dict(C.read_cell(wd, keys[3]),
+                                                                                   rows=[{"metric": "accuracy"}])))):
+    with open(C.cell_path(wd, k), "w") as f:
+      f.write(text)
+  lines = []
+  assert C.missing(wd, keys, lines.append) == keys
+  assert len(lines) == 4 and all("does not hold a cell; set aside" in line for line in lines)
+  folder = os.path.join(wd, "cells")
+  assert sorted(n for n in os.listdir(folder) if ".damaged" in n) == sorted(k.name + ".json.damaged" for k in keys)
+  assert len(C.load_cells(wd, lines.append)) == good and len(lines) == 4   # nothing left to set aside
+  with open(C.cell_path(wd, keys[0]), "w") as f:   # damaged again: set aside beside the first, not over it
+    f.write("{}")
+  assert C.read_cell(wd, keys[0]) is None and C.missing(wd, keys[:1]) == keys[:1]
+  assert os.path.exists(C.cell_path(wd, keys[0]) + ".damaged.1")
+
+
 def test_collate_writes_every_output_from_the_cells(tmp_path):
   wd = _cells(tmp_path)
   for attack, flag in (("jbda", 170), ("benign", None)):
@@ -196,19 +219,32 @@ def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp
   assert rows["label"]["accuracy"] == rows["none"]["accuracy"]          # the label output keeps every top-1
   assert rows["none"]["worst_fidelity"] > 0.3                           # the undefended victim is extracted
   assert any("left" in line for line in lines)                          # progress with the time left
-  # a killed run: a cell deleted is recomputed alone; the rest are kept
-  victim = [c for c in cells if c["family"] == "membership" and c["setting"] == "label" and c["attack"] == "gap"][0]
-  os.remove(C.cell_path(wd, C.key("membership", "gap", "label")))
+  assert doc["provenance"]["compute_runs"] == 1
+  # a killed run: cells deleted (one of a shared KnockoffNets training, one of a membership setting's run) or
+  # damaged are recomputed alone; their finished siblings are not rewritten, and the progress counts only them
+  gone = [C.key("membership", "gap", "label"), C.key("extraction", "knockoff_random", "label", None, 200, "cnn_tiny")]
+  damaged = C.key("membership", "loss", "none")
+  was = {k: C.read_cell(wd, k)["metrics"] for k in (*gone, damaged)}
+  for k in gone:
+    os.remove(C.cell_path(wd, k))
+  with open(C.cell_path(wd, damaged), "w") as f:
+    f.write("[1, 2]")
+  others = {n: os.stat(os.path.join(wd, "cells", n)).st_mtime_ns for n in os.listdir(os.path.join(wd, "cells"))
+            if n.endswith(".json") and n not in {k.name + ".json" for k in (*gone, damaged)}}
   lines.clear()
-  run.run(_tiny_config(), workdir=wd, log=lines.append)
-  assert any("1 to compute" in line for line in lines)
+  doc = run.run(_tiny_config(), workdir=wd, log=lines.append)
+  assert any("3 to compute" in line for line in lines) and any("set aside" in line for line in lines)
+  assert [line[:5] for line in lines if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
   assert not any("memguard: defence classifier" in line for line in lines)   # no defence built that had no cell
-  again = C.read_cell(wd, C.key("membership", "gap", "label"))
-  assert again["metrics"] == victim["metrics"]                          # recomputed exactly
+  for k in (*gone, damaged):
+    assert C.read_cell(wd, k)["metrics"] == was[k], k                    # recomputed exactly
+  assert {n: os.stat(os.path.join(wd, "cells", n)).st_mtime_ns for n in others} == others   # the rest untouched
+  assert doc["provenance"]["compute_runs"] == 2   # both runs' time, the first one's kept
   # --collate_only computes nothing; another config is refused and nothing is overwritten
   before = open(os.path.join(wd, "arena.json")).read()
   run.run(_tiny_config(), workdir=wd, collate_only=True, log=lines.append)
-  with pytest.raises(UserError, match="holds a run with arena="):
+  other = r"holds another arena.py run \(arena.extraction.budgets=\[.*\] there, \[200, 300\] here"
+  with pytest.raises(UserError, match=other):
     run.run(_tiny_config(**{"extraction.budgets": (200, 300)}), workdir=wd, log=lines.append)
   assert json.load(open(os.path.join(wd, "arena.json")))["headline"] == json.loads(before)["headline"]
   assert os.path.getsize(os.path.join(wd, "report.html")) > 50000

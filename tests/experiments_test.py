@@ -191,3 +191,27 @@ def test_survey_tables_bad_input(tmp_path):
   with pytest.raises(UserError, match="--victim_epochs must be an integer >= 1, got 0"):
     tables.with_epochs(TINY_CFG, 0, "victim_epochs")
   assert not os.path.exists(tmp_path / "t")
+
+
+def test_no_program_takes_another_programs_workdir(tmp_path, tiny_victim):
+  """train.py's workdir (the folder README passes as --victim) is refused as the workdir of every other program,
+  by name, before anything in it changes."""
+  from mlpriv_jax import presets
+  from mlpriv_jax.arena import run as arena
+  from mlpriv_jax.lab import membership
+  tree = lambda: {os.path.join(r, f): open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(tiny_victim)
+                  for f in fs}
+  before = tree()
+  runs = {
+      "extract": lambda: extraction.run(presets.get("extract", "smoke"), victim=tiny_victim, workdir=tiny_victim,
+                                        log=quiet),
+      "defend": lambda: defend.run(defend.DefendRun(defences=("none",), strengths=(), num_test=100),
+                                   victim=tiny_victim, workdir=tiny_victim, log=quiet),
+      "mia": lambda: membership.run(presets.get("mia", "smoke"), workdir=tiny_victim, log=quiet),
+      "arena": lambda: arena.run(presets.get("arena", "smoke"), workdir=tiny_victim, log=quiet),
+      "survey_tables": lambda: tables.run(presets.get("survey_tables", "smoke"), workdir=tiny_victim, log=quiet)}
+  for name, run in runs.items():
+    with pytest.raises(UserError, match=f"is train.py's workdir, holding a model artifact \\(pass it as --victim\\), "
+                                        f"not {name}.py's; use another --workdir \\(nothing was overwritten\\)"):
+      run()
+  assert tree() == before

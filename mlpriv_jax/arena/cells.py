@@ -21,7 +21,7 @@ file is missing, and the report is collated from the files alone. A loaded cell 
 import json
 import os
 import re
-from typing import Dict, Iterable, List, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from mlpriv_jax import results
 from mlpriv_jax.errors import UserError
@@ -70,12 +70,10 @@ def cell_path(workdir: str, k: CellKey) -> str:
   return os.path.join(workdir, "cells", k.name + ".json")
 
 
-def rows_of(k: CellKey, metrics: Dict[str, Optional[float]], *, intervals: Optional[dict] = None,
-            queries: Optional[float] = None, data_source: str = "") -> List[dict]:
-  """The results rows of a cell's metrics, each with the key's fields (and `intervals[metric]` as its CI)."""
+def rows_of(k: CellKey, metrics: Dict[str, Optional[float]]) -> List[dict]:
+  """The results rows of a cell's {metric: value}, each with the key's fields."""
   return [results.row(metric=m, value=v, family=k.family, attack=k.attack or "", defence=k.defence,
-                      strength=k.strength, budget=k.budget, surrogate=k.surrogate or "", seed=k.seed,
-                      ci=(intervals or {}).get(m), queries=queries, data_source=data_source)
+                      strength=k.strength, budget=k.budget, surrogate=k.surrogate or "", seed=k.seed)
           for m, v in metrics.items()]
 
 
@@ -100,30 +98,69 @@ def _loaded(cell: dict) -> dict:
   return dict(cell, metrics=results.metrics(cell["rows"]))
 
 
-def read_cell(workdir: str, k: CellKey) -> Optional[dict]:
-  path = cell_path(workdir, k)
-  if not os.path.exists(path):
+def _parse(path: str) -> Optional[dict]:
+  """The cell in the file at `path`, or None when the file does not hold one (cut short, edited by hand, another
+  tool's): a cell is an object with its key's fields and a list of results rows."""
+  try:
+    with open(path) as f:
+      cell = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError):
     return None
-  with open(path) as f:
-    return _loaded(json.load(f))
+  if not isinstance(cell, dict) or not set(CellKey._fields) <= set(cell) or cell.get("family") not in FAMILIES:
+    return None
+  rows = cell.get("rows")
+  if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == set(results.FIELDS) for r in rows):
+    return None
+  if not all(r["value"] is None or isinstance(r["value"], (int, float)) for r in rows):
+    return None
+  return _loaded(cell)
 
 
-def load_cells(workdir: str) -> List[dict]:
-  """Every cell in the workdir, in a stable order."""
+def set_aside(path: str) -> str:
+  """Moves a damaged cell file out of the way (`<name>.json.damaged`, numbered if taken); returns where to."""
+  target, i = path + ".damaged", 1
+  while os.path.exists(target):
+    target, i = f"{path}.damaged.{i}", i + 1
+  os.replace(path, target)
+  return target
+
+
+def read_cell(workdir: str, k: CellKey) -> Optional[dict]:
+  """The cell of `k`, or None when it is missing or damaged."""
+  path = cell_path(workdir, k)
+  return _parse(path) if os.path.exists(path) else None
+
+
+def load_cells(workdir: str, log: Optional[Callable] = None) -> List[dict]:
+  """Every cell in the workdir, in a stable order. A file that does not hold a cell is set aside (with a warning
+  through `log`) and left out: the next run that computes recomputes it, never a traceback."""
   folder = os.path.join(workdir, "cells")
   if not os.path.isdir(folder):
     return []
   cells = []
   for name in sorted(os.listdir(folder)):
     if name.endswith(".json"):
-      with open(os.path.join(folder, name)) as f:
-        try:
-          cells.append(_loaded(json.load(f)))
-        except json.JSONDecodeError as e:
-          raise UserError(f"{os.path.join(folder, name)} is not a cell ({e}); delete it to recompute it") from None
+      path = os.path.join(folder, name)
+      cell = _parse(path)
+      if cell is None:
+        where = set_aside(path)
+        if log is not None:
+          log(f"arena: warning: {path} does not hold a cell; set aside as {os.path.basename(where)}, to be "
+              f"recomputed")
+        continue
+      cells.append(cell)
   return cells
 
 
-def missing(workdir: str, keys: Iterable[CellKey]) -> List[CellKey]:
-  """The keys whose cell file does not exist yet."""
-  return [k for k in keys if not os.path.exists(cell_path(workdir, k))]
+def missing(workdir: str, keys: Iterable[CellKey], log: Optional[Callable] = None) -> List[CellKey]:
+  """The keys whose cell is not there yet: no file, or a damaged one (set aside, with a warning through `log`)."""
+  out = []
+  for k in keys:
+    path = cell_path(workdir, k)
+    if os.path.exists(path) and _parse(path) is None:
+      where = set_aside(path)
+      if log is not None:
+        log(f"arena: warning: {path} does not hold a cell; set aside as {os.path.basename(where)}, recomputing it")
+    if not os.path.exists(path):
+      out.append(k)
+  return out

@@ -3,10 +3,10 @@
   arena.json     schema-versioned: config, provenance, the headline, every cell
   cells.csv      every cell's results rows (`mlpriv_jax.results`: one row per cell and metric, tidy, for pandas)
   results.jsonl  the same rows as JSON lines
-  report.md    the headline table, attack x defence pivots, links to the plots
-  report.html  the same with every plot embedded (one file, opens offline)
-  *.png        privacy-utility trade-offs (extraction, membership), fidelity against budget per defence, log-log
-               ROC per defence with the attacks overlaid, attack x defence heatmaps
+  report.md      the headline table, attack x defence pivots, links to the plots
+  report.html    the same with every plot embedded (one file, opens offline)
+  *.png          privacy-utility trade-offs (extraction, membership), fidelity against budget per defence, log-log
+                 ROC per defence with the attacks overlaid, attack x defence heatmaps
 """
 
 import base64

@@ -40,7 +40,7 @@ from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError, number
 from mlpriv_jax.games import extraction, membership, utility
 from mlpriv_jax.oracle import Service, Victim, query_all
-from mlpriv_jax.utils import append_jsonl
+from mlpriv_jax.utils import write_json
 
 ROC_POINTS = 60
 
@@ -120,19 +120,25 @@ def _roc(scores, member):
 
 
 class _Progress:
-  """One line per finished cell, with the time left estimated from the cells done so far."""
+  """One line per cell this run computes, with the time left estimated from the cells done so far; each line also
+  records the run's compute time so far in `timing/<run>.json` (so a killed run's time is kept)."""
 
-  def __init__(self, total: int, log: Callable):
-    self.total, self.done, self.t0, self.log = total, 0, time.time(), log
+  def __init__(self, total: int, log: Callable, timing_path: str, t0: float):
+    self.total, self.done, self.t0, self.log, self.timing_path = total, 0, t0, log, timing_path
 
   def __call__(self, k: C.CellKey, what: str) -> None:
     self.done += 1
     rate = (time.time() - self.t0) / self.done
     self.log(f"[{self.done}/{self.total}] {k.family} {k.attack or ''} {k.setting}"
              + (f" B={k.budget}" if k.budget else "") + (f" {k.surrogate}" if k.surrogate else "")
-             + f": {what}; ~{rate * (self.total - self.done):.0f} s left")
+             + f": {what}; ~{rate * max(self.total - self.done, 0):.0f} s left")
+    self.record()
+
+  def record(self) -> None:
+    write_json(self.timing_path, dict(started=self.t0, seconds=time.time() - self.t0, cells=self.done))
 
 
+@wd.releases
 def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, collate_only: bool = False,
         run_config: Optional[dict] = None, victim_url: Optional[str] = None, api_key: Optional[str] = None,
         model_name: str = "victim", log: Callable = print) -> dict:
@@ -155,19 +161,19 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   for e in cfg.dp_epsilons:
     membership.dp_recipe(dp_game(cfg, e))
   config = dict(run_config or {}, arena=configs.as_dict(cfg))
-  wd.claim(workdir, config, keys=("arena",))
-  timing = os.path.join(workdir, "timing.jsonl")
+  wd.claim(workdir, "arena", config, identity=("arena",))
   if not collate_only:
+    timing = os.path.join(workdir, "timing", f"{int(t_start * 1000)}-{os.getpid()}.json")
     try:
-      _compute(cfg, workdir, pool, data_dir, remote, log)
+      _compute(cfg, workdir, pool, data_dir, remote, _Progress(0, log, timing, t_start), log)
     finally:
       for c in clients:
         c.close()
-    append_jsonl(timing, dict(started=t_start, seconds=time.time() - t_start))
-  cells = C.load_cells(workdir)
+  cells = C.load_cells(workdir, log)
   provenance = _provenance(t_start)
-  if os.path.exists(timing):   # every computing run's wall, in all (a resumed arena sums its runs)
-    provenance["compute_seconds"] = sum(r["seconds"] for r in results.read_jsonl(timing))
+  runs = _timings(workdir)
+  if runs:   # every computing run's time, in all (a resumed arena sums its runs, a killed one up to its last cell)
+    provenance["compute_seconds"], provenance["compute_runs"] = sum(r["seconds"] for r in runs), len(runs)
   doc = report.collate(workdir, cells, config=dict(config, victim=f"{cfg.game.arch} on {cfg.game.dataset}"),
                        provenance=provenance, skipped=skipped_of(cfg))
   log(f"arena: {len(cells)} cells; report in {os.path.join(workdir, 'report.html')}")
@@ -186,17 +192,29 @@ def _remote(url: str, api_key: Optional[str], model_name: str, clients: list) ->
   return remote
 
 
-def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, log: Callable) -> None:
+def _timings(workdir: str) -> list:
+  """The computing runs' records (`timing/*.json`): when each started and its compute time up to its last cell."""
+  folder = os.path.join(workdir, "timing")
+  runs = []
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+    rec = wd.load_json(os.path.join(folder, name)) if name.endswith(".json") else None
+    if isinstance(rec, dict) and isinstance(rec.get("seconds"), (int, float)):
+      runs.append(rec)
+  return runs
+
+
+def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, progress: _Progress, log: Callable) -> None:
   settings = settings_of(cfg) + ([(C.SERVED, None)] if remote else [])
   key = jax.random.key(cfg.game.seed)
   games = [(None, cfg.game)] + [(e, dp_game(cfg, e)) for e in cfg.dp_epsilons]
   planned = _plan(cfg, settings)
-  todo = C.missing(workdir, planned)
+  todo = C.missing(workdir, planned, log)
   log(f"arena: {len(planned)} cells, {len(todo)} to compute; {len(settings)} defence settings + "
       f"{len(cfg.dp_epsilons)} DP-SGD victims")
   if not todo:
     return
-  progress = _Progress(len(todo), log)
+  progress.total = len(todo)
+  progress.record()
   todo = set(todo)
   for i, (e, game) in enumerate(games):
     mine = settings if e is None else [(C.DPSGD, float(e))]
@@ -329,7 +347,7 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progres
       rows = membership.judge(scores, trained.target_keep, fprs=audit.fprs, num_bootstrap=audit.num_bootstrap,
                               audit_delta=delta, key=k_bootstrap, seed=seed, defence=d, strength=s)
       seconds = time.time() - t1 + query_seconds
-      for k in mem_keys[(d, s)]:
+      for k in (k for k in mem_keys[(d, s)] if k in todo):   # its finished siblings stay as they are
         sc = scores[k.attack]
         mine = [dict(r, family=k.family, budget=k.budget, surrogate="") for r in rows if r["attack"] == k.attack]
         info = {}
@@ -428,8 +446,10 @@ def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, 
                       np.ones((len(ext_settings), b), bool), k_train, key_ids=np.zeros(len(ext_settings), np.int64))
     seconds = (time.time() - t0) / len(ext_settings)
     for i, (d, s) in enumerate(ext_settings):
-      state = jax.tree.map(lambda v, i=i: v[i], r.state)
       k = keys[(d, s, b)]
+      if k not in todo:   # trained beside the others, its finished cell kept as it is
+        continue
+      state = jax.tree.map(lambda v, i=i: v[i], r.state)
       rows = [results.row(metric=m, value=v, family="extraction", queries=b, budget=b, surrogate=k.surrogate,
                           **_fields(k)) for m, v in extraction.evaluate(surrogate, state, ev).items()]
       cell = C.write_cell(workdir, k, rows, seconds=seconds)

@@ -44,11 +44,24 @@ class DefendRun:
     integer(self.num_guard, "num_guard")
     integer(self.guard_steps, "guard_steps")
     integer(self.batch_size, "batch_size")
+    if not self.settings():
+      raise UserError(f"no defence setting to evaluate: every strength of {', '.join(self.defences)} is out of range")
     return self
 
+  def settings(self):
+    """[(defence, strength or None)] to evaluate: each defence at each strength in its range (None: it takes none)."""
+    out = []
+    for name in self.defences:
+      spec = defences.get(name)
+      grid = list(self.strengths) if spec.strength is not None else [None]
+      out += [(name, s) for s in grid if s is None or spec.valid(s)]
+    return out
 
+
+@wd.releases
 def run(cfg: DefendRun, *, victim: str, workdir: str, data_dir: Optional[str] = None,
         run_config: Optional[dict] = None, log: Callable = print) -> dict:
+  wd.require(workdir)
   cfg.validate()
   v = victims.load(victim, data_dir)
   ds = v.dataset
@@ -63,8 +76,10 @@ def run(cfg: DefendRun, *, victim: str, workdir: str, data_dir: Optional[str] = 
     log(f"memguard: too few held-out test images; evaluating on {len(x_test)}, training g on the rest")
   root = jax.random.key(cfg.seed)
   original = np.asarray(jax.nn.softmax(train.predict(v.model, v.variables, x_test)))
-  wd.claim(workdir, dict(run_config or {}, victim=os.path.abspath(v.meta["artifact"]), num_test=len(x_test),
-                         seed=cfg.seed), keys=("victim", "num_test", "seed", "preset"))
+  # The workdir holds one victim's settings at one evaluation: other defences and strengths are added to it.
+  wd.claim(workdir, "defend", dict(run_config or {}, victim=os.path.abspath(v.meta["artifact"]), num_test=len(x_test),
+                                   seed=cfg.seed, guard=dict(num_guard=cfg.num_guard, guard_steps=cfg.guard_steps),
+                                   run=configs.as_dict(cfg)), identity=("victim", "num_test", "seed", "guard"))
   kit = defences.assemble(cfg.defences, v.model, streams.branch(root, streams.DEFENDER), variables=v.variables, input_shape=v.input_shape,
                           members=v.member_images(cfg.num_guard), nonmembers=held_out[:cfg.num_guard],
                           guard_steps=cfg.guard_steps, log=log)
@@ -74,27 +89,23 @@ def run(cfg: DefendRun, *, victim: str, workdir: str, data_dir: Optional[str] = 
                                 accuracy=float((original.argmax(-1) == y_test).mean())))
   out["config"] = configs.as_dict(cfg)
   done = results.read_jsonl(os.path.join(workdir, "results.jsonl")) if out.get("settings") else []
+  settings = cfg.settings()
   for name in cfg.defences:
-    spec = defences.get(name)
-    grid = list(cfg.strengths) if spec.strength is not None else [None]
-    skipped = [s for s in grid if s is not None and not spec.valid(s)]
+    skipped = [s for s in cfg.strengths if defences.get(name).strength is not None and (name, s) not in settings]
     if skipped:
-      log(f"{name}: skipping strengths outside its range ({spec.valid_text}): {skipped}")
-    for s in (s for s in grid if s not in skipped):
-      setting = defences.label(name, s)
-      if (name, s) in {(r["defence"], r["strength"]) for r in done}:
-        continue
-      d = defences.build(name, s, **kit._asdict())
-      account = Victim(v.model, v.variables, defence=d, key=streams.account(root, streams.EVALUATOR_CLIENT),
-                       input_shape=ds.image_shape)
-      m = utility.measure(account, x_test, y_test, original, cfg.batch_size)
-      done += utility.judge(m, METRICS, defence=name, strength=s, seed=cfg.seed, data_source=ds.source)
-      out["settings"] = results.summary(done, by=("defence", "strength"))   # strength "" where it takes none
-      results.write_jsonl(os.path.join(workdir, "results.jsonl"), done)
-      write_json(path, out)
-      log(f"{setting:15s} acc {m['accuracy']:.4f} flips {m['label_flip_rate']:.4f} L1 {m['l1']:.3f} "
-          f"KL {m['kl']:.3f} {m['seconds_per_1000_queries']:.3f} s/1k queries")
-  if not done:
-    raise UserError(f"no defence setting to evaluate: every strength of {', '.join(cfg.defences)} is out of range")
+      log(f"{name}: skipping strengths outside its range ({defences.get(name).valid_text}): {skipped}")
+  for name, s in settings:
+    if (name, s) in {(r["defence"], r["strength"]) for r in done}:
+      continue
+    d = defences.build(name, s, **kit._asdict())
+    account = Victim(v.model, v.variables, defence=d, key=streams.account(root, streams.EVALUATOR_CLIENT),
+                     input_shape=ds.image_shape)
+    m = utility.measure(account, x_test, y_test, original, cfg.batch_size)
+    done += utility.judge(m, METRICS, defence=name, strength=s, seed=cfg.seed, data_source=ds.source)
+    out["settings"] = results.summary(done, by=("defence", "strength"))   # strength "" where it takes none
+    results.write_jsonl(os.path.join(workdir, "results.jsonl"), done)
+    write_json(path, out)
+    log(f"{defences.label(name, s):15s} acc {m['accuracy']:.4f} flips {m['label_flip_rate']:.4f} L1 {m['l1']:.3f} "
+        f"KL {m['kl']:.3f} {m['seconds_per_1000_queries']:.3f} s/1k queries")
   log(f"results in {path}")
   return out

@@ -58,6 +58,7 @@ def load_pool(query_set: str, data_dir: Optional[str], seed: int, input_shape) -
   return pool
 
 
+@wd.releases
 def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] = None,
         run_config: Optional[dict] = None, victim_url: Optional[str] = None, api_key: Optional[str] = None,
         model_name: str = "victim", log: Callable = print) -> dict:
@@ -101,8 +102,9 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
                     key=streams.account(root, streams.EXTRACTION_CLIENT))
   mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
   surrogate = models.get_model(arch, oracle.num_classes, mean=mean, std=std)
-  wd.claim(workdir, dict(run_config or {}, run=configs.as_dict(cfg), victim=v.meta["artifact"], victim_url=victim_url),
-           keys=("run",))
+  record = dict(run_config or {}, run=configs.as_dict(cfg), victim=os.path.abspath(v.meta["artifact"]),
+                victim_url=victim_url)
+  wd.claim(workdir, "extract", record, identity=("run", "victim", "victim_url"))
   log(f"{attack}: victim {v.model.name} ({ds.name}, acc {ev.victim_accuracy:.4f}), surrogate {surrogate.name}, "
       f"pool {pool.name} ({len(pool.x_train)}), budget {budget}, "
       + (f"served at {victim_url}" if victim_url else f"defence {cfg.defence}"))

@@ -52,6 +52,7 @@ class MiaRun:
     return self
 
 
+@wd.releases
 def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config: Optional[dict] = None,
         victim_url: Optional[str] = None, api_key: Optional[str] = None, model_name: str = "victim",
         log: Callable = print) -> dict:
@@ -80,7 +81,9 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
     raise UserError(f"--num_defence_examples must lie in [1, {min(n // 2, len(ds.x_test))}], got "
                     f"{cfg.num_defence_examples}")
   recipe = G.dp_recipe(game)   # an unreachable epsilon fails here, before anything is written
-  wd.claim(workdir, dict(run_config or {}, game=configs.as_dict(game)), keys=("game",))
+  # The workdir holds the trained game: other attacks and defences against it are reruns of this workdir.
+  wd.claim(workdir, "mia", dict(run_config or {}, game=configs.as_dict(game), run=configs.as_dict(cfg)),
+           identity=("game",))
   log(f"mia: {game.arch} on {game.dataset}, N = {n} (target on {n // 2}), {game.num_shadows} shadows, "
       f"{game.train.num_epochs} epochs; attacks {', '.join(audit.attacks)}; defence {cfg.defence}"
       + (f"; DP-SGD to epsilon {game.dp.epsilon:g}" if game.dp is not None else ""))

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from mlpriv_jax import config as configs
 from mlpriv_jax import data, models, results, streams, train
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.errors import UserError, integer, number
@@ -101,6 +102,7 @@ class TablesRun:
     return self
 
 
+@wd.releases
 def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_config: Optional[dict] = None,
         log: Callable = print) -> dict:
   """Trains the victims and surrogates (or resumes them) and writes the tables; returns tables.json's content.
@@ -122,13 +124,13 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
   mean, std = data.channel_stats(x_train)
   pool_mean, pool_std = data.channel_stats(pool.x_train)
   key = jax.random.key(seed)
-  os.makedirs(workdir, exist_ok=True)
-  out_path = os.path.join(workdir, "tables.json")
   ident = dict(run_config or {})
+  # The workdir holds the tables of one recipe: other rows and tables of it are added to it.
+  recipe = {k: v for k, v in configs.as_dict(cfg).items() if k not in ("rows", "tables")}
+  wd.claim(workdir, "survey_tables", dict(ident, run=recipe, select=dict(rows=cfg.rows, tables=cfg.tables)),
+           identity=("run",))
+  out_path = os.path.join(workdir, "tables.json")
   out = wd.load_json(out_path) or dict(ident, tables={})
-  if {k: out.get(k) for k in ident} != ident:
-    raise UserError(f"{workdir} holds tables of another run ({ {k: out.get(k) for k in ident} }, not {ident}); "
-                    f"use another --workdir")
 
   for t, (table, victim_name) in enumerate(TABLES):
     if table not in cfg.tables:

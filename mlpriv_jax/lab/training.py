@@ -67,6 +67,7 @@ class TrainRun:
     return self
 
 
+@wd.releases
 def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_config: Optional[dict] = None,
         log: Callable = print) -> dict:
   """Trains, evaluates and writes everything into `workdir`; returns results.json's content.
@@ -101,7 +102,7 @@ def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_conf
                 dropout_rate=cfg.dropout_rate, arch=model.name, dataset=ds.name, data_source=ds.source,
                 num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,
                 image_shape=list(ds.image_shape), train_config=dataclasses.asdict(config), dp=dp_record)
-  wd.claim(workdir, record, keys=("arch", "dataset", "num_classes", "num_models", "seed", "num_train", "dp"))
+  wd.claim(workdir, "train", record)
   log(f"{model.name}: {num_params:,} parameters; {ds.name} ({ds.source}): {len(x_train)} train, "
       f"{len(ds.x_test)} test images; {config.num_epochs} epochs on {jax.default_backend()}")
 
