@@ -1,5 +1,6 @@
 """The model artifact, and how the programs treat bad victims, names and strengths (in-process)."""
 
+import json
 import os
 
 import chex
@@ -12,6 +13,7 @@ from flax import serialization
 from mlpriv_jax import config, data, models, train
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.games import membership as G
+from mlpriv_jax.games import victims
 from mlpriv_jax.games.extraction import ExtractionAudit
 from mlpriv_jax.lab import defend, extraction, membership
 
@@ -74,6 +76,48 @@ def test_broken_foreign_and_mismatched_artifacts_are_one_line_errors(tmp_path):
   bad = {**v, "params": jax.tree.map(lambda p: p * np.nan, v["params"])}
   with pytest.raises(UserError, match="NaN"):
     models.save_model(str(tmp_path / "b"), model, bad)
+
+
+@pytest.mark.parametrize("field,edit,match", [
+    ("spec", lambda s: s[:-3], "its spec or meta is damaged \\(JSONDecodeError"),
+    ("spec", lambda s: "[1, 2]", "spec and meta must be JSON objects"),
+    ("spec", lambda s: s.replace('"cnn_tiny"', '"cnn_huge"'), "unknown architecture 'cnn_huge'"),
+    ("spec", lambda s: s.replace('"num_classes": 10', '"num_classes": "ten"'), "num_classes must be a positive"),
+    ("spec", lambda s: s.replace('"num_classes": 10', '"num_classes": 0'), "num_classes must be a positive"),
+    ("spec", lambda s: s.replace('"input_shape": [32, 32, 3]', '"input_shape": [16, 16]'), "input_shape must be"),
+    ("spec", lambda s: s.replace('"input_shape": [32, 32, 3]', '"input_shape": "big"'), "input_shape must be"),
+    ("spec", lambda s: json.dumps(dict(json.loads(s), mean=[0.5, "x"])), "its spec or meta is damaged"),
+    ("spec", lambda s: json.dumps(dict(json.loads(s), std=[0.0, 1.0, 1.0])), "std must be 3 finite numbers > 0"),
+    ("spec", lambda s: json.dumps({k: v for k, v in json.loads(s).items() if k != "arch"}), "spec lacks \\['arch'\\]"),
+    ("meta", lambda s: "null", "spec and meta must be JSON objects"),
+    ("meta", lambda s: "{", "its spec or meta is damaged"),
+])
+def test_a_hand_edited_spec_or_meta_is_one_line_naming_the_file(tmp_path, field, edit, match):
+  """model.msgpack's spec and meta are JSON a person can edit: whatever they hold, loading is one ArtifactError
+  naming the file (never a traceback from json, numpy or flax)."""
+  model, v = _tiny()
+  d = tmp_path / "a"
+  models.save_model(str(d), model, v, meta=_meta())
+  payload = serialization.msgpack_restore((d / "model.msgpack").read_bytes())
+  payload[field] = edit(payload[field])
+  assert payload[field] != serialization.msgpack_restore((d / "model.msgpack").read_bytes())[field]
+  (d / "model.msgpack").write_bytes(serialization.msgpack_serialize(payload))
+  with pytest.raises(models.ArtifactError, match=match) as e:
+    models.load_model(str(d))
+  assert str(e.value).startswith(str(d / "model.msgpack") + ": ") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("data,match", [
+    ("shapes10", "does not record its training data"),
+    (dict(name="shapes10", seed="0"), "data.seed must be an integer"),
+    (dict(name="shapes10", member_indices=[0, 10 ** 9]), "member_indices / num_train_used do not index"),
+    (dict(name="shapes10", num_train_used=-5), "member_indices / num_train_used do not index"),
+])
+def test_a_victims_meta_that_does_not_index_its_data_is_one_line(tmp_path, data, match):
+  model, v = _tiny()
+  models.save_model(str(tmp_path / "a"), model, v, meta=dict(_meta(), data=data))
+  with pytest.raises(UserError, match=match):
+    victims.load(str(tmp_path / "a"))
 
 
 def test_a_killed_save_leaves_the_previous_artifact(tmp_path, monkeypatch):

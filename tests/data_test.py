@@ -146,6 +146,42 @@ def test_missing_npz_key_and_garbage_file(tmp_path):
     data.load_dataset("junk", str(tmp_path))
 
 
+def _damage(path, how):
+  """The .npz at path, damaged one of the ways a copy or a hand goes wrong."""
+  raw = bytearray(path.read_bytes())
+  if how == "cut":
+    path.write_bytes(raw[: len(raw) // 2])
+  elif how == "bytes":   # the stored arrays' bytes changed: the zip's CRC no longer matches
+    for i in range(len(raw) // 4, len(raw) // 2, 7):
+      raw[i] ^= 0x5A
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("how", ["cut", "bytes", "pickled", "no_labels", "bad_jpeg", "bad_offsets"])
+def test_a_damaged_npz_is_one_line_naming_it(tmp_path, monkeypatch, how):
+  """Every way a data file is damaged ends in one DataError naming the file, never a traceback from zipfile,
+  numpy or Pillow."""
+  monkeypatch.setenv("MLPRIV_CACHE_DIR", str(tmp_path / "cache"))
+  x = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+  y = np.arange(64) % 4
+  arrays = dict(x_train=x, y_train=y, x_test=x, y_test=y)
+  if how == "pickled":
+    arrays["y_train"] = np.array([object()] * 64, dtype=object)
+  elif how == "no_labels":
+    arrays.update(x_train=x[:0], y_train=y[:0], x_test=x[:0], y_test=y[:0])
+  elif how in ("bad_jpeg", "bad_offsets"):
+    del arrays["x_train"], arrays["x_test"]
+    blob, offsets = np.frombuffer(b"\xff\xd8 not a jpeg" * 64, np.uint8), np.arange(65) * 16
+    if how == "bad_offsets":
+      offsets = offsets * 1000
+    arrays.update(jpeg_train=blob, offsets_train=offsets, jpeg_test=blob, offsets_test=offsets)
+  _write_npz(tmp_path / "bad.npz", **arrays)
+  _damage(tmp_path / "bad.npz", how)
+  with pytest.raises(data.DataError) as e:
+    data.load_dataset("bad", str(tmp_path))
+  assert "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path / "bad.npz") + ": "), str(e.value)
+
+
 def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
   monkeypatch.delenv("MLPRIV_DATA_DIR", raising=False)
   with pytest.raises(data.DataError, match="unknown dataset 'nope'.*known: shapes10"):

@@ -217,11 +217,20 @@ def _check_split(path, x, y, split):
 
 
 def _from_npz(name: str, path: str) -> Dataset:
+  """The dataset in the .npz at `path`; a damaged file (cut short, bytes changed, arrays of the wrong kind, JPEGs
+  that do not decode) is one DataError naming it, whichever layer notices."""
   try:
-    z = np.load(path, allow_pickle=False)
-    keys = set(z.files)
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    with np.load(path, allow_pickle=False) as z:
+      return _read_npz(name, path, z)
+  except DataError:
+    raise
+  except (OSError, ValueError, KeyError, IndexError, EOFError, TypeError, zipfile.BadZipFile) as e:
+    why = str(e).splitlines()[0] if str(e) else ""
+    raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {why}); replace it") from None
+
+
+def _read_npz(name: str, path: str, z) -> Dataset:
+  keys = set(z.files)
   split = {}
   for s in ("train", "test"):
     if f"x_{s}" in keys:

@@ -37,12 +37,22 @@ def load(path: str, data_dir: Optional[str] = None) -> LoadedVictim:
   """
   model, variables, meta = models.load_model(path)
   d = meta.get("data")
-  if not d or "name" not in d:
+  if not isinstance(d, dict) or not isinstance(d.get("name"), str):
     raise UserError(f"{meta['artifact']}: the artifact does not record its training data, so its test set is "
                     f"unknown")
-  if data_dir is None and d.get("kind") in ("npz", "jpeg") and os.path.exists(d.get("source", "")):
-    data_dir = os.path.dirname(d["source"])
-  ds = data.load_dataset(d["name"], data_dir, seed=d.get("seed", 0))
+  seed = d.get("seed", 0)
+  if type(seed) is not int:
+    raise UserError(f"{meta['artifact']}: its meta's data.seed must be an integer, got {seed!r}")
+  source = d.get("source")
+  if data_dir is None and d.get("kind") in ("npz", "jpeg") and isinstance(source, str) and os.path.exists(source):
+    data_dir = os.path.dirname(source)
+  ds = data.load_dataset(d["name"], data_dir, seed=seed)
+  members = d.get("member_indices", [])
+  used = d.get("num_train_used") or 0
+  if (not isinstance(members, list) or not all(type(i) is int and 0 <= i < len(ds.x_train) for i in members)
+      or type(used) is not int or not 0 <= used <= len(ds.x_train)):
+    raise UserError(f"{meta['artifact']}: its meta's member_indices / num_train_used do not index the "
+                    f"{len(ds.x_train)} training images of {ds.name}")
   if ds.num_classes != model.num_classes or ds.image_shape != tuple(meta["input_shape"]):
     raise UserError(f"{meta['artifact']}: the artifact's model has {model.num_classes} classes and takes "
                     f"{tuple(meta['input_shape'])}, but dataset {ds.name} has {ds.num_classes} classes of "

@@ -76,6 +76,33 @@ def find_artifact(path: str) -> str:
                       f"writes <workdir>/model/, mia.py <workdir>/target/, survey_tables.py <workdir>/victim_<name>/)")
 
 
+def _rebuild(path: str, payload: dict, conv_impl: str):
+  """(model, meta, input_shape, variables' shapes) from an artifact's spec and meta; a spec or meta edited by hand
+  into something no model has is one ArtifactError naming the file."""
+  try:
+    spec, meta = json.loads(payload.get("spec")), json.loads(payload.get("meta"))
+    if not isinstance(spec, dict) or not isinstance(meta, dict):
+      raise ValueError("spec and meta must be JSON objects")
+    input_shape = tuple(spec.get("input_shape", (32, 32, 3)))
+    if len(input_shape) != 3 or not all(type(d) is int and d > 0 for d in input_shape):
+      raise ValueError(f"input_shape must be [H, W, C] of positive integers, got {spec.get('input_shape')!r}")
+    if type(spec["num_classes"]) is not int or spec["num_classes"] < 1:
+      raise ValueError(f"num_classes must be a positive integer, got {spec['num_classes']!r}")
+    for k in ("mean", "std"):
+      v = np.asarray(spec[k], dtype=np.float64)
+      if v.ndim > 1 or v.size not in (1, input_shape[-1]) or not np.all(np.isfinite(v)) or (k == "std" and
+                                                                                             np.any(v <= 0)):
+        raise ValueError(f"{k} must be {input_shape[-1]} finite numbers{' > 0' if k == 'std' else ''}, got {spec[k]!r}")
+    model = from_spec(spec, conv_impl=conv_impl)
+    template = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+  except UserError as e:
+    raise ArtifactError(f"{path}: {e}") from None
+  except Exception as e:   # json, numpy and flax raise many types on a spec no model has
+    why = str(e).splitlines()[0] if str(e) else ""
+    raise ArtifactError(f"{path}: its spec or meta is damaged ({type(e).__name__}: {why})") from None
+  return model, meta, input_shape, {k: template[k] for k in ("params", "batch_stats") if k in template}
+
+
 def load_model(directory: str, *, conv_impl: str = "auto") -> Tuple[Model, dict, dict]:
   """(model, variables, meta) from an artifact directory (or a workdir holding one, see `find_artifact`).
 
@@ -90,11 +117,7 @@ def load_model(directory: str, *, conv_impl: str = "auto") -> Tuple[Model, dict,
     raise ArtifactError(f"{path}: unreadable model artifact ({type(e).__name__})") from None
   if not isinstance(payload, dict) or payload.get("format") != FORMAT:
     raise ArtifactError(f"{path}: not an mlpriv_jax model artifact (expected format {FORMAT!r})")
-  spec, meta = json.loads(payload["spec"]), json.loads(payload["meta"])
-  model = from_spec(spec, conv_impl=conv_impl)
-  input_shape = tuple(spec.get("input_shape", (32, 32, 3)))
-  template = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-  template = {k: template[k] for k in ("params", "batch_stats") if k in template}
+  model, meta, input_shape, template = _rebuild(path, payload, conv_impl)
   try:
     variables = serialization.from_state_dict(template, payload["variables"])
   except (ValueError, KeyError, TypeError) as e:
