@@ -303,6 +303,7 @@ def test_memguard_blinds_shokri_and_keeps_accuracy(mia_run):
     ({"membership.attacks": ("rmia_offline",), "membership.num_population": 20000}, "--num_population must lie in"),
     ({"membership.attacks": ("rmia_offline",), "membership.population": "val"}, "population must be one of"),
     ({"membership.attacks": ("gap",), "budget": -1}, "budget must be an integer >= 0"),
+    ({"membership.attacks": ("gap",), "budget": 0}, r"--budget 0 cannot pay for one query per target example \(1000\)"),
     ({"membership.attacks": ("gap",), "membership.label_examples": 0}, "label_examples must be an integer >= 1"),
     ({"membership.options.rmia": 1}, "unknown config field 'membership.options.rmia'"),
     ({"membership.attacks": ("rmia_online",), "membership.options.rmia_online.gamma": 0}, "gamma must be > 0"),

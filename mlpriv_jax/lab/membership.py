@@ -40,7 +40,11 @@ class MiaRun:
     self.membership.validate(self.game)
     integer(self.num_test, "num_test")
     if self.budget is not None:
+      n = self.game.num_examples
       integer(self.budget, "budget", at_least=0)
+      if self.budget < n:   # every attack asks about each target example at least once
+        raise UserError(f"--budget {self.budget} cannot pay for one query per target example ({n}); the score "
+                        f"attacks need {n} per view and population point, the label-only attacks more")
     spec = defences.check(self.defence, self.strength, threat=defences.MEMBERSHIP)
     if spec.strength is not None and self.strength is None:
       raise UserError(f"--defence={self.defence} needs a strength ({spec.strength}, {spec.valid_text})")
