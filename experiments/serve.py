@@ -9,9 +9,10 @@ r"""Serves a victim artifact over HTTP behind a defence, with API keys and per-k
 The Open Inference Protocol v2 (`/v2/health/ready`, `/v2/models/victim`, `/v2/models/victim/infer`, as KServe,
 Triton and Seldon) and TF Serving's `/v1/models/victim:predict`; `Authorization: Bearer <key>` or `X-API-Key`.
 Each key has its own budget (examples; --budget_per_key unless the keys file gives one), PRADA monitor (with
---monitor=prada), defence state and reproducible key stream; 401 / 403 / 429 / 400 / 413 / 404 as in
-`mlpriv_jax.serve.app`. One inference thread and one uvicorn worker, so the counts are exact. The server is
-ready once every batch bucket is compiled; stop it with Ctrl-C.
+--monitor=prada), defence state and reproducible key stream; 401 / 403 / 429 / 400 / 408 / 413 / 404 as in
+`mlpriv_jax.serve.app`. Each key's usage is kept in an SQLite ledger (--ledger, default beside the keys file): a
+restart continues every count, and several servers on one ledger share it exactly. The server is ready once every
+batch bucket is compiled; stop it with Ctrl-C.
 """
 
 import os
@@ -38,6 +39,10 @@ flags.DEFINE_float("max_body_mb", 4.0, "Largest request body, in MiB (413 above 
 flags.DEFINE_string("data_dir", None, "Folder with the victim's dataset (MemGuard trains on its members).")
 flags.DEFINE_integer("seed", 0, "Root seed of the defence and of every key's stream.")
 flags.DEFINE_boolean("access_log", True, "Log one line per request (never a key).")
+flags.DEFINE_string("ledger", None, "SQLite file of every key's usage, kept across restarts and shared by servers on "
+                    "it (default: <keys_file>.usage.sqlite).")
+flags.DEFINE_float("header_timeout", 10.0, "Seconds a connection may take to send a request's headers.")
+flags.DEFINE_float("body_timeout", 30.0, "Seconds a request's body may take to arrive (408 after).")
 FLAGS = flags.FLAGS
 
 
@@ -50,18 +55,21 @@ def main(argv):
     raise UserError("--victim is required (a model artifact; train one with experiments/train.py)")
   if not FLAGS.keys_file:
     raise UserError('--keys_file is required: JSON {"clients": [{"name": ..., "key": ..., "budget"?: ...}]}')
-  if not FLAGS.max_body_mb > 0:
-    raise UserError(f"--max_body_mb must be > 0, got {FLAGS.max_body_mb}")
+  for name in ("max_body_mb", "header_timeout", "body_timeout"):
+    if not FLAGS[name].value > 0:   # NaN fails too
+      raise UserError(f"--{name} must be > 0, got {FLAGS[name].value}")
   sock = serve.bind(FLAGS.host, FLAGS.port)   # a port in use fails before anything is loaded
   served = serving.build(victim=FLAGS.victim, keys_file=FLAGS.keys_file, defence=FLAGS.defence,
                          strength=FLAGS.strength, budget_per_key=FLAGS.budget_per_key, model_name=FLAGS.model_name,
                          monitor=FLAGS.monitor, prada_delta=FLAGS.prada_delta, on_detect=FLAGS.on_detect,
                          disclose_defence=FLAGS.disclose_defence, max_body_bytes=int(FLAGS.max_body_mb * 2**20),
-                         data_dir=FLAGS.data_dir, seed=FLAGS.seed, log=common.log)
+                         data_dir=FLAGS.data_dir, seed=FLAGS.seed, ledger=FLAGS.ledger,
+                         body_timeout=FLAGS.body_timeout, log=common.log)
   host, port = sock.getsockname()[:2]
   common.log(f"listening on http://{host}:{port} (model {FLAGS.model_name!r}; ready at /v2/health/ready once "
              f"compiled)")
-  serve.serve_forever(serve.create_app(served), sock, access_log=FLAGS.access_log)
+  serve.serve_forever(serve.create_app(served), sock, access_log=FLAGS.access_log,
+                      header_timeout=FLAGS.header_timeout)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
           budget_per_key: Optional[int] = 50000, model_name: str = "victim", monitor: str = "none",
           prada_delta: float = 0.9, on_detect: str = "refuse", disclose_defence: bool = False,
           max_body_bytes: int = 4 << 20, buckets=BUCKETS, data_dir: Optional[str] = None, num_guard: int = 500,
-          guard_steps: int = 500, seed: int = 0, log: Callable = print):
-  """The `serve.Served` state of the artifact at `victim` (checked in full before anything is compiled)."""
+          guard_steps: int = 500, seed: int = 0, ledger: Optional[str] = None, body_timeout: float = 30.0,
+          log: Callable = print):
+  """The `serve.Served` state of the artifact at `victim` (checked in full before anything is compiled).
+
+  ledger: the SQLite file of every key's usage (default: `<keys_file>.usage.sqlite`, beside the keys file), so
+  that a restart, or another server on the same file, continues each key's count."""
   from mlpriv_jax import serve
   if budget_per_key is not None:
     integer(budget_per_key, "--budget_per_key", at_least=0)
@@ -32,6 +36,7 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
     raise UserError(f"--defence={defence} needs --strength ({spec.strength}, {spec.valid_text})")
   strength = strength if spec.strength is not None else None
   keyring = serve.load_keys(keys_file, budget_per_key)
+  ledger = serve.Ledger(ledger or default_ledger(keys_file))
   monitor_factory = None
   if monitor == "prada":
     defences.Prada(delta=prada_delta)   # checks delta
@@ -55,8 +60,13 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
                                max_traces=len(buckets))
   served = serve.Served(service, keyring, model_name=model_name, seed=seed, monitor_factory=monitor_factory,
                         on_detect=on_detect, disclose_defence=disclose_defence, defence_strength=strength,
-                        max_body_bytes=max_body_bytes)
+                        max_body_bytes=max_body_bytes, ledger=ledger, body_timeout=body_timeout)
   log(f"serving {model.name} ({meta['artifact']}) as {model_name!r} behind {d.name}"
       + (f" {strength:g}" if strength is not None else "") + f" to {len(keyring.clients)} keys"
-      + (", PRADA monitor" if monitor_factory else ""))
+      + (", PRADA monitor" if monitor_factory else "") + f"; usage in {ledger.path}")
   return served
+
+
+def default_ledger(keys_file: str) -> str:
+  """Where the keys' usage is kept unless told: beside the keys file (their limits), `<keys_file>.usage.sqlite`."""
+  return keys_file + ".usage.sqlite"

@@ -13,18 +13,25 @@ Endpoints (Open Inference Protocol v2, as KServe, Triton and Seldon speak it, an
 Model endpoints need `Authorization: Bearer <key>` or `X-API-Key: <key>`. Status codes: 401 (missing or unknown
 key, with `WWW-Authenticate`), 403 (flagged by PRADA in refuse mode), 429 (the query would pass the key's budget:
 refused whole), 400 (malformed request, the library's one-line message), 413 (body above the limit), 404
-(unknown model). Every answer to a known key carries `X-RateLimit-Limit`, `-Remaining` and `-Used` (examples).
-Errors are `{"error": "<one line>"}`.
+(unknown model; an unauthenticated 404 names no model), 408 (the body did not arrive within the body timeout).
+Every answer to a known key carries `X-RateLimit-Limit`, `-Remaining` and `-Used` (examples). Errors are
+`{"error": "<one line>"}`.
 
-Every query of every client runs on one thread (JAX owns the device; the ledger needs no lock): a client's budget
-check, answer and count are one step, so counts are exact under any concurrency. Requests are parsed on the
-event loop's worker threads. Run it with one uvicorn worker: several would each keep their own ledgers.
+A request is refused on its headers when they suffice (no or an unknown key, an unknown model, a spent budget, a
+declared length above the limit): the body is then not parsed, only drained when it is within the limit, so that
+an ordinary client, which sends its whole body before reading, still reads the refusal.
+
+Usage is kept in a `Ledger` (SQLite): a query is charged before it is answered, in one transaction that also
+checks the key's budget, so counts are exact under any concurrency, across restarts, and across server processes
+sharing the ledger file. Every query runs on one inference thread (JAX owns the device). The defence's state and
+PRADA's monitor are per process.
 """
 
 import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import zlib
 from typing import Callable, Optional
 
@@ -33,15 +40,21 @@ import jax
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError, integer
-from mlpriv_jax.oracle import Account, BudgetExceeded, QueryError, QueryRefused, Service, answer_for
+from mlpriv_jax.errors import number
+from mlpriv_jax.oracle import Account, BudgetExceeded, QueryError, QueryRefused, Service, answer_for, validate_queries
 from mlpriv_jax.serve import protocol
 from mlpriv_jax.serve.keys import Client, KeyRing
+from mlpriv_jax.serve.ledger import Ledger
+
+log = logging.getLogger("mlpriv_jax.serve")
 
 MAX_BODY_BYTES = protocol.MAX_BODY_BYTES
 STATUS = {QueryError: 400, BudgetExceeded: 429, QueryRefused: 403}
+BODY_TIMEOUT = 30.0   # seconds for a request's whole body, once its headers are in
 REALM = 'Bearer realm="mlpriv_jax"'
 
 
@@ -56,11 +69,8 @@ class HTTPError(Exception):
     self.status, self.message, self.headers = status, message, headers or {}
 
 
-def quota_headers(account: Account) -> dict:
-  h = {"X-RateLimit-Used": str(account.queries_used)}
-  if account.budget is not None:
-    h.update({"X-RateLimit-Limit": str(account.budget), "X-RateLimit-Remaining": str(account.budget_left)})
-  return h
+class _Disconnected(Exception):
+  """The client went away before its body was in."""
 
 
 class Served:
@@ -69,13 +79,16 @@ class Served:
   def __init__(self, service: Service, keyring: KeyRing, *, model_name: str = "victim", seed: int = 0,
                monitor_factory: Optional[Callable] = None, on_detect: str = "refuse",
                disclose_defence: bool = False, defence_strength: Optional[float] = None,
-               max_body_bytes: int = MAX_BODY_BYTES):
+               max_body_bytes: int = MAX_BODY_BYTES, ledger: Optional[Ledger] = None,
+               body_timeout: float = BODY_TIMEOUT):
     if len(service.input_shape) != 3 or min(service.input_shape) < 1:
       raise UserError(f"the protocol describes images [B, H, W, C]; this model takes {list(service.input_shape)}")
     integer(max_body_bytes, "the body size limit (bytes)", at_least=1024)
+    self.body_timeout = number(body_timeout, "the body timeout (seconds)", above=0)
     self.service, self.keyring, self.model_name = service, keyring, model_name
     self.disclose_defence, self.defence_strength = disclose_defence, defence_strength
     self.max_body_bytes = int(max_body_bytes)
+    self.ledger = ledger if ledger is not None else Ledger(None)
     self.accounts = {c.name: Account(service, budget=c.budget, key=client_key(seed, c.name),
                                      monitor=monitor_factory() if monitor_factory else None, on_detect=on_detect)
                      for c in keyring.clients}
@@ -111,41 +124,87 @@ class Served:
       raise HTTPError(401, "unknown API key", {"WWW-Authenticate": REALM + ', error="invalid_token"'})
     return client
 
-  def check_model(self, name: str, headers: Optional[dict] = None) -> None:
+  def check_model(self, name: str, headers: Optional[dict] = None, *, reveal: bool = True) -> None:
+    """404 for another model's name; only a known key learns the name served."""
     if name != self.model_name:
-      raise HTTPError(404, f"unknown model {name!r}; this server serves {self.model_name!r}", headers)
+      raise HTTPError(404, f"unknown model {name!r}" + (f"; this server serves {self.model_name!r}" if reveal
+                                                         else ""), headers)
 
-  async def body(self, request: Request, headers: dict):
-    """The JSON body, read up to the size limit (413 beyond it, before reading it all when it says its length)."""
+  def quota(self, client: Client) -> dict:
+    """The X-RateLimit headers of `client`: its limit (the keys file), its usage and what is left (the ledger)."""
+    used = self.ledger.used(client.name)
+    h = {"X-RateLimit-Used": str(used)}
+    if client.budget is not None:
+      h.update({"X-RateLimit-Limit": str(client.budget), "X-RateLimit-Remaining": str(max(client.budget - used, 0))})
+    return h
+
+  def _length(self, request: Request, headers: Optional[dict] = None) -> Optional[int]:
     length = request.headers.get("content-length")
     if length is not None and not length.isdigit():
       raise HTTPError(400, f"Content-Length must be a number of bytes, got {length[:40]!r}", headers)
-    if length is not None and int(length) > self.max_body_bytes:
+    return None if length is None else int(length)
+
+  async def body(self, request: Request, headers: dict, *, keep: bool = True) -> bytes:
+    """The body, read up to the size limit within the body timeout (413 beyond the limit, before reading it when
+    it says its length; 408 past the timeout). keep=False drains it (a refusal the client must still read)."""
+    length = self._length(request, headers)
+    if length is not None and length > self.max_body_bytes:
       raise HTTPError(413, f"request body of {length} bytes; the limit is {self.max_body_bytes} bytes (send "
-                      f"fewer images per request)", headers)
+                      f"fewer images per request)", dict(headers, Connection="close"))
     chunks, size = [], 0
-    async for chunk in request.stream():
-      size += len(chunk)
-      if size > self.max_body_bytes:
-        raise HTTPError(413, f"request body above the limit of {self.max_body_bytes} bytes", headers)
-      chunks.append(chunk)
+    try:
+      with anyio.fail_after(self.body_timeout):
+        async for chunk in request.stream():
+          size += len(chunk)
+          if size > self.max_body_bytes:
+            raise HTTPError(413, f"request body above the limit of {self.max_body_bytes} bytes",
+                            dict(headers, Connection="close"))
+          if keep:
+            chunks.append(chunk)
+    except TimeoutError:
+      raise HTTPError(408, f"the request body did not arrive within {self.body_timeout:g} s",
+                      dict(headers, Connection="close")) from None
+    except ClientDisconnect:
+      raise _Disconnected() from None
     return b"".join(chunks)
 
-  def _answer(self, name: str, x):
-    """On the inference thread: (released, error, quota headers) of client `name`'s query x."""
-    account = self.accounts[name]
+  async def refuse_early(self, request: Request, e: HTTPError):
+    """Raises e after draining a body within the limit (unread, unparsed): a client that sends its whole body
+    before reading, as urllib and requests do, then reads the refusal instead of a broken pipe."""
+    length = self._length(request, e.headers)
+    if length is not None and length > self.max_body_bytes:
+      e.headers = dict(e.headers, Connection="close")
+    elif request.method == "POST":
+      await self.body(request, e.headers, keep=False)
+    raise e
+
+  def _answer(self, client: Client, x):
+    """On the inference thread: (released, error) of `client`'s query x, charged to the ledger before the answer
+    (refunded when the answer is refused)."""
+    account = self.accounts[client.name]
     try:
-      out, err = answer_for(self.service, account, x), None
+      x = validate_queries(x, self.service.input_shape)
+      account.queries_used = self.ledger.charge(client.name, len(x), client.budget)
+      try:
+        out = answer_for(self.service, account, x)
+      except BaseException:
+        self.ledger.refund(client.name, len(x))
+        raise
+      return out, None
     except UserError as e:
-      out, err = None, e
-    return out, err, quota_headers(account)
+      return None, e
 
   async def infer(self, request: Request, name: str, parse: Callable, render: Callable) -> JSONResponse:
-    client = self.client(request)
-    headers = quota_headers(self.accounts[client.name])
-    self.check_model(name, headers)
-    if self.executor is None:
-      raise HTTPError(503, "the server is not started", headers)
+    try:   # everything the headers decide, before the body is read
+      client = self.client(request)
+      headers = self.quota(client)
+      self.check_model(name, headers)
+      if self.executor is None:
+        raise HTTPError(503, "the server is not started", headers)
+      if client.budget is not None and self.ledger.used(client.name) >= client.budget:
+        raise HTTPError(429, f"the budget of {client.budget} examples is spent", headers)
+    except HTTPError as e:
+      await self.refuse_early(request, e)
     body = await self.body(request, headers)
 
     def decode():
@@ -159,15 +218,18 @@ class Served:
       x, rid = await anyio.to_thread.run_sync(decode)
     except QueryError as e:
       raise HTTPError(400, str(e), headers) from None
-    out, err, headers = await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, client.name, x)
+    out, err = await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, client, x)
+    headers = self.quota(client)
     if err is not None:
       raise HTTPError(next((s for t, s in STATUS.items() if isinstance(err, t)), 400), str(err), headers)
     return JSONResponse(render(out, rid), headers=headers)
 
-  def metadata(self) -> dict:
+  def metadata(self, client: Client) -> dict:
+    """The model's metadata; its parameters also tell the caller its own budget (the limit) and usage."""
     h, w, c = self.service.input_shape
     params = {"input_datatypes": list(protocol.DATATYPES), "max_body_bytes": self.max_body_bytes,
-              "buckets": list(self.service.buckets)}
+              "buckets": list(self.service.buckets), "budget": client.budget,
+              "used": self.ledger.used(client.name)}
     if self.disclose_defence:
       params.update(defence=self.service.defence_name, strength=self.defence_strength)
     return {"name": self.model_name, "versions": ["1"], "platform": "mlpriv_jax",
@@ -184,6 +246,11 @@ def create_app(served: Served) -> FastAPI:
   @app.exception_handler(HTTPError)
   async def _http_error(request, e: HTTPError):
     return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+  @app.exception_handler(_Disconnected)
+  async def _gone(request, e):
+    log.info("client %s went away before its request body was in", request.client.host if request.client else "?")
+    return JSONResponse({"error": "client disconnected"}, status_code=400, headers={"Connection": "close"})
 
   @app.exception_handler(StarletteHTTPException)
   async def _starlette_error(request, e):
@@ -208,15 +275,15 @@ def create_app(served: Served) -> FastAPI:
 
   @app.get("/v2/models/{name}/ready")
   async def model_ready(name: str):
-    served.check_model(name)
+    served.check_model(name, reveal=False)
     return ready_response()
 
   @app.get("/v2/models/{name}")
   async def model_metadata(name: str, request: Request):
     client = served.client(request)
-    headers = quota_headers(served.accounts[client.name])
+    headers = served.quota(client)
     served.check_model(name, headers)
-    return JSONResponse(served.metadata(), headers=headers)
+    return JSONResponse(served.metadata(client), headers=headers)
 
   @app.post("/v2/models/{name}/infer")
   async def infer(name: str, request: Request):
@@ -226,7 +293,7 @@ def create_app(served: Served) -> FastAPI:
   @app.get("/v1/models/{name}")
   async def v1_status(name: str, request: Request):
     client = served.client(request)
-    headers = quota_headers(served.accounts[client.name])
+    headers = served.quota(client)
     served.check_model(name, headers)
     state = "AVAILABLE" if served.ready else "LOADING"
     return JSONResponse({"model_version_status": [{"version": "1", "state": state,

@@ -27,13 +27,19 @@ MAX_BODY_BYTES = 4 << 20   # the default request size limit (Vertex AI's is 1.5 
 DATATYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
 
+def _short(value) -> str:
+  """A client's value in an error message: its repr, cut to 80 characters."""
+  text = repr(value)
+  return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _numbers(data, what: str) -> np.ndarray:
   """A float64 array of JSON numbers (a flat or nested rectangular list), or QueryError."""
   if not isinstance(data, list):
     raise QueryError(f"{what} must be a list of numbers, got {type(data).__name__}")
   try:
     a = np.array(data)
-  except (ValueError, TypeError, OverflowError):
+  except (ValueError, TypeError, OverflowError, RecursionError):
     raise QueryError(f"{what} must be numbers in a rectangular (flat or nested) list") from None
   if a.dtype.kind not in "iuf":   # strings, booleans, nulls, objects, ragged lists
     raise QueryError(f"{what} must be numbers in a rectangular (flat or nested) list")
@@ -62,14 +68,14 @@ def parse_v2(body, input_shape) -> tuple:
   if missing:
     raise QueryError(f"input tensor lacks {', '.join(missing)}")
   if t["name"] != INPUT_NAME:
-    raise QueryError(f"unknown input {t['name']!r}; the model's input is {INPUT_NAME!r}")
-  if t["datatype"] not in DATATYPES:
-    raise QueryError(f"datatype must be one of {', '.join(DATATYPES)}, got {t['datatype']!r}")
+    raise QueryError(f"unknown input {_short(t['name'])}; the model's input is {INPUT_NAME!r}")
+  if not isinstance(t["datatype"], str) or t["datatype"] not in DATATYPES:
+    raise QueryError(f"datatype must be one of {', '.join(DATATYPES)}, got {_short(t['datatype'])}")
   shape = t["shape"]
   if (not isinstance(shape, list) or len(shape) != 1 + len(input_shape)
       or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
       or tuple(shape[1:]) != tuple(input_shape) or shape[0] < 1):
-    raise QueryError(f"shape must be [B, {', '.join(map(str, input_shape))}] with B >= 1, got {shape!r}")
+    raise QueryError(f"shape must be [B, {', '.join(map(str, input_shape))}] with B >= 1, got {_short(shape)}")
   rid = body.get("id")
   if rid is not None and not isinstance(rid, str):
     raise QueryError("'id' must be a string")

@@ -28,15 +28,52 @@ def bind(host: str, port: int) -> socket.socket:
   return sock
 
 
-def _server(app, log_level: str, access_log: bool):
+HEADER_TIMEOUT = 10.0   # seconds a connection may take to send a request's headers (slowloris, half-open)
+
+
+def _protocol(header_timeout: float):
+  """uvicorn's h11 protocol with a header read timeout: a connection that has not completed a request's headers
+  within `header_timeout` seconds of connecting, or of its last answer, is closed. uvicorn's own keep-alive timer
+  is cancelled by any byte received, so a client sending one byte at a time, or nothing at all after connecting,
+  would otherwise hold its connection for ever. The body's timeout is the app's (`Served.body_timeout`)."""
+  from uvicorn.protocols.http.h11_impl import H11Protocol
+
+  class Protocol(H11Protocol):
+    def connection_made(self, transport):
+      super().connection_made(transport)
+      self._arm()
+
+    def on_response_complete(self):
+      super().on_response_complete()
+      self._arm()
+
+    def connection_lost(self, exc):
+      if getattr(self, "_header_timer", None) is not None:
+        self._header_timer.cancel()
+      super().connection_lost(exc)
+
+    def _arm(self):
+      if getattr(self, "_header_timer", None) is not None:
+        self._header_timer.cancel()
+      self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+    def _headers_late(self):
+      # no request whose headers are complete and whose answer is pending: the headers are late
+      if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+        self.transport.close()
+  return Protocol
+
+
+def _server(app, log_level: str, access_log: bool, header_timeout: float = HEADER_TIMEOUT):
   import uvicorn
   return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log, workers=1,
-                                       lifespan="on", timeout_graceful_shutdown=5))
+                                       lifespan="on", timeout_graceful_shutdown=5, http=_protocol(header_timeout)))
 
 
-def serve_forever(app, sock: socket.socket, *, log_level: str = "info", access_log: bool = True) -> None:
+def serve_forever(app, sock: socket.socket, *, log_level: str = "info", access_log: bool = True,
+                  header_timeout: float = HEADER_TIMEOUT) -> None:
   """Serves `app` on `sock` in this thread until interrupted."""
-  _server(app, log_level, access_log).run(sockets=[sock])
+  _server(app, log_level, access_log, header_timeout).run(sockets=[sock])
 
 
 class BackgroundServer:
@@ -47,16 +84,16 @@ class BackgroundServer:
   """
 
   def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 120.0,
-               wait_ready: bool = True, log_level: str = "warning"):
+               wait_ready: bool = True, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT):
     self.app, self.host, self.port, self.timeout, self.wait_ready = app, host, port, timeout, wait_ready
-    self.log_level = log_level
+    self.log_level, self.header_timeout = log_level, header_timeout
     self.url: Optional[str] = None
 
   def __enter__(self):
     sock = bind(self.host, self.port)
     host, port = sock.getsockname()[:2]
     self.url = f"http://{host}:{port}"
-    self._server = _server(self.app, self.log_level, False)
+    self._server = _server(self.app, self.log_level, False, self.header_timeout)
     self._thread = threading.Thread(target=self._server.run, kwargs=dict(sockets=[sock]), daemon=True,
                                     name="mlpriv-uvicorn")
     self._thread.start()
