@@ -51,7 +51,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from mlpriv_jax import config as configs
-  from mlpriv_jax.errors import UserError
+  from mlpriv_jax.errors import UserError, integer
   from mlpriv_jax.lab import extraction
   victim = FLAGS.victim or FLAGS.victim_workdir
   if not victim:
@@ -66,9 +66,13 @@ def main(argv):
     cfg = configs.replace(cfg, dict(strength=FLAGS.epsilon))
   if common.given("budget") or common.given("checkpoints"):   # the curve's budgets: the checkpoints below the budget
     budget = FLAGS.budget if common.given("budget") else cfg.budget
-    checkpoints = (common.parse_floats(FLAGS.checkpoints, "--checkpoints") if common.given("checkpoints")
-                   else cfg.extraction.budgets)
-    budgets = tuple(sorted({int(c) for c in checkpoints if 0 < c < budget} | {budget}))
+    if common.given("checkpoints"):   # each one a budget of the curve: an integer in [1, --budget]
+      checkpoints = common.parse_floats(FLAGS.checkpoints, "--checkpoints")
+      for c in checkpoints:
+        integer(c, "each of --checkpoints", at_least=1, at_most=integer(budget, "--budget", at_least=1))
+    else:
+      checkpoints = [c for c in cfg.extraction.budgets if c < budget]   # the preset's, below the budget given
+    budgets = tuple(sorted({int(c) for c in checkpoints} | {budget}))
     cfg = configs.replace(cfg, {"extraction.budgets": budgets})
   extraction.run(cfg, victim=victim, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir,
                  run_config=dict(preset=FLAGS.preset), victim_url=FLAGS.victim_url,

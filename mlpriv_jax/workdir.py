@@ -78,8 +78,9 @@ def _check(workdir: str, program: str, config: dict, identity: Optional[Sequence
     raise UserError(f"{workdir} is {whose}{extra}, not {program}.py's; {nothing}")
   diff = differences(old, config, identity)
   if diff:
-    shown = "; ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in list(diff.items())[:4])
-    more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+    short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+    shown = "; ".join(f"{k}={short(a)} there, {short(b)} here" for k, (a, b) in list(diff.items())[:3])
+    more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
     raise UserError(f"{workdir} holds another {program}.py run ({shown}{more}); {nothing}")
 
 

@@ -127,6 +127,15 @@ def test_extract_program(tmp_path, tiny_victim):
   assert os.path.getsize(os.path.join(out, "curve.png")) > 1000
 
 
+@pytest.mark.parametrize("checkpoints,match", [("-1", "each of --checkpoints must be an integer in [1, 500], got -1"),
+                                               ("100,900", "got 900"), ("100,2.5", "got 2.5")])
+def test_extract_checkpoints_outside_the_budget_are_refused_not_dropped(tmp_path, checkpoints, match):
+  p = _program("extract", f"--victim={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'w'}", "--budget=500",
+               f"--checkpoints={checkpoints}")
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [f"error: {p.stderr.strip()[7:]}"], p.stderr
+  assert match in p.stderr and not os.path.exists(tmp_path / "w")
+
+
 def test_extract_bad_input(tmp_path, tiny_victim):
   small = tmp_path / "data"
   small.mkdir()

@@ -102,7 +102,8 @@ def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_conf
                 dropout_rate=cfg.dropout_rate, arch=model.name, dataset=ds.name, data_source=ds.source,
                 num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,
                 image_shape=list(ds.image_shape), train_config=dataclasses.asdict(config), dp=dp_record)
-  wd.claim(workdir, "train", record)
+  # what the run is; the normalisation and the image shape follow from it
+  wd.claim(workdir, "train", record, identity=[k for k in record if k not in ("mean", "std", "image_shape")])
   log(f"{model.name}: {num_params:,} parameters; {ds.name} ({ds.source}): {len(x_train)} train, "
       f"{len(ds.x_test)} test images; {config.num_epochs} epochs on {jax.default_backend()}")
 
