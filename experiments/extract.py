@@ -67,7 +67,7 @@ def main(argv):
   if common.given("budget") or common.given("checkpoints"):   # the curve's budgets: the checkpoints below the budget
     budget = FLAGS.budget if common.given("budget") else cfg.budget
     if common.given("checkpoints"):   # each one a budget of the curve: an integer in [1, --budget]
-      checkpoints = common.parse_floats(FLAGS.checkpoints, "--checkpoints")
+      checkpoints = [int(c) if c.is_integer() else c for c in common.parse_floats(FLAGS.checkpoints, "--checkpoints")]
       for c in checkpoints:
         integer(c, "each of --checkpoints", at_least=1, at_most=integer(budget, "--budget", at_least=1))
     else:
