@@ -197,7 +197,10 @@ def _timings(workdir: str) -> list:
   folder = os.path.join(workdir, "timing")
   runs = []
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-    rec = wd.load_json(os.path.join(folder, name)) if name.endswith(".json") else None
+    try:
+      rec = wd.load_json(os.path.join(folder, name)) if name.endswith(".json") else None
+    except UserError:   # a damaged record costs only its run's time in the sum
+      continue
     if isinstance(rec, dict) and isinstance(rec.get("seconds"), (int, float)):
       runs.append(rec)
   return runs
