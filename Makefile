@@ -15,11 +15,20 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) experiments/survey_tables.py --preset=smoke --workdir=runs/demo
 
+# Third-party Open Inference Protocol software the tests speak to (tests/oip_test.py), in a venv of its own: MLServer
+# pins fastapi < 0.116 and tritonclient ml-dtypes <= 0.5.4, which would downgrade the project's.
+OIP := .venv-oip
+$(OIP)/.installed:
+	$(PYTHON) -m venv $(OIP)
+	$(OIP)/bin/python -m pip install -q --upgrade pip
+	$(OIP)/bin/python -m pip install -q "mlserver==1.7.1" "tritonclient[http]==2.73.0"
+	touch $@
+
 # Two workers; a test module stays on one, so its module fixtures and compiled functions are built once, not on both.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadscope
 
 # The whole test suite, the TFDS path, DP-SGD and serving included (their extras are installed for it).
-test: $(VENV)/.installed-test,tfds,dp,serve
+test: $(VENV)/.installed-test,tfds,dp,serve $(OIP)/.installed
 	$(PYTEST) tests
 
 # The fast lane: every test but the end-to-end runs marked slow.
@@ -30,4 +39,4 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(OIP) runs

@@ -88,6 +88,8 @@ def cases(fx):
       ("extract", "damaged artifact", [f"--victim={fx['art']}", w]),
       ("extract", "another program's workdir", [f"--victim={v}", f"--workdir={v}"]),
       ("extract", "--workdir is a file", [f"--victim={v}", f"--workdir={fx['file']}"]),
+      ("extract", "a served model's flag without --victim_url", [f"--victim={v}", w, "--output_name=proba"]),
+      ("extract", "no server at --victim_url", [f"--victim={v}", w, "--victim_url=http://127.0.0.1:9"]),
       ("mia", "unknown name", [w, "--attack=lira2"]),
       ("mia", "number out of range", [w, "--num_test=-1"]),
       ("mia", "budget too small for the attack", [w, "--budget=0"]),

@@ -46,7 +46,7 @@ def main(argv):
 
   from mlpriv_jax import defences, models, serve
   from mlpriv_jax.oracle import Service, Victim
-  from mlpriv_jax.serve.client import RemoteVictim
+  from mlpriv_jax.serve import protocol
 
   model = models.get_model(FLAGS.arch, 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -72,7 +72,7 @@ def main(argv):
   served = serve.Served(service, serve.KeyRing([(KEY, serve.Client("bench", None))]))
   with serve.BackgroundServer(serve.create_app(served)) as s:
     for b in batches:
-      body = RemoteVictim._encode(x[:b])
+      body = protocol.request_v2(x[:b])[0]   # JSON, as the client's default against servers without binary
       for c in (int(c) for c in FLAGS.concurrency):
         lats, errors, start = [[] for _ in range(c)], [], threading.Barrier(c + 1)
 

@@ -38,10 +38,9 @@ flags.DEFINE_integer("num_examples", None, "The membership universe (the victim 
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
 flags.DEFINE_boolean("monitor", None, "Measure PRADA's queries-to-flag on each extraction stream.")
 flags.DEFINE_boolean("collate_only", False, "Rebuild the report from the cells; compute nothing.")
-flags.DEFINE_string("victim_url", None, "Add the setting `served`: the arena's victim as served at this URL "
-                    "(experiments/serve.py --victim=<workdir>/victim/target, behind the server's own defence).")
-flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY).")
-flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
+common.define_endpoint_flags("Add the setting `served`: the arena's victim as served at this URL "
+                             "(experiments/serve.py --victim=<workdir>/victim/target, behind the server's own "
+                             "defence, or any Open Inference Protocol v2 server of the same model).")
 FLAGS = flags.FLAGS
 
 
@@ -73,8 +72,7 @@ def main(argv):
       surrogates=("extraction.surrogates", _names), dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
       num_examples="game.num_examples", num_shadows="game.num_shadows", monitor="monitor", seed="game.seed"))
   run.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, collate_only=FLAGS.collate_only,
-          run_config=dict(preset=FLAGS.preset), victim_url=FLAGS.victim_url,
-          api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"), model_name=FLAGS.model_name, log=common.log)
+          run_config=dict(preset=FLAGS.preset), endpoint=common.endpoint(), log=common.log)
 
 
 if __name__ == "__main__":

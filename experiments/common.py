@@ -49,6 +49,34 @@ def define_dp_flags(what: str = "the model") -> None:
   flags.DEFINE_enum("dp_accountant", "pld", ["pld", "rdp"], "DP-SGD: dp-accounting's accountant.")
 
 
+def define_endpoint_flags(what: str) -> None:
+  """--victim_url and how to read the model served there (`serve.Endpoint`): {what} is what the URL is for."""
+  flags.DEFINE_string("victim_url", None, what)
+  flags.DEFINE_string("api_key", None, "API key for --victim_url, sent as a bearer token (default: $MLPRIV_API_KEY, "
+                      "which keeps it out of the process list; none: no Authorization header).")
+  flags.DEFINE_string("model_name", None, "Model name at --victim_url (default: the server's one model).")
+  flags.DEFINE_string("input_name", None, "The model's input to send images to (default: its one input).")
+  flags.DEFINE_string("output_name", None, "The model's output to read (default: its one output).")
+  flags.DEFINE_enum("output_kind", "auto", ["auto", "probabilities", "logits", "labels"],
+                    "How to read the output: probabilities, logits (softmax applied), labels (one-hot; needs "
+                    "--num_classes); auto: floats are probabilities, integers labels.")
+  flags.DEFINE_integer("num_classes", None, "Classes of a model whose output is labels.")
+
+
+def endpoint():
+  """The `serve.Endpoint` of the --victim_url flags, or None without --victim_url."""
+  import os
+  if not FLAGS.victim_url:
+    for name in ("model_name", "input_name", "output_name", "num_classes"):
+      if FLAGS[name].present:
+        from mlpriv_jax.errors import UserError
+        raise UserError(f"--{name} describes the model at --victim_url: give --victim_url too")
+    return None
+  from mlpriv_jax.serve.client import Endpoint
+  return Endpoint(FLAGS.victim_url, FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"), FLAGS.model_name,
+                  FLAGS.input_name, FLAGS.output_name, FLAGS.output_kind, FLAGS.num_classes)
+
+
 def dp_target():
   """The DPTarget of the --dp_* flags, or None without --dp_epsilon."""
   if FLAGS.dp_epsilon is None:

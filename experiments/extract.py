@@ -27,12 +27,9 @@ common.define_base("extract")
 common.define_train_flags("the surrogate")
 flags.DEFINE_string("victim", None, "The victim: a model artifact, or a workdir holding one.")
 flags.DEFINE_string("victim_workdir", None, "Alias of --victim.")
-flags.DEFINE_string("victim_url", None, "Attack the victim served at this URL (experiments/serve.py, or any Open "
-                    "Inference Protocol v2 endpoint) instead of the artifact's in-process victim; --victim still "
-                    "evaluates the surrogate.")
-flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY, which keeps it out of "
-                    "the process list).")
-flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
+common.define_endpoint_flags("Attack the victim served at this URL (experiments/serve.py, or any Open Inference "
+                             "Protocol v2 endpoint) instead of the artifact's in-process victim; --victim still "
+                             "evaluates the surrogate.")
 flags.DEFINE_string("attack", None, "Extraction attack (knockoff_random, knockoff_adaptive, cloudleak, jbda; "
                     "default: the preset's).")
 flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wres22, res32, res18, vgg16, ...).")
@@ -75,9 +72,7 @@ def main(argv):
     budgets = tuple(sorted({int(c) for c in checkpoints} | {budget}))
     cfg = configs.replace(cfg, {"extraction.budgets": budgets})
   extraction.run(cfg, victim=victim, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir,
-                 run_config=dict(preset=FLAGS.preset), victim_url=FLAGS.victim_url,
-                 api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"), model_name=FLAGS.model_name,
-                 log=common.log)
+                 run_config=dict(preset=FLAGS.preset), endpoint=common.endpoint(), log=common.log)
 
 
 if __name__ == "__main__":

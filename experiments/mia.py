@@ -53,10 +53,9 @@ from experiments import common  # noqa: E402
 common.define_base("mia", workdir_help="Output folder; a rerun resumes the training from its checkpoints.")
 common.define_train_flags("the target and every shadow (one recipe)")
 common.define_dp_flags("the target and every shadow (one recipe, as an attacker who knows it)")
-flags.DEFINE_string("victim_url", None, "Attack the target served at this URL (experiments/serve.py "
-                    "--victim=<this workdir>) instead of the in-process one.")
-flags.DEFINE_string("api_key", None, "API key for --victim_url (default: $MLPRIV_API_KEY).")
-flags.DEFINE_string("model_name", "victim", "Model name at --victim_url.")
+common.define_endpoint_flags("Attack the target served at this URL (experiments/serve.py --victim=<this workdir>, "
+                             "or the same model behind any Open Inference Protocol v2 server) instead of the "
+                             "in-process one.")
 flags.DEFINE_string("dataset", None, "Target data (shapes10, cifar10, cifar10_jpeg, cifar100, ...).")
 flags.DEFINE_string("arch", None, "Architecture of the target and of every shadow model.")
 flags.DEFINE_list("attack", None, "Attacks, comma-separated, or 'all' (the membership registry).")
@@ -135,8 +134,7 @@ def main(argv):
             else FLAGS[flag].value
   cfg = configs.replace(cfg, extra)
   membership.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, run_config=dict(preset=FLAGS.preset),
-                 victim_url=FLAGS.victim_url, api_key=FLAGS.api_key or os.environ.get("MLPRIV_API_KEY"),
-                 model_name=FLAGS.model_name, log=common.log)
+                 endpoint=common.endpoint(), log=common.log)
 
 
 def _offline_a(a):

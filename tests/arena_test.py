@@ -260,7 +260,7 @@ def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp
                          budget_per_key=None, log=lambda *_: None)
   lines.clear()
   with serve.BackgroundServer(serve.create_app(served)) as s:
-    doc = run.run(_tiny_config(), workdir=wd, victim_url=s.url, api_key="sk-auditor-0123456789abcdef",
+    doc = run.run(_tiny_config(), workdir=wd, endpoint=serve.Endpoint(s.url, "sk-auditor-0123456789abcdef"),
                   log=lines.append)
   assert any("6 to compute" in line for line in lines)                  # utility, 3 membership, 2 extraction
   cells = C.load_cells(wd)
@@ -269,10 +269,12 @@ def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp
 
 
 def test_arena_served_victim_bad_input(tmp_path):
+  pytest.importorskip("httpx")
+  from mlpriv_jax import serve
   from mlpriv_jax.arena import run
-  for kw, match in ((dict(victim_url="http://127.0.0.1:9"), "needs an API key"),
-                    (dict(victim_url="http://127.0.0.1:9", api_key="sk-x"), "cannot reach the victim at")):
-    pytest.importorskip("httpx")
+  for kw, match in ((dict(endpoint=serve.Endpoint("http://127.0.0.1:9")), "cannot reach the victim at"),
+                    (dict(endpoint=serve.Endpoint("http://127.0.0.1:9", "sk-x", output_kind="odds")),
+                     "--output_kind must be one of auto, probabilities, logits, labels")):
     with pytest.raises(UserError, match=match) as e:
       run.run(_tiny_config(), workdir=str(tmp_path / "bad"), log=lambda *_: None, **kw)
     assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "bad")

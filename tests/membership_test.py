@@ -364,7 +364,7 @@ def test_mia_through_victim_url_scores_as_in_process(mia_run, tmp_path):
   served = serving.build(victim=wd, keys_file=str(keys), budget_per_key=None, log=lambda *_: None)
   with serve.BackgroundServer(serve.create_app(served)) as s:
     p = _program("mia", f"--workdir={wd}", *MIA_SMALL, "--attack=loss,lira_offline,gap", f"--victim_url={s.url}")
-    assert p.returncode == 2 and "needs an API key" in p.stderr
+    assert p.returncode == 2 and "401: missing API key" in p.stderr
     os.environ["MLPRIV_API_KEY"] = "sk-auditor-0123456789"
     try:
       p = _program("mia", f"--workdir={wd}", *MIA_SMALL, "--attack=loss,lira_offline,gap", f"--victim_url={s.url}")

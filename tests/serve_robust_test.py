@@ -67,11 +67,12 @@ _v2_body = st.one_of(_json, st.fixed_dictionaries({"inputs": st.one_of(_json, st
 @given(_v2_body)
 def test_the_v2_parser_answers_every_json_with_an_array_or_a_query_error(body):
   try:
-    x, rid = protocol.parse_v2(body, SHAPE)
+    req = protocol.parse_v2(body, SHAPE)
   except QueryError as e:
     assert "\n" not in str(e) and len(str(e)) < 400
   else:
-    assert x.shape[1:] == SHAPE and x.dtype in (np.float32, np.uint8) and (rid is None or isinstance(rid, str))
+    assert req.x.shape[1:] == SHAPE and req.x.dtype in (np.float32, np.uint8)
+    assert (req.id is None or isinstance(req.id, str)) and isinstance(req.binary_output, bool)
 
 
 @settings(max_examples=300, deadline=None)

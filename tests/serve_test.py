@@ -419,11 +419,11 @@ def test_knockoff_through_victim_url_trains_the_same_surrogate_as_in_process(tmp
   served = serving.build(victim=str(tmp_path / "victim"), keys_file=_keys_file_path(str(tmp_path)),
                          budget_per_key=300, log=lambda *_: None)
   with serve.BackgroundServer(serve.create_app(served)) as s:
-    there = extraction.run(cfg, workdir=str(tmp_path / "there"), victim_url=s.url, api_key=ALICE, **run)
+    there = extraction.run(cfg, workdir=str(tmp_path / "there"), endpoint=serve.Endpoint(s.url, ALICE), **run)
     with pytest.raises(BudgetExceeded, match="needs 300 queries; the oracle has 0 left"):
-      extraction.run(cfg, workdir=str(tmp_path / "again"), victim_url=s.url, api_key=ALICE, **run)
+      extraction.run(cfg, workdir=str(tmp_path / "again"), endpoint=serve.Endpoint(s.url, ALICE), **run)
   assert there["queries_used"] == here["queries_used"] == 300
   assert there["curve"] == here["curve"] and there["victim_url"] == s.url   # the same surrogate, checkpoint by checkpoint
   with pytest.raises(UserError, match="defends the in-process victim"):
-    extraction.run(dataclasses.replace(cfg, defence="top1"), workdir=str(tmp_path / "mixed"), victim_url=s.url,
-                   api_key=ALICE, **run)
+    extraction.run(dataclasses.replace(cfg, defence="top1"), workdir=str(tmp_path / "mixed"),
+                   endpoint=serve.Endpoint(s.url, ALICE), **run)

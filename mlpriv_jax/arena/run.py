@@ -140,20 +140,20 @@ class _Progress:
 
 @wd.releases
 def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, collate_only: bool = False,
-        run_config: Optional[dict] = None, victim_url: Optional[str] = None, api_key: Optional[str] = None,
-        model_name: str = "victim", log: Callable = print) -> dict:
+        run_config: Optional[dict] = None, endpoint=None, log: Callable = print) -> dict:
   """Computes the missing cells of `cfg` in `workdir` (none with collate_only), then writes the report.
 
-  With `victim_url`, one more setting, `served`: every attack and the utility measured through the victim served
-  there (e.g. `experiments/serve.py --victim=<workdir>/victim/target`, behind the server's own defence), its
-  membership truth the arena's. Its cells are added to a workdir's (the claimed config is unchanged), so the
-  served row can follow the first run that trained the victim.
+  With `endpoint` (a `serve.Endpoint`), one more setting, `served`: every attack and the utility measured through
+  the victim served there (e.g. `experiments/serve.py --victim=<workdir>/victim/target`, behind the server's own
+  defence, or the same model behind any Open Inference Protocol v2 server), its membership truth the arena's. Its
+  cells are added to a workdir's (the claimed config is unchanged), so the served row can follow the first run that
+  trained the victim.
   """
   t_start = time.time()
   wd.require(workdir)
   cfg.validate()   # everything that needs no data, before anything is loaded
   clients = []
-  remote = _remote(victim_url, api_key, model_name, clients) if victim_url and not collate_only else None
+  remote = _remote(endpoint, clients, log) if endpoint is not None and not collate_only else None
   pool = None
   if cfg.extraction.attacks:
     pool = data.load_dataset(cfg.extraction.query_set, data_dir, seed=cfg.game.seed + 1)
@@ -180,14 +180,14 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   return doc
 
 
-def _remote(url: str, api_key: Optional[str], model_name: str, clients: list) -> Callable:
+def _remote(endpoint, clients: list, log: Callable) -> Callable:
   """A factory of clients of the victim served at `url`, reached with this key now (before anything is written); one
   client per attack, so that each counts its own queries, each kept in `clients` to be closed."""
   from mlpriv_jax import serve
-  serve.connect(url, api_key, model_name).close()
+  serve.connect(endpoint, log=log).close()
 
   def remote():
-    clients.append(serve.connect(url, api_key, model_name))
+    clients.append(serve.connect(endpoint))
     return clients[-1]
   return remote
 

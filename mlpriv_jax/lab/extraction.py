@@ -60,13 +60,12 @@ def load_pool(query_set: str, data_dir: Optional[str], seed: int, input_shape) -
 
 @wd.releases
 def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] = None,
-        run_config: Optional[dict] = None, victim_url: Optional[str] = None, api_key: Optional[str] = None,
-        model_name: str = "victim", log: Callable = print) -> dict:
-  """Runs the attack against the victim artifact at `victim` behind `cfg.defence`, or, with `victim_url`, against
-  the victim served there (`experiments/serve.py`; its defence is the server's), evaluating with the artifact."""
+        run_config: Optional[dict] = None, endpoint=None, log: Callable = print) -> dict:
+  """Runs the attack against the victim artifact at `victim` behind `cfg.defence`, or, with `endpoint` (a
+  `serve.Endpoint`), against the model served there (`experiments/serve.py` or any Open Inference Protocol v2
+  server; its defence is the server's), evaluating with the artifact."""
   t_start = time.time()
-  if victim_url and not api_key:
-    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  victim_url = endpoint.url if endpoint is not None else None
   if victim_url and cfg.defence != "none":
     raise UserError(f"--defence={cfg.defence} defends the in-process victim; a served victim answers with its own "
                     f"defence (experiments/serve.py --defence)")
@@ -93,7 +92,7 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
   root = jax.random.key(cfg.seed)
   if victim_url:
     from mlpriv_jax import serve
-    oracle = serve.connect(victim_url, api_key, model_name, expect=(v.input_shape, v.model.num_classes))
+    oracle = serve.connect(endpoint, expect=(v.input_shape, v.model.num_classes), log=log)
     check_budget(oracle, budget, f"{attack} with --budget={budget}")
   else:
     kit = defences.assemble([cfg.defence], v.model, streams.branch(root, streams.DEFENDER), input_shape=v.input_shape)

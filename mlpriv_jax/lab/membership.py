@@ -2,7 +2,7 @@
 `games.membership` composed with the target's defence, its results written to a workdir.
 
 MemGuard's defence classifier is trained by the defender on the target's members against held-out test images
-(disjoint from the evaluated non-members). With `victim_url` the attacker queries the target served there instead.
+(disjoint from the evaluated non-members). With an `endpoint` the attacker queries the target served there instead.
 """
 
 import dataclasses
@@ -58,20 +58,18 @@ class MiaRun:
 
 @wd.releases
 def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config: Optional[dict] = None,
-        victim_url: Optional[str] = None, api_key: Optional[str] = None, model_name: str = "victim",
-        log: Callable = print) -> dict:
+        endpoint=None, log: Callable = print) -> dict:
   """The whole membership experiment into `workdir`; returns results.json's content.
 
-  With `victim_url` the attacker queries the target served there (`experiments/serve.py --victim=<this
-  workdir>`, behind the server's own defence); the game's models (the target's membership, the shadows) come from
+  With `endpoint` (a `serve.Endpoint`) the attacker queries the target served there (`experiments/serve.py
+  --victim=<this workdir>`, behind the server's own defence); the game's models (the target's membership, the shadows) come from
   the workdir as always, and the utility figures are the undefended target's.
   """
   t_start = time.time()
   wd.require(workdir)
   cfg.validate()
   game, audit = cfg.game, cfg.membership
-  if victim_url and not api_key:
-    raise UserError("--victim_url needs an API key (--api_key, or $MLPRIV_API_KEY)")
+  victim_url = endpoint.url if endpoint is not None else None
   if victim_url and cfg.defence != "none":
     raise UserError(f"--defence={cfg.defence} defends the in-process target; a served target answers with its own "
                     f"defence (experiments/serve.py --defence)")
@@ -108,7 +106,7 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
   service = Service.from_model(model, target_vars, input_shape=ds.image_shape, defence=d)
   if victim_url:
     from mlpriv_jax import serve
-    victim = serve.connect(victim_url, api_key, model_name, expect=(ds.image_shape, model.num_classes))
+    victim = serve.connect(endpoint, expect=(ds.image_shape, model.num_classes), log=log)
   else:   # the attacker's account
     victim = Victim.of(service, budget=cfg.budget, key=streams.account(root, streams.MEMBERSHIP_CLIENT))
   evaluator = Victim.of(service, key=streams.account(root, streams.EVALUATOR_CLIENT))   # ours, not the attacker's

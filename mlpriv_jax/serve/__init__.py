@@ -8,10 +8,10 @@ FastAPI, uvicorn and httpx are the optional `serve` extra.
 """
 
 from mlpriv_jax.serve.app import MAX_BODY_BYTES, Served, client_key, create_app
-from mlpriv_jax.serve.client import RemoteVictim, connect
+from mlpriv_jax.serve.client import Endpoint, RemoteVictim, connect
 from mlpriv_jax.serve.keys import Client, KeyRing, load_keys
 from mlpriv_jax.serve.ledger import Ledger
 from mlpriv_jax.serve.server import BackgroundServer, bind, serve_forever
 
-__all__ = ["MAX_BODY_BYTES", "BackgroundServer", "Client", "KeyRing", "Ledger", "RemoteVictim", "Served", "bind",
-           "client_key", "connect", "create_app", "load_keys", "serve_forever"]
+__all__ = ["MAX_BODY_BYTES", "BackgroundServer", "Client", "Endpoint", "KeyRing", "Ledger", "RemoteVictim", "Served",
+           "bind", "client_key", "connect", "create_app", "load_keys", "serve_forever"]

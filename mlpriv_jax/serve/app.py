@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import anyio
 import jax
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -55,6 +55,8 @@ log = logging.getLogger("mlpriv_jax.serve")
 MAX_BODY_BYTES = protocol.MAX_BODY_BYTES
 STATUS = {QueryError: 400, BudgetExceeded: 429, QueryRefused: 403}
 BODY_TIMEOUT = 30.0   # seconds for a request's whole body, once its headers are in
+VERSION = "1"         # the model's one version (the protocol's /versions/{v} paths)
+EXTENSIONS = ["binary_tensor_data"]
 REALM = 'Bearer realm="mlpriv_jax"'
 
 
@@ -124,11 +126,15 @@ class Served:
       raise HTTPError(401, "unknown API key", {"WWW-Authenticate": REALM + ', error="invalid_token"'})
     return client
 
-  def check_model(self, name: str, headers: Optional[dict] = None, *, reveal: bool = True) -> None:
-    """404 for another model's name; only a known key learns the name served."""
+  def check_model(self, name: str, headers: Optional[dict] = None, *, reveal: bool = True,
+                  version: Optional[str] = None) -> None:
+    """404 for another model's name, or a version other than "1"; only a known key learns the name served."""
     if name != self.model_name:
       raise HTTPError(404, f"unknown model {name!r}" + (f"; this server serves {self.model_name!r}" if reveal
                                                          else ""), headers)
+    if version is not None and version != VERSION:
+      raise HTTPError(404, f"unknown version {version!r} of model {name!r}; its one version is {VERSION!r}",
+                      headers)
 
   def quota(self, client: Client) -> dict:
     """The X-RateLimit headers of `client`: its limit (the keys file), its usage and what is left (the ledger)."""
@@ -194,11 +200,13 @@ class Served:
     except UserError as e:
       return None, e
 
-  async def infer(self, request: Request, name: str, parse: Callable, render: Callable) -> JSONResponse:
+  async def infer(self, request: Request, name: str, parse: Callable, render: Callable,
+                  version: Optional[str] = None) -> Response:
+    """parse(json_doc, binary_part) -> protocol.Request; render(released, request) -> (json_doc, binary_part)."""
     try:   # everything the headers decide, before the body is read
       client = self.client(request)
       headers = self.quota(client)
-      self.check_model(name, headers)
+      self.check_model(name, headers, version=version)
       if self.executor is None:
         raise HTTPError(503, "the server is not started", headers)
       if client.budget is not None and self.ledger.used(client.name) >= client.budget:
@@ -208,21 +216,21 @@ class Served:
     body = await self.body(request, headers)
 
     def decode():
-      try:
-        return parse(json.loads(body))
-      except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError
-        if isinstance(e, QueryError):
-          raise
-        raise QueryError(f"the body is not JSON: {str(e).splitlines()[0][:200]}") from None
+      return parse(*protocol.split_binary(body, request.headers.get("inference-header-content-length")))
     try:
-      x, rid = await anyio.to_thread.run_sync(decode)
+      req = await anyio.to_thread.run_sync(decode)
     except QueryError as e:
       raise HTTPError(400, str(e), headers) from None
-    out, err = await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, client, x)
+    out, err = await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, client, req.x)
     headers = self.quota(client)
     if err is not None:
       raise HTTPError(next((s for t, s in STATUS.items() if isinstance(err, t)), 400), str(err), headers)
-    return JSONResponse(render(out, rid), headers=headers)
+    doc, raw = render(out, req)
+    if not raw:
+      return JSONResponse(doc, headers=headers)
+    head = json.dumps(doc).encode()
+    return Response(head + raw, media_type="application/octet-stream",
+                    headers=dict(headers, **{"Inference-Header-Content-Length": str(len(head))}))
 
   def metadata(self, client: Client) -> dict:
     """The model's metadata; its parameters also tell the caller its own budget (the limit) and usage."""
@@ -232,7 +240,7 @@ class Served:
               "used": self.ledger.used(client.name)}
     if self.disclose_defence:
       params.update(defence=self.service.defence_name, strength=self.defence_strength)
-    return {"name": self.model_name, "versions": ["1"], "platform": "mlpriv_jax",
+    return {"name": self.model_name, "versions": [VERSION], "platform": "mlpriv_jax",
             "inputs": [{"name": protocol.INPUT_NAME, "datatype": "FP32", "shape": [-1, h, w, c]}],
             "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, self.service.num_classes]}],
             "parameters": params}
@@ -271,24 +279,39 @@ def create_app(served: Served) -> FastAPI:
   @app.get("/v2")
   async def server_metadata():
     from mlpriv_jax import __version__
-    return {"name": "mlpriv_jax", "version": __version__, "extensions": []}
+    return {"name": "mlpriv_jax", "version": __version__, "extensions": EXTENSIONS}
 
-  @app.get("/v2/models/{name}/ready")
-  async def model_ready(name: str):
-    served.check_model(name, reveal=False)
-    return ready_response()
+  def parse_v2(doc, raw):
+    return protocol.parse_v2(doc, served.service.input_shape, raw)
 
-  @app.get("/v2/models/{name}")
-  async def model_metadata(name: str, request: Request):
+  def render_v2(out, req):
+    return protocol.answer_v2(out, served.model_name, req.id, req.binary_output)
+
+  # The protocol's paths with and without /versions/{version}: the one version is "1".
+  for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    @app.get(prefix + "/ready")
+    async def model_ready(name: str, version: Optional[str] = None):
+      served.check_model(name, reveal=False, version=version)
+      return ready_response()
+
+    @app.get(prefix)
+    async def model_metadata(name: str, request: Request, version: Optional[str] = None):
+      client = served.client(request)
+      headers = served.quota(client)
+      served.check_model(name, headers, version=version)
+      return JSONResponse(served.metadata(client), headers=headers)
+
+    @app.post(prefix + "/infer")
+    async def infer(name: str, request: Request, version: Optional[str] = None):
+      return await served.infer(request, name, parse_v2, render_v2, version=version)
+
+  @app.post("/v2/repository/index")
+  async def repository_index(request: Request):
+    """The models served (Triton's and MLServer's model repository extension): lets a client find the one model."""
     client = served.client(request)
-    headers = served.quota(client)
-    served.check_model(name, headers)
-    return JSONResponse(served.metadata(client), headers=headers)
-
-  @app.post("/v2/models/{name}/infer")
-  async def infer(name: str, request: Request):
-    return await served.infer(request, name, lambda b: protocol.parse_v2(b, served.service.input_shape),
-                              lambda out, rid: protocol.answer_v2(out, served.model_name, rid))
+    await served.body(request, served.quota(client), keep=False)
+    return JSONResponse([{"name": served.model_name, "version": VERSION, "state": "READY" if served.ready
+                          else "UNAVAILABLE"}], headers=served.quota(client))
 
   @app.get("/v1/models/{name}")
   async def v1_status(name: str, request: Request):
@@ -302,7 +325,10 @@ def create_app(served: Served) -> FastAPI:
 
   @app.post("/v1/models/{name}:predict")
   async def predict(name: str, request: Request):
-    return await served.infer(request, name, lambda b: (protocol.parse_v1(b, served.service.input_shape), None),
-                              lambda out, rid: protocol.answer_v1(out))
+    def parse(doc, raw):
+      if raw:
+        raise QueryError("TF Serving's :predict takes JSON only (binary tensors are a v2 extension)")
+      return protocol.Request(protocol.parse_v1(doc, served.service.input_shape), None, False)
+    return await served.infer(request, name, parse, lambda out, req: (protocol.answer_v1(out), b""))
 
   return app

@@ -3,11 +3,15 @@
 Requests become u8 or f32 arrays [B, H, W, C] (checked by `oracle.validate_queries` afterwards); answers are the
 released probabilities only. Every malformed request raises `QueryError` with a one-line message (HTTP 400).
 
-v2 (`POST /v2/models/{name}/infer`):
+v2 (`POST /v2/models/{name}[/versions/1]/infer`):
   {"id"?: str, "inputs": [{"name": str, "shape": [B, H, W, C], "datatype": "FP32" | "UINT8", "data": [...]}]}
   -> {"model_name", "model_version", "id", "outputs": [{"name": "probabilities", "shape": [B, K],
       "datatype": "FP32", "data": [...]}]}
   `data` is row-major, flat or nested. FP32 values lie in [0, 1]; UINT8 ones are integers in [0, 255].
+  The binary tensor data extension (Triton, KServe): an input with `parameters.binary_data_size` has no `data`;
+  its little-endian row-major bytes follow the JSON, whose length the `Inference-Header-Content-Length` header
+  gives. Outputs come back the same way when the request's `parameters.binary_data_output` (or an output's
+  `parameters.binary_data`) is true.
 v1 (`POST /v1/models/{name}:predict`):
   {"instances": [image, ...]} with each image a nested [H][W][C] list of floats in [0, 1], or {"b64": PNG}
   (also under one named key, e.g. {"image": {"b64": ...}}) -> {"predictions": [[K floats], ...]}
@@ -16,7 +20,9 @@ v1 (`POST /v1/models/{name}:predict`):
 import base64
 import binascii
 import io
+import json
 import math
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -54,8 +60,46 @@ def _to_dtype(a: np.ndarray, datatype: str) -> np.ndarray:
   return a.astype(np.float32)
 
 
-def parse_v2(body, input_shape) -> tuple:
-  """(images u8/f32[B, H, W, C], request id or None) of an OIP v2 inference request."""
+class Request(NamedTuple):
+  """A parsed v2 inference request: the images, the request id, and whether the answer goes in binary."""
+  x: np.ndarray
+  id: Optional[str]
+  binary_output: bool
+
+
+def split_binary(body: bytes, header_length: Optional[str]) -> Tuple[object, bytes]:
+  """(the JSON document, the binary part) of a request body; `header_length` is the value of the binary tensor
+  data extension's Inference-Header-Content-Length header (None: the whole body is JSON)."""
+  if header_length is None:
+    head, raw = body, b""
+  else:
+    if not header_length.isdigit() or int(header_length) > len(body):
+      raise QueryError(f"Inference-Header-Content-Length must be the JSON's length in bytes (at most the body's "
+                       f"{len(body)}), got {header_length[:40]!r}")
+    head, raw = body[:int(header_length)], body[int(header_length):]
+  try:
+    return json.loads(head), raw
+  except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError
+    bytes_after = isinstance(e, UnicodeDecodeError) or (isinstance(e, json.JSONDecodeError) and e.msg == "Extra data")
+    hint = ("; a body with binary tensors needs the Inference-Header-Content-Length header (the binary tensor "
+            "data extension)" if header_length is None and bytes_after else "")
+    raise QueryError(f"the body is not JSON: {str(e).splitlines()[0][:200]}{hint}") from None
+
+
+def _flag(params, key: str) -> Optional[bool]:
+  if params is None:
+    return None
+  if not isinstance(params, dict):
+    raise QueryError("'parameters' must be an object")
+  v = params.get(key)
+  if v is not None and not isinstance(v, bool):
+    raise QueryError(f"parameter {key!r} must be true or false")
+  return v
+
+
+def parse_v2(body, input_shape, raw: bytes = b"") -> Request:
+  """The images u8/f32[B, H, W, C], the request id and the output format of an OIP v2 inference request, its
+  tensor in JSON `data` or, with the binary tensor data extension, in `raw` (`parameters.binary_data_size`)."""
   if not isinstance(body, dict):
     raise QueryError("the request must be a JSON object with an 'inputs' list")
   inputs = body.get("inputs")
@@ -64,7 +108,11 @@ def parse_v2(body, input_shape) -> tuple:
   t = inputs[0]
   if not isinstance(t, dict):
     raise QueryError("each input must be an object with name, shape, datatype and data")
-  missing = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+  params = t.get("parameters")
+  if params is not None and not isinstance(params, dict):
+    raise QueryError("'parameters' must be an object")
+  size = (params or {}).get("binary_data_size")
+  missing = [k for k in ("name", "shape", "datatype", "data") if k not in t and not (k == "data" and size is not None)]
   if missing:
     raise QueryError(f"input tensor lacks {', '.join(missing)}")
   if t["name"] != INPUT_NAME:
@@ -83,19 +131,74 @@ def parse_v2(body, input_shape) -> tuple:
   if outputs is not None and (not isinstance(outputs, list) or any(
       not isinstance(o, dict) or o.get("name") != OUTPUT_NAME for o in outputs)):
     raise QueryError(f"the model's only output is {OUTPUT_NAME!r}")
+  binary_output = bool(_flag(body.get("parameters"), "binary_data_output"))
+  for o in outputs or ():
+    asked = _flag(o.get("parameters"), "binary_data")
+    binary_output = binary_output if asked is None else asked
+  dtype = DATATYPES[t["datatype"]]
+  if size is not None:
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    if isinstance(size, bool) or not isinstance(size, int) or size != need or len(raw) != size:
+      raise QueryError(f"binary_data_size {_short(size)} and the {len(raw)} bytes after the JSON must both be "
+                       f"{need} (shape {shape}, {t['datatype']})")
+    a = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+    if t["datatype"] == "FP32" and not np.all(np.isfinite(a)):
+      raise QueryError(f"queries hold {int((~np.isfinite(a)).sum())} NaN or inf values")
+    return Request(a, rid, binary_output)
+  if raw:
+    raise QueryError(f"{len(raw)} bytes follow the JSON but no input has parameters.binary_data_size")
   a = _numbers(t["data"], "data")
   if a.size != math.prod(shape):
     raise QueryError(f"data holds {a.size} values; shape {shape} needs {math.prod(shape)}")
-  return _to_dtype(a.reshape(shape), t["datatype"]), rid
+  return Request(_to_dtype(a.reshape(shape), t["datatype"]), rid, binary_output)
 
 
-def answer_v2(probs: np.ndarray, model_name: str, rid) -> dict:
-  out = {"model_name": model_name, "model_version": "1",
-         "outputs": [{"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32",
-                      "data": np.asarray(probs, np.float32).ravel().tolist()}]}
+SENDS = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "UINT8": np.uint8}
+
+
+def request_v2(x: np.ndarray, *, input_name: str = INPUT_NAME, datatype: Optional[str] = None,
+               output_name: Optional[str] = None, binary: bool = False) -> Tuple[bytes, dict]:
+  """(body, headers) of a v2 inference request for images x as `datatype` (default: UINT8 for uint8, else FP32):
+  in JSON, floats as 9 significant digits (float32's round-trip precision: exact), or with binary=True in the
+  binary tensor data extension (the output asked for in binary too)."""
+  datatype = datatype or ("UINT8" if x.dtype == np.uint8 else "FP32")
+  t = {"name": input_name, "shape": list(x.shape), "datatype": datatype}
+  req = {"inputs": [t]}
+  if output_name is not None:
+    req["outputs"] = [{"name": output_name}]
+  if binary:
+    raw = np.asarray(x).astype(np.dtype(SENDS[datatype]).newbyteorder("<")).tobytes()
+    t["parameters"] = {"binary_data_size": len(raw)}
+    if output_name is not None:
+      req["outputs"][0]["parameters"] = {"binary_data": True}
+    else:
+      req["parameters"] = {"binary_data_output": True}
+    head = json.dumps(req).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+  if datatype == "UINT8":
+    data = ",".join(map(str, np.asarray(x, np.uint8).ravel().tolist()))
+  else:
+    data = ",".join(np.char.mod("%.9g", np.asarray(x, np.float32).ravel()).tolist())
+  marker = '"datatype": ' + json.dumps(datatype)
+  body = json.dumps(req).replace(marker, marker + ', "data": [' + data + ']', 1)
+  return body.encode(), {"Content-Type": "application/json"}
+
+
+def answer_v2(probs: np.ndarray, model_name: str, rid, binary: bool = False) -> Tuple[dict, bytes]:
+  """(the JSON answer, its binary part): the probabilities in `data`, or with binary=True as little-endian FP32
+  bytes after the JSON (`parameters.binary_data_size`)."""
+  probs = np.asarray(probs, np.float32)
+  out = {"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32"}
+  raw = b""
+  if binary:
+    raw = probs.astype("<f4").tobytes()
+    out["parameters"] = {"binary_data_size": len(raw)}
+  else:
+    out["data"] = probs.ravel().tolist()
+  doc = {"model_name": model_name, "model_version": "1", "outputs": [out]}
   if rid is not None:
-    out["id"] = rid
-  return out
+    doc["id"] = rid
+  return doc, raw
 
 
 def decode_png(b64, input_shape) -> np.ndarray:
