@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from mlpriv_jax.errors import UserError
-from mlpriv_jax.oracle import BudgetExceeded, QueryError, QueryRefused
+from mlpriv_jax.oracle import BudgetExceeded, QueryError, QueryRefused, validate_queries
 from mlpriv_jax.serve import protocol
 
 ERRORS = {400: QueryError, 413: QueryError, 403: QueryRefused, 429: BudgetExceeded}
@@ -214,7 +214,7 @@ class RemoteVictim:
         a = np.asarray(o["data"], np.float64)
       else:
         size = int(o["parameters"]["binary_data_size"])
-        dtype = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4"}[o["datatype"]]
+        dtype = protocol.WIRE[o["datatype"]]
         before = sum(int(p["parameters"]["binary_data_size"]) for p in doc["outputs"][:doc["outputs"].index(o)]
                      if "data" not in p)
         a = np.frombuffer(doc["_binary"][before:before + size], dtype).astype(np.float64)
@@ -246,20 +246,11 @@ class RemoteVictim:
   def query(self, x) -> np.ndarray:
     """The released f32[B, C] for images x (u8[B, H, W, C], or floats in [0, 1])."""
     x = np.asarray(x)
-    if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-      raise QueryError(f"queries must have shape [B, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
-    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-      raise QueryError(f"queries must be float in [0, 1] or uint8, got {x.dtype}")
-    if len(x) == 0:
-      raise QueryError("empty query batch")
-    if x.dtype != np.uint8 and not np.all(np.isfinite(x)):   # JSON has no NaN: say so here, not as a parse error
-      raise QueryError(f"queries hold {int((~np.isfinite(x)).sum())} NaN or inf values")
-    if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 1):
-      raise QueryError(f"query values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
-    if self.input_datatype == "UINT8" and x.dtype != np.uint8:
-      x = np.round(x.astype(np.float64) * 255).astype(np.uint8)   # the model takes pixels: 8-bit, as an image
-    elif self.input_datatype != "UINT8" and x.dtype == np.uint8:
-      x = x.astype(np.float32) / 255.0
+    checked = validate_queries(x, self.input_shape)   # the in-process victim's checks (JSON has no NaN either)
+    if self.input_datatype != "UINT8":
+      x = checked if x.dtype == np.uint8 else x       # pixels as floats in [0, 1], as the in-process victim
+    elif x.dtype != np.uint8:
+      x = np.round(checked.astype(np.float64) * 255).astype(np.uint8)   # the model takes pixels: 8-bit, as an image
     rows = self._rows_per_request(x)
     if len(x) > rows and self._left is not None and len(x) > self._left:
       raise BudgetExceeded(f"a query of {len(x)} examples would pass the budget: {self.server_used} used, "

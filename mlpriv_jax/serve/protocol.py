@@ -30,7 +30,9 @@ from mlpriv_jax.oracle import QueryError
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 MAX_BODY_BYTES = 4 << 20   # the default request size limit (Vertex AI's is 1.5 MB, Rekognition's 5 MB)
-DATATYPES = {"FP32": np.float32, "UINT8": np.uint8}
+# The protocol's datatypes as little-endian numpy types (the binary tensor data extension's layout).
+WIRE = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "UINT8": "u1", "INT64": "<i8", "INT32": "<i4"}
+DATATYPES = {"FP32": np.float32, "UINT8": np.uint8}   # what this server's input takes
 
 
 def _short(value) -> str:
@@ -137,11 +139,11 @@ def parse_v2(body, input_shape, raw: bytes = b"") -> Request:
     binary_output = binary_output if asked is None else asked
   dtype = DATATYPES[t["datatype"]]
   if size is not None:
-    need = math.prod(shape) * np.dtype(dtype).itemsize
+    need = math.prod(shape) * np.dtype(WIRE[t["datatype"]]).itemsize
     if isinstance(size, bool) or not isinstance(size, int) or size != need or len(raw) != size:
       raise QueryError(f"binary_data_size {_short(size)} and the {len(raw)} bytes after the JSON must both be "
                        f"{need} (shape {shape}, {t['datatype']})")
-    a = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+    a = np.frombuffer(raw, WIRE[t["datatype"]]).astype(dtype).reshape(shape)
     if t["datatype"] == "FP32" and not np.all(np.isfinite(a)):
       raise QueryError(f"queries hold {int((~np.isfinite(a)).sum())} NaN or inf values")
     return Request(a, rid, binary_output)
@@ -153,7 +155,7 @@ def parse_v2(body, input_shape, raw: bytes = b"") -> Request:
   return Request(_to_dtype(a.reshape(shape), t["datatype"]), rid, binary_output)
 
 
-SENDS = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "UINT8": np.uint8}
+SENDS = ("FP32", "FP64", "FP16", "UINT8")   # the input datatypes a client sends images as
 
 
 def request_v2(x: np.ndarray, *, input_name: str = INPUT_NAME, datatype: Optional[str] = None,
@@ -167,7 +169,7 @@ def request_v2(x: np.ndarray, *, input_name: str = INPUT_NAME, datatype: Optiona
   if output_name is not None:
     req["outputs"] = [{"name": output_name}]
   if binary:
-    raw = np.asarray(x).astype(np.dtype(SENDS[datatype]).newbyteorder("<")).tobytes()
+    raw = np.asarray(x).astype(WIRE[datatype]).tobytes()
     t["parameters"] = {"binary_data_size": len(raw)}
     if output_name is not None:
       req["outputs"][0]["parameters"] = {"binary_data": True}
@@ -191,7 +193,7 @@ def answer_v2(probs: np.ndarray, model_name: str, rid, binary: bool = False) -> 
   out = {"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32"}
   raw = b""
   if binary:
-    raw = probs.astype("<f4").tobytes()
+    raw = probs.astype(WIRE["FP32"]).tobytes()
     out["parameters"] = {"binary_data_size": len(raw)}
   else:
     out["data"] = probs.ravel().tolist()
