@@ -62,8 +62,8 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
   """The whole membership experiment into `workdir`; returns results.json's content.
 
   With `endpoint` (a `serve.Endpoint`) the attacker queries the target served there (`experiments/serve.py
-  --victim=<this workdir>`, behind the server's own defence); the game's models (the target's membership, the shadows) come from
-  the workdir as always, and the utility figures are the undefended target's.
+  --victim=<this workdir>`, behind the server's own defence); the game's models (the target's membership, the
+  shadows) come from the workdir as always, and the utility figures are the undefended target's.
   """
   t_start = time.time()
   wd.require(workdir)
