@@ -39,6 +39,10 @@ BOOTSTRAP = 0                      # the membership intervals' resampling
 
 # --- Inside attacks and defences (below the key they are given) ------------------------------------------------
 KNOCKOFF_QUERIES, KNOCKOFF_TRAIN = 0, 1        # KnockoffNets: the transfer set, the surrogate's training
+# The adaptive extraction attacks, below the same key (top1 and smoothing share KnockoffNets' two streams):
+SMOOTHING_VIEWS = 2                            # Smoothing's augmentations (pass j below it)
+RECOVERY_SUBSETS, RECOVERY_SHADOWS, RECOVERY_KIT, RECOVERY_TABLE, RECOVERY_NET = 3, 4, 5, 6, 7   # D-DAE
+SHADOW_CLASSES, SHADOW_HALF = 0, 1             # below RECOVERY_SUBSETS: shadow k's classes and member half
 ADAPTIVE_INIT, ADAPTIVE_STEPS = 1, 2           # KnockoffNets-adaptive's online surrogate
 CLOUDLEAK_ORDER = 0                            # CloudLeak's pool order (round r trains with r + 1)
 LABEL_TARGET, LABEL_CALIBRATION = 0, 1         # a label-only attack on the target, on the attacker's shadow

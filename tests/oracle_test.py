@@ -126,7 +126,10 @@ def test_every_extraction_attack_uses_only_the_protocol_and_keeps_its_budget(tin
   surrogate = models.get_model("cnn_tiny", 10)
   cfg = train.TrainConfig(num_epochs=1, batch_size=16, learning_rate=0.05, augment=False)
   options = dict(knockoff_random=dict(checkpoints=(30,)), knockoff_adaptive=dict(pool_labels=fine, pool_coarse=coarse),
-                 cloudleak=dict(options=E.CloudLeakOptions(num_rounds=2, steps=1)), jbda=dict())
+                 cloudleak=dict(options=E.CloudLeakOptions(num_rounds=2, steps=1)), jbda=dict(), top1=dict(),
+                 smoothing=dict(checkpoints=(30,)),
+                 recovery=dict(pool_labels=fine, defence=("revsig", 0.5),
+                               options=E.RecoveryOptions(num_shadows=2, epochs=2)))
   assert set(options) == set(E.REGISTRY)
   for name in E.REGISTRY:
     stub = StubOracle(model, v, budget=80)
@@ -135,7 +138,8 @@ def test_every_extraction_attack_uses_only_the_protocol_and_keeps_its_budget(tin
     res = E.run(name, stub, images, budget=60, surrogate=surrogate, key=jax.random.key(0), config=cfg,
                 **options[name])
     assert res.queries_used == stub.queries_used <= 60, name
-    assert res.images.shape[0] == res.answers.shape[0] == res.queries_used, name
+    copies = E.SmoothingOptions().copies if name == "smoothing" else 1   # each image queried k times
+    assert res.images.shape[0] == res.answers.shape[0] == res.queries_used // copies, name
     assert res.snapshots and res.snapshots[-1][1] is res.state, name
     assert all(q <= res.queries_used for q, _ in res.snapshots), name
   with pytest.raises(BudgetExceeded, match="knockoff_random needs 60 queries; the oracle has 20 left"):

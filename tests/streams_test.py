@@ -17,7 +17,9 @@ def test_ids_are_distinct_under_each_parent():
                 (S.EXTRACTION_CLIENT, S.MEMBERSHIP_CLIENT, S.MEMBERSHIP_QUERY_CLIENT, S.EVALUATOR_CLIENT),
                 (S.EXTRACTION, S.MEMBERSHIP),                                              # below the attacker
                 (S.QUERY_CANDIDATES, S.SCORE_ATTACKS, S.QUERY_ATTACKS),
-                (S.KNOCKOFF_QUERIES, S.KNOCKOFF_TRAIN), (S.LABEL_TARGET, S.LABEL_CALIBRATION),
+                (S.KNOCKOFF_QUERIES, S.KNOCKOFF_TRAIN, S.SMOOTHING_VIEWS, S.RECOVERY_SUBSETS, S.RECOVERY_SHADOWS,
+                 S.RECOVERY_KIT, S.RECOVERY_TABLE, S.RECOVERY_NET), (S.SHADOW_CLASSES, S.SHADOW_HALF),
+                (S.LABEL_TARGET, S.LABEL_CALIBRATION),
                 (S.HSJ_INIT, S.HSJ_GRADIENT), (S.MEMGUARD_PROJECTION, S.MEMGUARD_CODES), (S.MLP_INIT, S.MLP_BATCHES),
                 (S.INIT, S.ORDER, S.STEP, S.POISSON)):
     assert len(set(group)) == len(group), group

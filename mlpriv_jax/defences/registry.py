@@ -35,6 +35,7 @@ class DefenceSpec(NamedTuple):
   make: Callable[..., Defence]
   description: str
   keeps_label: bool = False      # its answer's argmax is the victim's, for every query, by construction
+  default: Optional[float] = None  # the strength an attacker who knows the defence but not its strength guesses
 
 
 _NONE = lambda s: True
@@ -53,23 +54,23 @@ REGISTRY = {d.name: d for d in (
     DefenceSpec("round2", None, _NONE, "", BOTH, frozenset(), lambda s, **_: baselines.rounding(2),
                 "probabilities rounded to 2 decimals (Tramer et al. 2016)", keeps_label=True),
     DefenceSpec("gaussian", "std of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),
-                lambda s, **_: baselines.logit_noise(s, "gaussian"), "Gaussian noise on log p"),
+                lambda s, **_: baselines.logit_noise(s, "gaussian"), "Gaussian noise on log p", default=1.0),
     DefenceSpec("laplace", "scale of the logit noise", _NONNEG, ">= 0", BOTH, frozenset(),
-                lambda s, **_: baselines.logit_noise(s, "laplace"), "Laplace noise on log p"),
+                lambda s, **_: baselines.logit_noise(s, "laplace"), "Laplace noise on log p", default=1.0),
     DefenceSpec("revsig", "beta (gamma = 0.1)", lambda s: s > 0, "> 0", BOTH, frozenset(),
-                lambda s, **_: baselines.reverse_sigmoid(s, 0.1), "reverse sigmoid (Lee et al. 2019)"),
+                lambda s, **_: baselines.reverse_sigmoid(s, 0.1), "reverse sigmoid (Lee et al. 2019)", default=0.5),
     DefenceSpec("mad", "L1 budget", _NONNEG, ">= 0", frozenset({EXTRACTION}), frozenset({"proxy"}),
                 lambda s, proxy_probs, **_: mad(s, proxy_probs, oracle="extreme"),
-                "Prediction Poisoning, MAD (Orekondy et al. 2020)"),
+                "Prediction Poisoning, MAD (Orekondy et al. 2020)", default=1.0),
     DefenceSpec("mad_argmax", "L1 budget", _NONNEG, ">= 0", frozenset({EXTRACTION}), frozenset({"proxy"}),
                 lambda s, proxy_probs, **_: mad(s, proxy_probs, oracle="argmax"),
-                "Prediction Poisoning keeping the top-1 label, MAD-argmax (Orekondy et al. 2020)"),
+                "Prediction Poisoning keeping the top-1 label, MAD-argmax (Orekondy et al. 2020)", default=1.0),
     DefenceSpec("memguard", "expected L1 budget", _NONNEG, ">= 0", frozenset({MEMBERSHIP}), frozenset({"members"}),
                 lambda s, memguard_params, **_: memguard(s, memguard_params),
-                "MemGuard (Jia et al. 2019): noise that fools a membership classifier, labels kept"),
+                "MemGuard (Jia et al. 2019): noise that fools a membership classifier, labels kept", default=1.0),
     DefenceSpec("misinfo", "OOD threshold tau on the max probability", lambda s: 0 < s <= 1, "(0, 1]",
                 frozenset({EXTRACTION}), frozenset(), lambda s, **_: adaptive_misinformation(tau=s),
-                "Adaptive Misinformation (Kariyappa & Qureshi 2020)"),
+                "Adaptive Misinformation (Kariyappa & Qureshi 2020)", default=0.7),
 )}
 
 

@@ -11,12 +11,13 @@ Each attack's options are a typed, frozen record (`ExtractionOptions` holds one 
 """
 
 import dataclasses
-from typing import Callable, FrozenSet, NamedTuple, Sequence, Tuple
+from typing import Callable, FrozenSet, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mlpriv_jax import streams, train
+from mlpriv_jax import defences, streams, train
 from mlpriv_jax.attacks.extraction.active import cloudleak, jbda
+from mlpriv_jax.attacks.extraction.adaptive import recovery_attack, smoothing_queries
 from mlpriv_jax.attacks.extraction.knockoff import knockoff_adaptive, knockoff_random, train_surrogate
 from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
@@ -88,17 +89,62 @@ class JbdaOptions:
     return self
 
 
+@dataclasses.dataclass(frozen=True)
+class Top1Options:
+  batch_size: int = 256            # queries per call
+
+  def validate(self):
+    integer(self.batch_size, "top1 batch_size")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothingOptions:
+  copies: int = 3                  # queries per image, each under a fresh augmentation (ModelGuard's qpi)
+  pad: int = 4                     # the random crop's padding
+  batch_size: int = 256            # queries per call
+
+  def validate(self):
+    integer(self.copies, "smoothing copies")
+    integer(self.pad, "smoothing pad", at_least=0)
+    integer(self.batch_size, "smoothing batch_size")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveryOptions:
+  num_shadows: int = 20            # the attacker's shadow victims (ModelGuard's default)
+  table_images: int = 0            # pool images answered by every shadow for the table (0: the queried ones)
+  epochs: int = 200                # of the recovery network (batch 1024, SGD 1e-2, halved every 100 epochs)
+  guard_steps: int = 500           # of the attacker's MemGuard classifier, against MemGuard
+  batch_size: int = 256            # queries per call
+
+  def validate(self):
+    integer(self.num_shadows, "recovery num_shadows")
+    integer(self.table_images, "recovery table_images", at_least=0)
+    integer(self.epochs, "recovery epochs")
+    integer(self.guard_steps, "recovery guard_steps")
+    integer(self.batch_size, "recovery batch_size")
+    return self
+
+
 class ExtractionAttack(NamedTuple):
   name: str
   fn: Callable[..., ExtractionResult]
   options: type              # its options record
   pool: str                  # 'pool': a large natural pool it draws from; 'seeds': a few images it grows
-  needs: FrozenSet[str]      # 'pool_labels': the pool's (fine, coarse) label hierarchy
+  needs: FrozenSet[str]      # 'pool_labels': the pool's (fine, coarse) label hierarchy; 'defence': the defence
   description: str
   label_only: bool = False   # reads only the top-1 label of each answer
+  adaptive: bool = False     # designed against output perturbation (knows the defence, or makes it moot)
 
 
-def _knockoff(strategy):
+def _budgets(checkpoints: Sequence[int], budget: int) -> list:
+  """The budgets a surrogate is trained at: each checkpoint below the budget, and the budget."""
+  return sorted({int(c) for c in checkpoints if 0 < c < budget} | {budget})
+
+
+def _knockoff(strategy, top1: bool = False):
   def fn(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints: Sequence[int] = (),
          pool_labels=None, pool_coarse=None):
     used0 = oracle.queries_used
@@ -111,13 +157,41 @@ def _knockoff(strategy):
                                                 pool_coarse=pool_coarse, batch_size=options.batch_size,
                                                 learning_rate=options.learning_rate, rewards=options.rewards)
       extra["bandit"] = history._asdict()
-    snapshots = []
-    for b in sorted({int(c) for c in checkpoints if 0 < c < budget} | {budget}):
-      snapshots.append((b, train_surrogate(surrogate, config, pool_images[idx[:b]], answers[:b], k_train).state))
+    snapshots = [(b, train_surrogate(surrogate, config, pool_images[idx[:b]], answers[:b], k_train,
+                                     label_only=top1 or None).state) for b in _budgets(checkpoints, budget)]
     extra["pool_indices"] = idx
     return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
                             extra)
   return fn
+
+
+def _smoothing(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=()):
+  used0, k = oracle.queries_used, options.copies
+  idx, answers = smoothing_queries(oracle, pool_images, budget, key, copies=k, batch_size=options.batch_size,
+                                   pad=options.pad)
+  k_train = streams.derive(key, streams.KNOCKOFF_TRAIN)
+  fit = lambda n: dataclasses.replace(config, batch_size=min(config.batch_size, n))   # a small checkpoint's images
+  snapshots = [(b // k * k, train_surrogate(surrogate, fit(b // k), pool_images[idx[:b // k]], answers[:b // k],
+                                            k_train).state)
+               for b in _budgets(checkpoints, budget) if b >= k]
+  return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
+                          {"pool_indices": idx})
+
+
+def _recovery(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), pool_labels=None,
+              pool_coarse=None, defence=None):
+  del pool_coarse
+  used0 = oracle.queries_used
+  idx, answers, recovered, net, shadow_acc = recovery_attack(
+      oracle, pool_images, pool_labels, budget, key, surrogate, config, defence, num_shadows=options.num_shadows,
+      table_images=options.table_images, batch_size=options.batch_size, epochs=options.epochs,
+      guard_steps=options.guard_steps)
+  k_train = streams.derive(key, streams.KNOCKOFF_TRAIN)
+  snapshots = [(b, train_surrogate(surrogate, config, pool_images[idx[:b]], recovered[:b], k_train,
+                                   label_only=False).state) for b in _budgets(checkpoints, budget)]
+  return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
+                          dict(pool_indices=idx, recovered=recovered, shadow_accuracy=shadow_acc,
+                               recovery_loss=float(net.losses[-1])))
 
 
 def _active(method):
@@ -142,6 +216,15 @@ REGISTRY = {a.name: a for a in (
     ExtractionAttack("jbda", _active("jbda"), JbdaOptions, "seeds", frozenset(),
                      "Jacobian-based dataset augmentation from a few seeds, label-only (Papernot et al. 2017)",
                      label_only=True),
+    ExtractionAttack("top1", _knockoff("random", top1=True), Top1Options, "pool", frozenset(),
+                     "KnockoffNets-random trained on the top-1 of every answer (ModelGuard's Top-1, Tang et al. "
+                     "2024)", label_only=True, adaptive=True),
+    ExtractionAttack("smoothing", _smoothing, SmoothingOptions, "pool", frozenset(),
+                     "each image queried k times under random crops and flips, the answers averaged (ModelGuard's "
+                     "Smoothing, Tang et al. 2024)", adaptive=True),
+    ExtractionAttack("recovery", _recovery, RecoveryOptions, "pool", frozenset({"pool_labels", "defence"}),
+                     "D-DAE: answers recovered by a network fitted on shadows behind the known defence (Chen et al. "
+                     "2023)", adaptive=True),
 )}
 
 
@@ -152,6 +235,9 @@ class ExtractionOptions(PerAttack):
   knockoff_adaptive: KnockoffAdaptiveOptions = KnockoffAdaptiveOptions()
   cloudleak: CloudLeakOptions = CloudLeakOptions()
   jbda: JbdaOptions = JbdaOptions()
+  top1: Top1Options = Top1Options()
+  smoothing: SmoothingOptions = SmoothingOptions()
+  recovery: RecoveryOptions = RecoveryOptions()
 
 
 def get(name: str) -> ExtractionAttack:
@@ -168,13 +254,33 @@ def check_budget(budget, pool_size: int) -> int:
   return budget
 
 
+def known_defence(defence, oracle) -> Tuple[str, Optional[float], str]:
+  """What an attack that needs the defence takes it to be: (name, strength, note). `defence` = (registry name,
+  strength) as the attacker knows it (Kerckhoffs), else what the oracle disclosed (`disclosed_defence`), else
+  none; an undisclosed strength is the registry's default, guessed. The note says what was assumed ('' if
+  nothing)."""
+  if defence is None:
+    defence = getattr(oracle, "disclosed_defence", None)
+  if defence is None or defence[0] is None:
+    return "none", None, "the defence was not disclosed: none assumed"
+  name, strength = defence
+  spec = defences.check(name, strength)
+  if spec.strength is None:
+    return name, None, ""
+  if strength is None:
+    return name, spec.default, f"{name}'s strength was not disclosed: the registry's default {spec.default:g} assumed"
+  return name, float(strength), ""
+
+
 def run(name: str, oracle: Oracle, pool_images, *, budget: int, surrogate: Model, key, config: train.TrainConfig,
-        options=None, checkpoints: Sequence[int] = (), pool_labels=None, pool_coarse=None) -> ExtractionResult:
+        options=None, checkpoints: Sequence[int] = (), pool_labels=None, pool_coarse=None,
+        defence: Optional[Tuple[str, Optional[float]]] = None) -> ExtractionResult:
   """Runs extraction attack `name` against `oracle` with at most `budget` queries (see the module docstring).
 
   The one place an attack's inputs are checked (the attacks below it trust them). options: the attack's record
   (None: its defaults); checkpoints: KnockoffNets' budgets at which a surrogate is also trained; pool_labels and
-  pool_coarse: knockoff_adaptive's label hierarchy.
+  pool_coarse: knockoff_adaptive's label hierarchy (recovery's shadows' labels); defence: (registry name,
+  strength) of the defence, for an attack that needs it (`known_defence`; what it assumed is in `extra["note"]`).
   """
   attack = get(name)
   options = attack.options() if options is None else options
@@ -198,5 +304,12 @@ def run(name: str, oracle: Oracle, pool_images, *, budget: int, surrogate: Model
       raise UserError(f"pool labels must be int[N] with N = {len(pool_images)}, got {fine.shape} and "
                       f"{coarse.shape}")
     extra = dict(pool_labels=pool_labels, pool_coarse=pool_coarse)
-  return attack.fn(oracle, pool_images, budget=budget, surrogate=surrogate, key=key, config=config,
-                   options=options, checkpoints=checkpoints, **extra)
+  note = ""
+  if "defence" in attack.needs:
+    d, s, note = known_defence(defence, oracle)
+    extra["defence"] = (d, s)
+  res = attack.fn(oracle, pool_images, budget=budget, surrogate=surrogate, key=key, config=config,
+                  options=options, checkpoints=checkpoints, **extra)
+  if "defence" in attack.needs:
+    res.extra.update(defence=defences.label(*extra["defence"]), **({"note": note} if note else {}))
+  return res
