@@ -59,8 +59,9 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
   service = Service.from_model(model, variables, input_shape=input_shape, defence=d, buckets=buckets,
                                max_traces=len(buckets))
   served = serve.Served(service, keyring, model_name=model_name, seed=seed, monitor_factory=monitor_factory,
-                        on_detect=on_detect, disclose_defence=disclose_defence, defence_strength=strength,
-                        max_body_bytes=max_body_bytes, ledger=ledger, body_timeout=body_timeout)
+                        on_detect=on_detect, disclose_defence=disclose_defence, defence=defence,
+                        defence_strength=strength, max_body_bytes=max_body_bytes, ledger=ledger,
+                        body_timeout=body_timeout)
   log(f"serving {model.name} ({meta['artifact']}) as {model_name!r} behind {d.name}"
       + (f" {strength:g}" if strength is not None else "") + f" to {len(keyring.clients)} keys"
       + (", PRADA monitor" if monitor_factory else "") + f"; usage in {ledger.path}")

@@ -80,15 +80,16 @@ class Served:
 
   def __init__(self, service: Service, keyring: KeyRing, *, model_name: str = "victim", seed: int = 0,
                monitor_factory: Optional[Callable] = None, on_detect: str = "refuse",
-               disclose_defence: bool = False, defence_strength: Optional[float] = None,
-               max_body_bytes: int = MAX_BODY_BYTES, ledger: Optional[Ledger] = None,
-               body_timeout: float = BODY_TIMEOUT):
+               disclose_defence: bool = False, defence: Optional[str] = None,
+               defence_strength: Optional[float] = None, max_body_bytes: int = MAX_BODY_BYTES,
+               ledger: Optional[Ledger] = None, body_timeout: float = BODY_TIMEOUT):
     if len(service.input_shape) != 3 or min(service.input_shape) < 1:
       raise UserError(f"the protocol describes images [B, H, W, C]; this model takes {list(service.input_shape)}")
     integer(max_body_bytes, "the body size limit (bytes)", at_least=1024)
     self.body_timeout = number(body_timeout, "the body timeout (seconds)", above=0)
     self.service, self.keyring, self.model_name = service, keyring, model_name
-    self.disclose_defence, self.defence_strength = disclose_defence, defence_strength
+    # what --disclose_defence tells: the registry's name of the defence (else the service's) and its strength
+    self.disclose_defence, self.defence, self.defence_strength = disclose_defence, defence, defence_strength
     self.max_body_bytes = int(max_body_bytes)
     self.ledger = ledger if ledger is not None else Ledger(None)
     self.accounts = {c.name: Account(service, budget=c.budget, key=client_key(seed, c.name),
@@ -239,7 +240,7 @@ class Served:
               "buckets": list(self.service.buckets), "budget": client.budget,
               "used": self.ledger.used(client.name)}
     if self.disclose_defence:
-      params.update(defence=self.service.defence_name, strength=self.defence_strength)
+      params.update(defence=self.defence or self.service.defence_name, strength=self.defence_strength)
     return {"name": self.model_name, "versions": [VERSION], "platform": "mlpriv_jax",
             "inputs": [{"name": protocol.INPUT_NAME, "datatype": "FP32", "shape": [-1, h, w, c]}],
             "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, self.service.num_classes]}],

@@ -121,6 +121,10 @@ class RemoteVictim:
         raise UserError(f"{self.url}: output {self.output_name!r} has shape {oshape!r}, not [B, classes]")
       self.num_classes = oshape[-1]
     params = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
+    strength = params.get("strength")
+    # (name, strength) of the defence, where the server discloses it (ours with --disclose_defence), else None
+    self.disclosed_defence = (params["defence"], float(strength) if isinstance(strength, (int, float)) else None) \
+        if isinstance(params.get("defence"), str) else None
     self._limit = int(params.get("max_body_bytes", protocol.MAX_BODY_BYTES))
     self._max_rows = max_rows or int((params.get("buckets") or [64])[-1])
 
