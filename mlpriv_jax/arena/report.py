@@ -67,9 +67,15 @@ def headline_table(rows: Sequence[dict]) -> List[List[str]]:
   budget = next((r["budget"] for r in rows if r["budget"] is not None), None)
   criterion = criterion_name(rows)
   auc = [] if criterion == "AUC" else ["worst AUC"]
-  return _table(["defence", "accuracy", "utility cost", f"worst fidelity @ {budget} queries", "(attack)",
-                 f"worst {criterion}", "(attack)", *auc, "audited eps >=", "dominated by"],
-                [[r["setting"], r["accuracy"], r["utility_cost"], r["worst_fidelity"], r["worst_fidelity_attack"],
+  # the naive worst fidelity beside the worst, where an adaptive attack ran
+  naive = any(r["naive_worst_fidelity"] != r["worst_fidelity"] or r["naive_worst_fidelity_attack"]
+              != r["worst_fidelity_attack"] for r in rows)
+  return _table(["defence", "accuracy", "utility cost",
+                 *(["naive worst fidelity", "(attack)"] if naive else []), f"worst fidelity @ {budget} queries",
+                 "(attack)", f"worst {criterion}", "(attack)", *auc, "audited eps >=", "dominated by"],
+                [[r["setting"], r["accuracy"], r["utility_cost"],
+                  *([r["naive_worst_fidelity"], r["naive_worst_fidelity_attack"]] if naive else []),
+                  r["worst_fidelity"], r["worst_fidelity_attack"],
                   r["worst_tpr"], r["worst_tpr_attack"], *([r["worst_auc"]] if auc else []),
                   r["epsilon_lower_bound"], ", ".join(r["dominated_by"]) or "-"] for r in rows])
 
@@ -88,6 +94,9 @@ def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
       out.append((title, _table(["attack", *cols], [[r, *(val.get((r, c)) for c in cols)] for r in rows])))
   return out
 
+
+ADAPTIVE_NOTE = ("Defences whose standing changes once the attacks designed against output defences (Top-1, "
+                 "Smoothing, D-DAE's recovery) are counted; the headline's worst case counts them:")
 
 UTILITY_NOTE = ("What each setting costs benign users on the victim's test images: the released top-1's accuracy, "
                 "the share of labels it changes, and the mean L1 and KL(original || released) distortion (zeros "
@@ -308,7 +317,10 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
            f"another defence keeps at least its accuracy and leaks no more.")
   skipped_lines = [f"- {s['what']}: {s['why']}" for s in skipped]
   utility = utility_table(cells)
+  changes = scoring.ranking_changes(rows)
   md = [f"# {title}", "", intro, "", "## Headline", "", _md(head), ""]
+  if changes:
+    md += [ADAPTIVE_NOTE, ""] + [f"- {line}" for line in changes] + [""]
   if len(utility) > 1:
     md += ["## Utility", "", UTILITY_NOTE, "", _md(utility), ""]
   for t, table in pivots:
@@ -323,6 +335,9 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
   md += ["## Plots", ""] + [f"![{cap}]({name})" for name, (cap, _) in figs.items()] + [""]
   atomic_write(os.path.join(workdir, "report.md"), lambda f: f.write("\n".join(md)), mode="w")
   body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<h2>Headline</h2>", _html_table(head)]
+  if changes:
+    body += [f"<p>{html.escape(ADAPTIVE_NOTE)}</p><ul>"] + [f"<li>{html.escape(line)}</li>" for line in changes] \
+        + ["</ul>"]
   if len(utility) > 1:
     body += ["<h2>Utility</h2>", f"<p>{html.escape(UTILITY_NOTE)}</p>", _html_table(utility)]
   for t, table in pivots:

@@ -91,15 +91,16 @@ def settings_of(cfg: ArenaConfig) -> list:
 
 
 def skipped_of(cfg: ArenaConfig) -> list:
-  """The (family, setting) pairs a defence does not address, with why."""
+  """The (membership, setting) pairs not attacked, with why: a defence against extraction only is not audited for
+  membership. Every setting is attacked by extraction: a thief steals through whatever the provider deploys (a
+  defence against membership inference included), and the adaptive attacks are aimed at exactly such
+  perturbations."""
   skipped = []
   for name, strength in settings_of(cfg):
     threats = defences.get(name).threats
-    for family, threat in (("extraction", defences.EXTRACTION), ("membership", defences.MEMBERSHIP)):
-      attacks = cfg.extraction.attacks if family == "extraction" else cfg.membership.attacks
-      if attacks and threat not in threats:
-        skipped.append(dict(what=f"{defences.label(name, strength)} x {family}",
-                            why=f"{name} defends against {' and '.join(sorted(threats))} only"))
+    if cfg.membership.attacks and defences.MEMBERSHIP not in threats:
+      skipped.append(dict(what=f"{defences.label(name, strength)} x membership",
+                          why=f"{name} defends against {' and '.join(sorted(threats))} only"))
   return skipped
 
 
@@ -246,8 +247,10 @@ def _plan(cfg: ArenaConfig, settings) -> list:
 
 
 def _threats(d: str) -> set:
+  """The families of attacks run against setting `d`: extraction against all; membership where the defence
+  addresses it (and against a DP-SGD or a served victim)."""
   both = {defences.EXTRACTION, defences.MEMBERSHIP}
-  return both if d in (C.DPSGD, C.SERVED) else defences.get(d).threats
+  return both if d in (C.DPSGD, C.SERVED) else defences.get(d).threats | {defences.EXTRACTION}
 
 
 def _reading(label_only: bool, settings: Dict[str, tuple]) -> dict:
@@ -377,14 +380,13 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
   account = streams.account(root, streams.EXTRACTION_CLIENT, g)
   for arch in x.surrogates:
     surrogate = models.get_model(arch, ds.num_classes, mean=mean, std=std)
+    if any(a in TOGETHER for a in x.attacks):
+      _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo,
+                         progress, monitor=cfg.monitor and main)
     for attack in x.attacks:
       keys = {(d, s, b): C.key("extraction", attack, d, s, b, arch, seed) for d, s in ext_settings for b in x.budgets}
       watch = cfg.monitor and main and C.key("monitor", attack, "none", None, top, None, seed) in todo
-      if not any(k in todo for k in keys.values()) and not watch:
-        continue
-      if attack == "knockoff_random":
-        _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, account, todo,
-                           progress, monitor=cfg.monitor and main)
+      if attack in TOGETHER or (not any(k in todo for k in keys.values()) and not watch):
         continue
       spec = E.get(attack)
       # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
@@ -392,17 +394,22 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
       extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
       names = {C.setting(d, s): (d, s) for d, s in ext_settings
                if any(keys[(d, s, b)] in todo for b in x.budgets) or (watch and d == "none")}
+      # an attack that knows the defence runs against each setting apart (it is told which)
+      groups = [[n] for n in names] if "defence" in spec.needs else [list(names)]
+      runs = (run for group in groups for run in lockstep.run_in_lockstep(   # each run's cells as soon as it is done
+          lambda o, g=group: E.run(attack, o, images, budget=top, surrogate=surrogate, key=kx, config=x.surrogate,
+                                   options=x.options.of(attack), checkpoints=x.budgets,
+                                   **_told(spec, names[g[0]]), **extra),
+          group, lambda n: oracle(*names[n], budget=top, stream=account),
+          **_reading(spec.label_only, {n: names[n] for n in group})))
       t0 = time.time()
-      for res, run_with, sharing in lockstep.run_in_lockstep(   # each run's cells as soon as it is done
-          lambda o: E.run(attack, o, images, budget=top, surrogate=surrogate, key=kx, config=x.surrogate,
-                          options=x.options.of(attack), checkpoints=x.budgets, **extra),
-          list(names), lambda n: oracle(*names[n], budget=top, stream=account),
-          **_reading(spec.label_only, names)):
+      for res, run_with, sharing in runs:
         judged = extraction.judge(res, surrogate, ev)
         seconds = time.time() - t0
         for name in sharing:
           d, s = names[name]
           info = {} if run_with == name else dict(run_with=run_with)   # its answers read as run_with's throughout
+          info.update({k: res.extra[k] for k in ("defence", "note") if k in res.extra})
           for b in x.budgets:   # the snapshot with the most queries within each budget
             k = keys[(d, s, b)]
             if k not in todo:
@@ -422,43 +429,66 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
     _monitor(cfg, workdir, "benign", ds.x_test, trained, todo, progress)
 
 
-def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, keys, kx, account, todo, progress,
+def _told(spec, setting) -> dict:
+  """What the arena tells an attack that needs the defence (Kerckhoffs): the setting's defence and strength; a
+  DP-SGD victim's output is undefended; a served victim's defence is what its server disclosed."""
+  if "defence" not in spec.needs:
+    return {}
+  d, s = setting
+  return dict(defence=None if d == C.SERVED else ("none", None) if d == C.DPSGD else (d, s))
+
+
+# KnockoffNets-random and Top-1 read the same queries (the same stream of the same key): run together.
+TOGETHER = ("knockoff_random", "top1")
+
+
+def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo, progress,
                        monitor: bool) -> None:
-  """KnockoffNets-random against every setting at once: the same B queries, S surrogates trained together (the
-  settings with a cell still to compute; the monitor's stream is the same queries)."""
-  budgets = cfg.extraction.budgets
-  top = max(budgets)
-  ext_settings = [(d, s) for d, s in ext_settings if any(keys[(d, s, b)] in todo for b in budgets)] \
-      or ext_settings[:1]
+  """KnockoffNets-random and Top-1 against every setting at once: the same B queries, answered once per setting
+  (each attack's own account would draw the same answers: the same stream, the same queries in the same calls),
+  one surrogate per (attack, setting) with a cell still to compute, all trained together from the same
+  initialisation (the monitor's stream is the same queries)."""
+  x, seed = cfg.extraction, cfg.game.seed
+  budgets, top = x.budgets, max(x.budgets)
+  keys = {(a, d, s, b): C.key("extraction", a, d, s, b, arch, seed)
+          for a in x.attacks if a in TOGETHER for d, s in ext_settings for b in budgets}
+  lanes = [(a, d, s) for a in x.attacks if a in TOGETHER for d, s in ext_settings
+           if any(keys[(a, d, s, b)] in todo for b in budgets)]
+  watch = [a for a in x.attacks if a in TOGETHER and monitor
+           and C.key("monitor", a, "none", None, top, None, seed) in todo]
+  if not lanes and not watch:
+    return
+  asked = [(d, s) for d, s in ext_settings if any(lane[1:] == (d, s) for lane in lanes)] or ext_settings[:1]
   k_query = streams.derive(kx, streams.KNOCKOFF_QUERIES)
   k_train = streams.derive(kx, streams.KNOCKOFF_TRAIN)
   idx = np.asarray(jax.random.permutation(k_query, len(pool.x_train))[:top])
   images = pool.x_train[idx]
-  answers = []
-  for d, s in ext_settings:
+  answers = {}
+  for d, s in asked:
     a = query_all(oracle(d, s, budget=top, stream=account), images)
     if np.all((a == 0) | (a == 1)):   # label-only answers: one-hot of the argmax (as train_surrogate)
       a = np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
-    answers.append(a)
-  answers = np.stack(answers)   # f32[S, B, C]
+    answers[(d, s)] = a
+  top1 = lambda a: np.eye(a.shape[-1], dtype=np.float32)[a.argmax(-1)]
+  labels = np.stack([top1(answers[(d, s)]) if a == "top1" else answers[(d, s)] for a, d, s in lanes]) \
+      if lanes else None   # f32[lanes, B, C]
   for b in sorted(budgets):
-    if not any(keys[(d, s, b)] in todo for d, s in ext_settings):
+    mine = [i for i, (a, d, s) in enumerate(lanes) if keys[(a, d, s, b)] in todo]
+    if not mine:
       continue
     t0 = time.time()
-    r = train.train_k(surrogate, cfg.extraction.surrogate, images[:b], answers[:, :b],
-                      np.ones((len(ext_settings), b), bool), k_train, key_ids=np.zeros(len(ext_settings), np.int64))
-    seconds = (time.time() - t0) / len(ext_settings)
-    for i, (d, s) in enumerate(ext_settings):
-      k = keys[(d, s, b)]
-      if k not in todo:   # trained beside the others, its finished cell kept as it is
-        continue
+    r = train.train_k(surrogate, x.surrogate, images[:b], labels[:, :b], np.ones((len(lanes), b), bool), k_train,
+                      key_ids=np.zeros(len(lanes), np.int64))
+    seconds = (time.time() - t0) / len(lanes)
+    for i in mine:   # a lane without a cell at this budget was trained beside the others, its cell kept as it is
+      k = keys[lanes[i][0], lanes[i][1], lanes[i][2], b]
       state = jax.tree.map(lambda v, i=i: v[i], r.state)
       rows = [results.row(metric=m, value=v, family="extraction", queries=b, budget=b, surrogate=k.surrogate,
                           **_fields(k)) for m, v in extraction.evaluate(surrogate, state, ev).items()]
       cell = C.write_cell(workdir, k, rows, seconds=seconds)
       progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}")
-  if monitor:
-    _monitor(cfg, workdir, "knockoff_random", images, None, todo, progress, oracle=oracle)
+  for a in watch:
+    _monitor(cfg, workdir, a, images, None, todo, progress, oracle=oracle)
 
 
 def _monitor(cfg, workdir, attack, stream, trained, todo, progress, oracle=None) -> None:

@@ -4,7 +4,8 @@ For each defence setting (a defence at a strength, or a DP-SGD victim at an epsi
 
 * utility: the accuracy of the released top-1 on the victim's test images, and its cost against `none`;
 * the worst extraction attack: the highest surrogate fidelity at the arena's largest budget, over every attack and
-  surrogate architecture;
+  surrogate architecture, the adaptive ones included (those designed against output defences: Top-1, Smoothing,
+  D-DAE's recovery); the naive worst (without them) stands beside it, to show what a careless audit concludes;
 * the worst membership attack: the highest TPR at 0.1% FPR (LiRA's criterion), ties broken by AUC, over every
   attack, label-only ones included (the adaptive attack against a label-keeping defence). An FPR is only read
   where every attack scored enough non-members to make one false positive there (1,000 for 0.1%); otherwise the
@@ -53,6 +54,13 @@ def worst_membership(cells: Sequence[dict], criterion: str = TPR_LOW) -> Optiona
   return max(found, key=lambda c: (c["metrics"][criterion], c["metrics"].get("auc") or 0), default=None)
 
 
+def is_adaptive(cell: dict) -> bool:
+  """Whether the cell's attack was designed against output defences (the extraction registry's `adaptive`)."""
+  from mlpriv_jax.attacks.extraction import REGISTRY
+  spec = REGISTRY.get(cell["attack"]) if cell["family"] == "extraction" else None
+  return bool(spec is not None and spec.adaptive)
+
+
 def headline(cells: Sequence[dict]) -> List[dict]:
   """One row per defence setting, `none` first, then in the order of first appearance."""
   settings: Dict[str, List[dict]] = {}
@@ -68,6 +76,7 @@ def headline(cells: Sequence[dict]) -> List[dict]:
     first = mine[0]
     acc = _utility(mine)
     we, wm = worst_extraction(mine, budget), worst_membership(mine, criterion)
+    wn = worst_extraction([c for c in mine if not is_adaptive(c)], budget)
     audits = [c["metrics"]["epsilon_lower_bound"] for c in _by(mine, "membership")
               if c["metrics"].get("epsilon_lower_bound") is not None]
     flags = [c["metrics"]["queries_to_flag"] for c in _by(mine, "monitor")
@@ -77,6 +86,8 @@ def headline(cells: Sequence[dict]) -> List[dict]:
         utility_cost=None if acc is None or base is None else base - acc,
         budget=budget, worst_fidelity=we["metrics"]["fidelity"] if we else None,
         worst_fidelity_attack=f"{we['attack']} ({we['surrogate']})" if we else None,
+        naive_worst_fidelity=wn["metrics"]["fidelity"] if wn else None,
+        naive_worst_fidelity_attack=f"{wn['attack']} ({wn['surrogate']})" if wn else None,
         criterion=criterion, worst_tpr=wm["metrics"][criterion] if wm else None,
         worst_tpr_attack=wm["attack"] if wm else None,
         worst_auc=max((c["metrics"].get("auc") or 0 for c in _by(mine, "membership")), default=None),
@@ -87,6 +98,27 @@ def headline(cells: Sequence[dict]) -> List[dict]:
     r["dominated_by"] = [o["setting"] for o in rows if o is not r and dominates(o, r)]
     r["dominated"] = bool(r["dominated_by"])
   return rows
+
+
+def ranking_changes(rows: Sequence[dict]) -> List[str]:
+  """A line for each setting whose rank among the defences (safest first: the lowest worst fidelity) moves once
+  the adaptive attacks are counted."""
+  ranked = [r for r in rows if r["worst_fidelity"] is not None and r["naive_worst_fidelity"] is not None]
+  naive = sorted(ranked, key=lambda r: r["naive_worst_fidelity"])
+  adaptive = sorted(ranked, key=lambda r: r["worst_fidelity"])
+  lines = []
+  for r in ranked:
+    before, after = naive.index(r) + 1, adaptive.index(r) + 1
+    if before != after:
+      lines.append(f"{r['setting']}: {_ordinal(before)} safest of {len(ranked)} against the naive attacks "
+                   f"({r['naive_worst_fidelity_attack']}: fidelity {r['naive_worst_fidelity']:.3f}), "
+                   f"{_ordinal(after)} against the adaptive ones ({r['worst_fidelity_attack']}: "
+                   f"{r['worst_fidelity']:.3f})")
+  return lines
+
+
+def _ordinal(n: int) -> str:
+  return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _utility(cells: Sequence[dict]) -> Optional[float]:

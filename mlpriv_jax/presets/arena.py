@@ -48,7 +48,8 @@ def smoke() -> ArenaConfig:
       extraction=ExtractionAudit(
           ALL_EXTRACTION, budgets=(250, 1000), surrogates=("cnn_tiny",), query_set="figures20",
           surrogate=_victim(num_epochs=8, batch_size=32, learning_rate=0.05),
-          options=E.ExtractionOptions(cloudleak=E.CloudLeakOptions(num_rounds=2))),
+          options=E.ExtractionOptions(cloudleak=E.CloudLeakOptions(num_rounds=2),
+                                      recovery=E.RecoveryOptions(num_shadows=4))),
       defences=(("label", ()), ("top1", ()), ("round2", ()), ("revsig", (0.5,)), ("mad_argmax", (0.5,)),
                 ("memguard", (1.0,))),
       dp_epsilons=(8.0,),
