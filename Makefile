@@ -15,13 +15,14 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) experiments/survey_tables.py --preset=smoke --workdir=runs/demo
 
-# Third-party Open Inference Protocol software the tests speak to (tests/oip_test.py), in a venv of its own: MLServer
-# pins fastapi < 0.116 and tritonclient ml-dtypes <= 0.5.4, which would downgrade the project's.
+# Third-party Open Inference Protocol software the tests speak to (tests/oip_test.py, the arena's served row), in a
+# venv of its own: MLServer pins fastapi < 0.116 and tritonclient ml-dtypes <= 0.5.4, which would downgrade the
+# project's. The project goes in too (no extras), for the MLServer runtime that serves one of its artifacts.
 OIP := .venv-oip
-$(OIP)/.installed:
+$(OIP)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(OIP)
 	$(OIP)/bin/python -m pip install -q --upgrade pip
-	$(OIP)/bin/python -m pip install -q "mlserver==1.7.1" "tritonclient[http]==2.73.0"
+	$(OIP)/bin/python -m pip install -q "mlserver==1.7.1" "tritonclient[http]==2.73.0" -e .
 	touch $@
 
 # Two workers; a test module stays on one, so its module fixtures and compiled functions are built once, not on both.

@@ -5,8 +5,12 @@ import csv
 import io
 import json
 import os
+import shutil
 
 import pytest
+
+import conftest
+from conftest import OIP
 
 from mlpriv_jax import results
 from mlpriv_jax.arena import cells as C
@@ -181,7 +185,7 @@ def _tiny_config(**change):
                                             augment=False)),
       membership=MembershipAudit(("loss", "lira_offline", "gap"), label_examples=40, num_population=100,
                                  num_bootstrap=100),
-      extraction=ExtractionAudit(("knockoff_random",), budgets=(200, 400), surrogates=("cnn_tiny",),
+      extraction=ExtractionAudit(("knockoff_random", "top1"), budgets=(200, 400), surrogates=("cnn_tiny",),
                                  query_set="figures20",   # fidelity ~0.45 at 400 (chance 0.16)
                                  surrogate=train.TrainConfig(num_epochs=20, batch_size=16, learning_rate=0.05,
                                                              schedule="cosine", augment=False)),
@@ -200,19 +204,33 @@ def _setting_cells(cells, setting):
           for c in cells if c["setting"] == setting}
 
 
-@pytest.mark.slow
-def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp_path):
+@pytest.fixture(scope="module")
+def small_arena(tmp_path_factory):
+  """The tiny arena, computed once: (workdir, report, log lines)."""
   from mlpriv_jax.arena import run
-  wd = str(tmp_path / "arena")
+  wd = str(tmp_path_factory.mktemp("small_arena") / "arena")
   lines = []
   doc = run.run(_tiny_config(), workdir=wd, log=lines.append)
+  return wd, doc, lines
+
+
+@pytest.mark.slow
+def test_small_arena_end_to_end_resumes_and_collates(small_arena):
+  from mlpriv_jax.arena import run
+  wd, doc, lines = small_arena
+  lines = list(lines)
   cells = C.load_cells(wd)
   fam = {f: [c for c in cells if c["family"] == f] for f in C.FAMILIES}
   # 5 settings (none, label, mad_argmax@0.5, memguard@1, dpsgd@8): utility for each; membership for the 4 that
-  # address it (mad_argmax is extraction-only); extraction (1 attack x 2 budgets) for the 4 that address it
-  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 and len(fam["extraction"]) == 4 * 2
-  assert len(fam["monitor"]) == 2   # knockoff_random, benign
-  assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership", "memguard@1 x extraction"}
+  # address it (mad_argmax is extraction-only); extraction (2 attacks x 2 budgets) for all 5
+  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 and len(fam["extraction"]) == 5 * 2 * 2
+  assert len(fam["monitor"]) == 3   # knockoff_random, top1, benign
+  assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership"}
+  # Top-1 behind the label-keeping defences trains the label API's surrogate: the same cells, to the last digit
+  fidelity = {(c["attack"], c["setting"], c["budget"]): c["metrics"]["fidelity"] for c in fam["extraction"]}
+  for b in (200, 400):
+    for setting in ("mad_argmax@0.5", "memguard@1", "label"):
+      assert fidelity["top1", setting, b] == fidelity["knockoff_random", "label", b], (setting, b)
   rows = {r["setting"]: r for r in doc["headline"]}
   assert set(rows) == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8"}
   assert rows["none"]["accuracy"] > 0.4                                 # a victim worth attacking (10 classes)
@@ -249,23 +267,70 @@ def test_small_arena_end_to_end_resumes_collates_and_attacks_a_served_victim(tmp
   assert json.load(open(os.path.join(wd, "arena.json")))["headline"] == json.loads(before)["headline"]
   assert os.path.getsize(os.path.join(wd, "report.html")) > 50000
 
-  # The victim served over HTTP behind the server's `label` defence: the row `served` has every cell of the
-  # in-process `label` row, equal (the same queries, answers, attack keys and surrogate initialisation).
+
+
+@pytest.mark.slow
+def test_the_served_row_equals_the_in_process_one_behind_our_server(small_arena, tmp_path):
+  """The victim served over HTTP behind the server's `label` defence: the row `served` has every cell of the
+  in-process `label` row, equal (the same queries, answers, attack keys and surrogate initialisation)."""
   pytest.importorskip("fastapi")
   from mlpriv_jax import serve
   from mlpriv_jax.lab import serving
+  wd = _copy_without_served(small_arena[0], tmp_path)
   keys = tmp_path / "keys.json"
   keys.write_text(json.dumps({"clients": [{"name": "auditor", "key": "sk-auditor-0123456789abcdef"}]}))
   served = serving.build(victim=os.path.join(wd, "victim", "target"), keys_file=str(keys), defence="label",
                          budget_per_key=None, log=lambda *_: None)
-  lines.clear()
   with serve.BackgroundServer(serve.create_app(served)) as s:
-    doc = run.run(_tiny_config(), workdir=wd, endpoint=serve.Endpoint(s.url, "sk-auditor-0123456789abcdef"),
-                  log=lines.append)
-  assert any("6 to compute" in line for line in lines)                  # utility, 3 membership, 2 extraction
+    _served_row_equals_label_row(wd, serve.Endpoint(s.url, "sk-auditor-0123456789abcdef"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(os.path.join(OIP, "mlserver")), reason="no .venv-oip (built by `make test`)")
+def test_the_served_row_is_the_same_behind_mlserver(small_arena, tmp_path):
+  """The same artifact behind the same defence in a server nobody here wrote (MLServer, in its own terms: input
+  `x` FP32, output `scores`, no key, no quota headers): the same cells again, and the arena's clients sent exactly
+  the images MLServer answered (the attacks' queries, the utility's and the membership attacks' together)."""
+  from mlpriv_jax import serve
+  wd = _copy_without_served(small_arena[0], tmp_path)
+  root = str(tmp_path / "mlserver")
+  artifact = os.path.join(root, "victim", "target")
+  shutil.copytree(os.path.join(wd, "victim", "target"), artifact)
+  settings = dict(implementation="runtime.Artifact", parameters={"uri": artifact, "extra": {"defence": "label"}},
+                  inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 32, 32, 3]}],
+                  outputs=[{"name": "scores", "datatype": "FP32", "shape": [-1, 10]}])
+  with conftest.mlserver(root, {"victim": settings}) as url:
+    sent = _served_row_equals_label_row(wd, serve.Endpoint(url))
+  answered = sum(int(line) for line in open(os.path.join(root, "victim", "answered.txt")))
+  assert answered == sent > 0
+
+
+def _copy_without_served(wd, tmp_path) -> str:
+  """A copy of the arena's workdir without a served row."""
+  copy = str(tmp_path / "arena")
+  shutil.copytree(wd, copy, ignore=shutil.ignore_patterns("*.lock"))
+  for name in os.listdir(os.path.join(copy, "cells")):
+    if "served" in name:
+      os.remove(os.path.join(copy, "cells", name))
+  return copy
+
+
+def _served_row_equals_label_row(wd, endpoint) -> int:
+  """Runs the arena's served row against `endpoint`; checks its cells equal the `label` row's; returns the queries
+  the served row's clients sent."""
+  from mlpriv_jax import serve
+  from mlpriv_jax.arena import run
+  lines, clients = [], []
+  connect = serve.connect
+  with pytest.MonkeyPatch.context() as mp:   # keeps the arena's clients, to read their counts
+    mp.setattr(serve, "connect", lambda *a, **k: clients.append(connect(*a, **k)) or clients[-1])
+    doc = run.run(_tiny_config(), workdir=wd, endpoint=endpoint, log=lines.append)
+  assert any("8 to compute" in line for line in lines)                  # utility, 3 membership, 2 x 2 extraction
   cells = C.load_cells(wd)
-  assert _setting_cells(cells, "served") == _setting_cells(cells, "label") and len(_setting_cells(cells, "label")) == 6
-  assert {r["setting"] for r in doc["headline"]} == set(rows) | {"served"}
+  assert _setting_cells(cells, "served") == _setting_cells(cells, "label") and len(_setting_cells(cells, "label")) == 8
+  assert {r["setting"] for r in doc["headline"]} == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8",
+                                                     "served"}
+  return sum(c.queries_used for c in clients)
 
 
 def test_arena_served_victim_bad_input(tmp_path):

@@ -5,10 +5,8 @@ Protocol v2 server) serving a model whose input, datatype and outputs differ fro
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,23 +16,17 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+import conftest  # noqa: E402
+from conftest import OIP, REPO  # noqa: E402
 from mlpriv_jax import models, serve, train  # noqa: E402
 from mlpriv_jax.attacks import extraction as E  # noqa: E402
 from mlpriv_jax.errors import UserError  # noqa: E402
 from mlpriv_jax.oracle import QueryError, Service, Victim  # noqa: E402
 
-OIP = os.path.join(REPO, ".venv-oip", "bin")
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(OIP, "mlserver")),
                                 reason="no .venv-oip (built by `make test`)")
 sys.path.insert(0, os.path.join(REPO, "tests", "oip"))
 ALICE = "sk-alice-0123456789abcdef"
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _model(root, name, implementation, inputs, weights):
@@ -43,10 +35,8 @@ def _model(root, name, implementation, inputs, weights):
   np.savez(os.path.join(folder, "weights.npz"), **weights)
   outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]},
              {"name": "proba", "datatype": "FP32", "shape": [-1, 10]}]
-  with open(os.path.join(folder, "model-settings.json"), "w") as f:
-    json.dump({"name": name, "implementation": f"runtime.{implementation}", "inputs": inputs, "outputs": outputs,
-               "parameters": {"uri": os.path.join(folder, "weights.npz")}}, f)
-  return folder
+  return dict(implementation=f"runtime.{implementation}", inputs=inputs, outputs=outputs,
+              parameters={"uri": os.path.join(folder, "weights.npz")})
 
 
 @pytest.fixture(scope="module")
@@ -56,31 +46,11 @@ def mlserver(tmp_path_factory):
   rng = np.random.default_rng(0)
   weights = dict(w=rng.normal(0, 0.05, (32 * 32 * 3, 10)), b=rng.normal(0, 0.1, 10))
   pixels = [{"name": "pixels", "datatype": "UINT8", "shape": [-1, 32, 32, 3]}]
-  folders = {name: _model(root, name, impl, inputs, weights) for name, impl, inputs in (
+  settings = {name: _model(root, name, impl, inputs, weights) for name, impl, inputs in (
       ("linear", "Linear", pixels), ("short", "Short", pixels), ("broken", "Broken", pixels),
       ("two_inputs", "Linear", pixels + [{"name": "mask", "datatype": "UINT8", "shape": [-1, 32, 32, 1]}]))}
-  port = _free_port()
-  with open(os.path.join(root, "settings.json"), "w") as f:
-    json.dump({"http_port": port, "grpc_port": _free_port(), "metrics_port": _free_port(), "parallel_workers": 0,
-               "debug": False}, f)
-  env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "tests", "oip"))
-  log = open(os.path.join(root, "mlserver.log"), "w")
-  proc = subprocess.Popen([os.path.join(OIP, "mlserver"), "start", root], stdout=log, stderr=subprocess.STDOUT,
-                          env=env, cwd=root)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.monotonic() + 180
-  while True:
-    try:
-      if all(httpx.get(f"{url}/v2/models/{m}/ready", timeout=5).status_code == 200 for m in folders):
-        break
-    except httpx.HTTPError:
-      pass
-    assert proc.poll() is None and time.monotonic() < deadline, open(os.path.join(root, "mlserver.log")).read()[-3000:]
-    time.sleep(0.5)
-  yield url, folders, weights
-  proc.terminate()
-  proc.wait(30)
-  log.close()
+  with conftest.mlserver(root, settings) as url:
+    yield url, {name: os.path.join(root, name) for name in settings}, weights
 
 
 def _answered(folder) -> int:

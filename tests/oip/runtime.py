@@ -1,6 +1,8 @@
-"""MLServer custom runtimes for tests/oip_test.py: a model whose protocol terms differ from ours (input `pixels`,
-UINT8; outputs `label` INT64 then `proba` FP32), and variants that break the protocol. Runs in MLServer's venv
-(.venv-oip), numpy only. Each model counts the images it answered in `<settings folder>/answered.txt`."""
+"""MLServer custom runtimes for the tests: a model whose protocol terms differ from ours (input `pixels`, UINT8;
+outputs `label` INT64 then `proba` FP32), variants that break the protocol (tests/oip_test.py), and one of our
+artifacts behind one of our defences (the arena's served row, tests/arena_test.py). Runs in MLServer's venv
+(.venv-oip); only `Artifact` imports mlpriv_jax. Each model counts the images it answered in
+`<settings folder>/answered.txt`."""
 
 import os
 
@@ -45,3 +47,27 @@ class Broken(Linear):
     if len(x) > 4:
       raise RuntimeError("out of memory")
     return super().answer(x)
+
+
+class Artifact(MLModel):
+  """An mlpriv_jax artifact (`parameters.uri`, a folder) behind a defence of the registry
+  (`parameters.extra.defence`, deterministic ones only: no key stream), in MLServer's terms: input `x` (FP32 in
+  [0, 1]), output `scores` (FP32)."""
+
+  async def load(self) -> bool:
+    from mlpriv_jax import defences, models
+    from mlpriv_jax.oracle import Service, Victim
+    model, variables, meta = models.load_model(self.settings.parameters.uri)
+    extra = self.settings.parameters.extra or {}
+    defence = defences.build(extra.get("defence", "none"), extra.get("strength"))
+    service = Service.from_model(model, variables, input_shape=tuple(meta["input_shape"]), defence=defence)
+    self.victim = Victim.of(service)
+    self.log = os.path.join(os.path.dirname(self.settings.parameters.uri), "answered.txt")
+    return True
+
+  async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+    x = NumpyCodec.decode_input(payload.inputs[0])
+    p = self.victim.query(x)
+    with open(self.log, "a") as f:
+      f.write(f"{len(x)}\n")
+    return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("scores", p)])
