@@ -33,6 +33,7 @@ EXTRACTION_CLIENT, MEMBERSHIP_CLIENT, MEMBERSHIP_QUERY_CLIENT, EVALUATOR_CLIENT 
 EXTRACTION, MEMBERSHIP = 0, 1
 # Below the membership attacker's key
 QUERY_CANDIDATES, SCORE_ATTACKS, QUERY_ATTACKS = 0, 1, 2   # the query attacks' candidates (a permutation), ...
+AWARE_DEFENCE, AWARE_ANSWERS = 3, 4   # the defence-aware attacker's copy of the defence, its shadows' accounts
 
 # Below the evaluation branch
 BOOTSTRAP = 0                      # the membership intervals' resampling

@@ -127,3 +127,29 @@ def test_an_attack_reads_the_defence_a_server_discloses(victim):
     with serve.BackgroundServer(serve.create_app(served)) as s:
       with serve.RemoteVictim(serve.Endpoint(s.url, key)) as remote:
         assert E.known_defence(None, remote) == expect
+
+
+def test_a_shadow_answered_through_the_defence_is_the_defence_applied_by_hand():
+  """The defence-aware membership attacker's shadows answer through its copy of the defence, a Service per shadow:
+  their 'logits' are the log of exactly what the defence releases for their softmax, for a deterministic defence
+  (reverse sigmoid) and a randomised one (Gaussian logit noise, drawn from each shadow account's own key)."""
+  from mlpriv_jax.games import membership
+  model = models.get_model("cnn_tiny", 10)
+  shadows = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3))))(jax.random.split(jax.random.key(0), 2))
+  x = np.asarray(jax.random.randint(jax.random.key(1), (12, 32, 32, 3), 0, 256), np.uint8)
+  keep = np.array([[True, False] * 6, [False, True] * 6])
+  kit = membership.AttackerKit(("loss", "lira_offline", "gap"), model, shadows, x, np.zeros(12, np.int64), keep,
+                               x[None], np.zeros((2, 12, 1, 10), np.float32), None, np.arange(4), {"fitted": 1})
+  key = jax.random.key(2)
+  for name, strength in (("revsig", 0.5), ("gaussian", 1.0)):
+    aware = membership.aware_kit(kit, name, strength, key)
+    assert aware.names == ("loss", "lira_offline") and aware.memo == {}   # the score attacks, a memo of its own
+    defence = defences.build(name, strength)
+    for k in range(2):
+      probs = jax.nn.softmax(model.apply(jax.tree.map(lambda v: v[k], shadows), x / 255.0, train=False)[0])
+      account = streams.derive(key, streams.AWARE_ANSWERS, k)
+      by_hand, _ = defence.apply(jnp.asarray(x / 255.0, jnp.float32), probs, defence.init(),
+                                 jax.random.fold_in(account, 0))   # the account's first call
+      np.testing.assert_allclose(np.exp(aware.shadow_logits[k, :, 0]), by_hand, atol=1e-6)
+    assert not np.allclose(aware.shadow_logits[0, :, 0], np.log(np.asarray(jax.nn.softmax(
+        model.apply(jax.tree.map(lambda v: v[0], shadows), x / 255.0, train=False)[0]))), atol=1e-3)

@@ -16,7 +16,7 @@ def test_ids_are_distinct_under_each_parent():
                 (S.PROXY, S.GUARD, S.ACCOUNTS),                                            # below the defender
                 (S.EXTRACTION_CLIENT, S.MEMBERSHIP_CLIENT, S.MEMBERSHIP_QUERY_CLIENT, S.EVALUATOR_CLIENT),
                 (S.EXTRACTION, S.MEMBERSHIP),                                              # below the attacker
-                (S.QUERY_CANDIDATES, S.SCORE_ATTACKS, S.QUERY_ATTACKS),
+                (S.QUERY_CANDIDATES, S.SCORE_ATTACKS, S.QUERY_ATTACKS, S.AWARE_DEFENCE, S.AWARE_ANSWERS),
                 (S.KNOCKOFF_QUERIES, S.KNOCKOFF_TRAIN, S.SMOOTHING_VIEWS, S.RECOVERY_SUBSETS, S.RECOVERY_SHADOWS,
                  S.RECOVERY_KIT, S.RECOVERY_TABLE, S.RECOVERY_NET), (S.SHADOW_CLASSES, S.SHADOW_HALF),
                 (S.LABEL_TARGET, S.LABEL_CALIBRATION),

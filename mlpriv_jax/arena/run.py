@@ -57,6 +57,8 @@ class ArenaConfig:
   num_test: int = 500                          # test images the utility and the fidelity are measured on
   num_guard: int = 200                         # MemGuard: members and non-members for its defence classifier
   monitor: bool = True                         # PRADA's queries-to-flag on each extraction stream
+  aware: bool = True                           # also the membership score attacks calibrated on shadows answered
+                                               # through each setting's defence (named <attack>_aware)
 
   def validate(self, pool_size: Optional[int] = None):
     self.game.validate(self.membership.attacks)
@@ -238,12 +240,22 @@ def _plan(cfg: ArenaConfig, settings) -> list:
     threats = _threats(d)
     keys.append(C.key("utility", None, d, s, seed=seed))
     if defences.MEMBERSHIP in threats:
-      keys += [C.key("membership", a, d, s, seed=seed) for a in cfg.membership.attacks]
+      keys += [C.key("membership", a, d, s, seed=seed) for a in _membership_attacks(cfg, d)]
     if defences.EXTRACTION in threats:
       keys += [C.key("extraction", a, d, s, b, g, seed) for a in x.attacks for g in x.surrogates for b in x.budgets]
   if cfg.monitor and x.attacks:
     keys += [C.key("monitor", a, "none", None, max(x.budgets), None, seed) for a in (*x.attacks, "benign")]
   return keys
+
+
+def _membership_attacks(cfg: ArenaConfig, d: str) -> list:
+  """The membership attacks run against setting `d`: the audit's, and with `aware` each score attack calibrated on
+  shadows behind the defence where there is one the attacker can copy (not `none`, a DP-SGD victim's undefended
+  output, or a served victim's unknown one)."""
+  names = list(cfg.membership.attacks)
+  if cfg.aware and d not in ("none", C.DPSGD, C.SERVED):
+    names += [a + membership.AWARE for a in M.split(cfg.membership.attacks)[0]]
+  return names
 
 
 def _threats(d: str) -> set:
@@ -323,7 +335,7 @@ def _fields(k: C.CellKey) -> dict:
 
 def _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progress) -> None:
   audit, seed = cfg.membership, cfg.game.seed
-  mem_keys = {(d, s): [C.key("membership", a, d, s, seed=seed) for a in audit.attacks]
+  mem_keys = {(d, s): [C.key("membership", a, d, s, seed=seed) for a in _membership_attacks(cfg, d)]
               for d, s in settings if defences.MEMBERSHIP in _threats(d)}
   pending = {C.setting(d, s): (d, s) for (d, s), ks in mem_keys.items() if any(k in todo for k in ks)}
   if not pending:
@@ -349,7 +361,14 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progres
       d, s = pending[name]
       t1 = time.time()
       account = oracle(d, s, stream=streams.account(root, streams.MEMBERSHIP_CLIENT, g))
-      scores = {**membership.attack_by_score(kit, account, k_attack, audit.options), **by_query}
+      scores = dict(by_query)
+      if M.split(audit.attacks)[0]:   # the target's answers once; the naive and the aware attacker score them
+        released = membership.release(kit, account)
+        scores.update(membership.score_released(kit, released, k_attack, audit.options))
+        if any(k.attack.endswith(membership.AWARE) and k in todo for k in mem_keys[(d, s)]):
+          aware = membership.aware_kit(kit, d, s, k_attack, guard_steps=500)
+          scores.update({a + membership.AWARE: v for a, v in
+                         membership.score_released(aware, released, k_attack, audit.options).items()})
       rows = membership.judge(scores, trained.target_keep, fprs=audit.fprs, num_bootstrap=audit.num_bootstrap,
                               audit_delta=delta, key=k_bootstrap, seed=seed, defence=d, strength=s)
       seconds = time.time() - t1 + query_seconds

@@ -7,10 +7,12 @@ For each defence setting (a defence at a strength, or a DP-SGD victim at an epsi
   surrogate architecture, the adaptive ones included (those designed against output defences: Top-1, Smoothing,
   D-DAE's recovery); the naive worst (without them) stands beside it, to show what a careless audit concludes;
 * the worst membership attack: the highest TPR at 0.1% FPR (LiRA's criterion), ties broken by AUC, over every
-  attack, label-only ones included (the adaptive attack against a label-keeping defence). An FPR is only read
-  where every attack scored enough non-members to make one false positive there (1,000 for 0.1%); otherwise the
-  arena's criterion is the TPR at 1% FPR, or the AUC (`membership_criterion`), so that an attack run on a few
-  hundred candidates (the query-hungry label-only ones) is not ranked by a TPR it cannot resolve;
+  attack, label-only ones included (the adaptive attack against a label-keeping defence) and the defence-aware
+  score attacks (`<attack>_aware`: calibrated on shadows answered through the defence); the naive worst beside
+  it. An FPR is only read where every attack scored enough non-members to make one false positive there (1,000 for
+  0.1%); otherwise the arena's criterion is the TPR at 1% FPR, or the AUC (`membership_criterion`), so that an
+  attack run on a few hundred candidates (the query-hungry label-only ones) is not ranked by a TPR it cannot
+  resolve;
 * the audited epsilon: the largest lower bound any membership attack's scores prove;
 * dominance: a setting is dominated when another keeps at least its utility and leaks no more in every family the
   first was attacked in (strictly better somewhere).
@@ -55,8 +57,11 @@ def worst_membership(cells: Sequence[dict], criterion: str = TPR_LOW) -> Optiona
 
 
 def is_adaptive(cell: dict) -> bool:
-  """Whether the cell's attack was designed against output defences (the extraction registry's `adaptive`)."""
+  """Whether the cell's attack was designed against output defences: the extraction registry's `adaptive` ones,
+  the defence-aware membership attacks."""
   from mlpriv_jax.attacks.extraction import REGISTRY
+  if cell["family"] == "membership":
+    return cell["attack"].endswith("_aware")
   spec = REGISTRY.get(cell["attack"]) if cell["family"] == "extraction" else None
   return bool(spec is not None and spec.adaptive)
 
@@ -76,7 +81,8 @@ def headline(cells: Sequence[dict]) -> List[dict]:
     first = mine[0]
     acc = _utility(mine)
     we, wm = worst_extraction(mine, budget), worst_membership(mine, criterion)
-    wn = worst_extraction([c for c in mine if not is_adaptive(c)], budget)
+    naive = [c for c in mine if not is_adaptive(c)]
+    wn, wmn = worst_extraction(naive, budget), worst_membership(naive, criterion)
     audits = [c["metrics"]["epsilon_lower_bound"] for c in _by(mine, "membership")
               if c["metrics"].get("epsilon_lower_bound") is not None]
     flags = [c["metrics"]["queries_to_flag"] for c in _by(mine, "monitor")
@@ -90,6 +96,8 @@ def headline(cells: Sequence[dict]) -> List[dict]:
         naive_worst_fidelity_attack=f"{wn['attack']} ({wn['surrogate']})" if wn else None,
         criterion=criterion, worst_tpr=wm["metrics"][criterion] if wm else None,
         worst_tpr_attack=wm["attack"] if wm else None,
+        naive_worst_tpr=wmn["metrics"][criterion] if wmn else None,
+        naive_worst_tpr_attack=wmn["attack"] if wmn else None,
         worst_auc=max((c["metrics"].get("auc") or 0 for c in _by(mine, "membership")), default=None),
         epsilon_lower_bound=max(audits) if audits else None,
         queries_to_flag=min(flags) if flags else None,
@@ -101,19 +109,20 @@ def headline(cells: Sequence[dict]) -> List[dict]:
 
 
 def ranking_changes(rows: Sequence[dict]) -> List[str]:
-  """A line for each setting whose rank among the defences (safest first: the lowest worst fidelity) moves once
-  the adaptive attacks are counted."""
-  ranked = [r for r in rows if r["worst_fidelity"] is not None and r["naive_worst_fidelity"] is not None]
-  naive = sorted(ranked, key=lambda r: r["naive_worst_fidelity"])
-  adaptive = sorted(ranked, key=lambda r: r["worst_fidelity"])
+  """A line for each setting whose rank among the defences (safest first: the lowest worst leak, per family) moves
+  once the adaptive attacks are counted."""
   lines = []
-  for r in ranked:
-    before, after = naive.index(r) + 1, adaptive.index(r) + 1
-    if before != after:
-      lines.append(f"{r['setting']}: {_ordinal(before)} safest of {len(ranked)} against the naive attacks "
-                   f"({r['naive_worst_fidelity_attack']}: fidelity {r['naive_worst_fidelity']:.3f}), "
-                   f"{_ordinal(after)} against the adaptive ones ({r['worst_fidelity_attack']}: "
-                   f"{r['worst_fidelity']:.3f})")
+  for leak, what in (("worst_fidelity", "extraction: fidelity"), ("worst_tpr", "membership: ")):
+    what = what + (rows[0]["criterion"] if what.endswith(": ") and rows else "")
+    ranked = [r for r in rows if r[leak] is not None and r["naive_" + leak] is not None]
+    naive = sorted(ranked, key=lambda r: r["naive_" + leak])
+    adaptive = sorted(ranked, key=lambda r: r[leak])
+    for r in ranked:
+      before, after = naive.index(r) + 1, adaptive.index(r) + 1
+      if before != after:
+        lines.append(f"{r['setting']} ({what}): {_ordinal(before)} safest of {len(ranked)} against the naive "
+                     f"attacks ({r['naive_' + leak + '_attack']} {r['naive_' + leak]:.3f}), {_ordinal(after)} "
+                     f"against all ({r[leak + '_attack']} {r[leak]:.3f})")
   return lines
 
 

@@ -8,5 +8,6 @@ from mlpriv_jax.defences.memguard import (defence_classifier_score, memguard, me
 from mlpriv_jax.defences.misinformation import adaptive_misinformation, reversed_posterior
 from mlpriv_jax.defences.prada import Prada
 from mlpriv_jax.defences.registry import (BOTH, EXTRACTION, MEMBERSHIP, REGISTRY, DefenceSpec, DefenderKit, assemble,
-                                          build, check, get, label, make_memguard_classifier, make_proxy, settings)
+                                          attacker_copy, build, check, get, label, make_memguard_classifier,
+                                          make_proxy, settings)
 from mlpriv_jax.defences.utility import defence_utility

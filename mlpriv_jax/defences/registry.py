@@ -169,3 +169,16 @@ def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memg
     raise UserError(f"{name} needs a trained defence classifier: make it with defences.assemble")
   return spec.make(None if strength is None else float(strength), proxy_probs=proxy_probs,
                    memguard_params=memguard_params)
+
+
+def attacker_copy(name: str, strength: Optional[float], model, variables, key, *, input_shape=(32, 32, 3),
+                  members=None, nonmembers=None, guard_steps: int = 500) -> Defence:
+  """The attacker's own copy of the defence `name` at `strength` (Kerckhoffs: it knows the defence, not the
+  defender's secrets): what the defence needs made by the defender's recipe (`assemble`) from the attacker's model
+  `model` with `variables` (a shadow): MAD's proxy a random copy of the architecture, MemGuard's classifier on that
+  model's `members` against `nonmembers`."""
+  kit = DefenderKit()
+  if get(name).needs:
+    kit = assemble([name], model, key, variables=variables, input_shape=input_shape, members=members,
+                   nonmembers=nonmembers, guard_steps=guard_steps)
+  return build(name, strength, **kit._asdict())

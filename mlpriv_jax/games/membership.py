@@ -258,25 +258,75 @@ class Scores(NamedTuple):
   extras: dict                  # what the attack reports besides its scores (thresholds, phi, settings)
 
 
-def attack_by_score(kit: AttackerKit, oracle: Oracle, key, options: M.MembershipOptions) -> Dict[str, Scores]:
-  """The kit's score attacks: the oracle is queried once for every view of every candidate (and population point),
-  then each attack scores what it released."""
-  names, _ = M.split(kit.names)
-  if not names:
-    return {}
-  n = len(kit.y)
+class Released(NamedTuple):
+  """What the target released for the kit's views: the score attacks' only input from the oracle."""
+  views: np.ndarray                  # f32[N, A, C], the candidates' views
+  population: Optional[np.ndarray]   # f32[P, A, C], the population points' (None without)
+  queries_per_example: float
+
+
+def release(kit: AttackerKit, oracle: Oracle) -> Released:
+  """The oracle's answers for every view of every candidate (and population point), each queried once."""
   before = oracle.queries_used
-  inputs = M.ScoreInputs(released_views(oracle, kit.views), kit.y, kit.shadow_logits, kit.shadow_keep, memo=kit.memo)
+  views = released_views(oracle, kit.views)
+  population = released_views(oracle, kit.population[0]) if kit.population is not None else None
+  return Released(views, population, (oracle.queries_used - before) / len(kit.y))
+
+
+def score_released(kit: AttackerKit, released: Released, key, options: M.MembershipOptions) -> Dict[str, Scores]:
+  """The kit's score attacks on what the target released (`release`)."""
+  names, _ = M.split(kit.names)
+  n = len(kit.y)
+  inputs = M.ScoreInputs(released.views, kit.y, kit.shadow_logits, kit.shadow_keep, memo=kit.memo)
   if kit.population is not None:
-    pop_views, pop_labels, pop_logits = kit.population
-    inputs = inputs._replace(population_probs=released_views(oracle, pop_views), population_labels=pop_labels,
+    _, pop_labels, pop_logits = kit.population
+    inputs = inputs._replace(population_probs=released.population, population_labels=pop_labels,
                              population_shadow_logits=pop_logits)
-  per_example = (oracle.queries_used - before) / n
   out = {}
   for name in names:
     s, ex = M.score(name, inputs, streams.derive(key, streams.SCORE_ATTACKS), options.of(name))
-    out[name] = Scores(s, np.arange(n), per_example, None, ex)
+    out[name] = Scores(s, np.arange(n), released.queries_per_example, None, ex)
   return out
+
+
+def attack_by_score(kit: AttackerKit, oracle: Oracle, key, options: M.MembershipOptions) -> Dict[str, Scores]:
+  """The kit's score attacks: the oracle is queried once for every view of every candidate (and population point),
+  then each attack scores what it released."""
+  if not M.split(kit.names)[0]:
+    return {}
+  return score_released(kit, release(kit, oracle), key, options)
+
+
+AWARE = "_aware"   # the suffix of a defence-aware attack's name in results
+
+
+def aware_kit(kit: AttackerKit, name: str, strength: Optional[float], key, *, guard_steps: int = 500) -> AttackerKit:
+  """The kit of the attacker who knows the defence (Song & Mittal, USENIX Security 2021, Sec. 4): every shadow
+  answers through the attacker's copy of defence `name` at `strength` (`defences.attacker_copy`: MemGuard's
+  classifier trained on shadow 0's members against its non-members), a `Service` per shadow as the target's,
+  before any score attack fits on them: Shokri's attack models, the metric thresholds, LiRA's Gaussians and RMIA's
+  ratios all see released outputs. The shadows' 'logits' are the log of what they release (a softmax gives it
+  back); its memo is its own."""
+  from mlpriv_jax import defences
+  k = kit.shadow_keep.shape[0]
+  shadow = lambda i: jax.tree.map(lambda v: v[i], kit.shadow_variables)
+  x = kit.x
+  copy = defences.attacker_copy(name, strength, kit.model, shadow(0), streams.derive(key, streams.AWARE_DEFENCE),
+                                input_shape=tuple(x.shape[1:]), members=x[kit.shadow_keep[0]],
+                                nonmembers=x[~kit.shadow_keep[0]], guard_steps=guard_steps)
+  service = Service.from_model(kit.model, shadow(0), input_shape=tuple(x.shape[1:]), defence=copy)
+
+  def released_log(views):   # u8[A, N, ...] -> f32[K, N, A, C]
+    return np.stack([np.log(np.maximum(released_views(Victim.of(
+        service.with_variables(shadow(i)), key=streams.derive(key, streams.AWARE_ANSWERS, i)), views),
+        np.finfo(np.float32).tiny)) for i in range(k)])
+
+  logits = released_log(kit.views) if kit.shadow_logits is not None else None
+  population = None
+  if kit.population is not None:
+    population = (kit.population[0], kit.population[1], released_log(kit.population[0]))
+  names, _ = M.split(kit.names)
+  return kit._replace(names=tuple(names), shadow_logits=logits, population=population, memo={})
 
 
 def attack_by_query(kit: AttackerKit, oracle: Oracle, key, options: M.MembershipOptions) -> Dict[str, Scores]:

@@ -179,19 +179,6 @@ def train_shadows(shadow: Model, config: train.TrainConfig, pool_x, keep, relabe
   return variables
 
 
-def attacker_defence(name: str, strength: Optional[float], shadow: Model, variables, key, *, input_shape,
-                     members=None, nonmembers=None, guard_steps: int = 500) -> defences.Defence:
-  """The attacker's copy of the defence `name` at `strength`: what it needs made by the defender's recipe from the
-  attacker's own shadow (`defences.assemble`: MAD's proxy a random copy of the architecture, MemGuard's
-  classifier on the shadow's members and non-members)."""
-  spec = defences.get(name)
-  kit = defences.DefenderKit()
-  if spec.needs:
-    kit = defences.assemble([name], shadow, key, variables=variables, input_shape=input_shape, members=members,
-                            nonmembers=nonmembers, guard_steps=guard_steps)
-  return defences.build(name, strength, **kit._asdict())
-
-
 def recovery_table(shadow: Model, shadow_variables, images, defence: defences.Defence, key, *,
                    batch_size: int = 256):
   """D-DAE's table: for every shadow k and image x, clean = softmax(shadow_k(x)) and perturbed = the defence's
@@ -244,9 +231,9 @@ def recovery_attack(oracle: Oracle, pool_x, pool_labels, budget: int, key, surro
   if needs_members:
     inside = relabelled[0] >= 0
     members, nonmembers = pool_x[inside & keep[0]], pool_x[inside & ~keep[0]]
-  mine = attacker_defence(name, strength, surrogate, first, streams.derive(key, streams.RECOVERY_KIT),
-                          input_shape=pool_x.shape[1:], members=members, nonmembers=nonmembers,
-                          guard_steps=guard_steps)
+  mine = defences.attacker_copy(name, strength, surrogate, first, streams.derive(key, streams.RECOVERY_KIT),
+                                input_shape=pool_x.shape[1:], members=members, nonmembers=nonmembers,
+                                guard_steps=guard_steps)
   table_idx = idx if not table_images else np.asarray(
       jax.random.permutation(streams.derive(key, streams.RECOVERY_TABLE), len(pool_x))[:n_table])
   perturbed, clean = recovery_table(surrogate, variables, pool_x[table_idx], mine,
