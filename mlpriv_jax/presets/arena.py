@@ -33,11 +33,11 @@ def smoke() -> ArenaConfig:
 
   Evidence:
     command: python experiments/arena.py --preset=smoke --workdir=runs/arena
-    machine: 2-core AMD EPYC, 24 GiB, no GPU
-    wall: 752 s
-    headline: undefended: fidelity 0.442 by knockoff_random (cnn_tiny) at 1000 queries, membership AUC 0.928 by
-      rmia_online; lowest worst fidelity 0.296 behind revsig@0.5 (accuracy 0.698)
-    result: benchmarks/results/presets/arena_smoke.json (7e35a0a, 2026-12-06)
+    machine: 2-core Intel(R) Xeon(R) Processor, 24 GiB, no GPU
+    wall: 881 s
+    headline: undefended: fidelity 0.428 by knockoff_random (cnn_tiny) at 1000 queries, membership AUC 0.927 by
+      rmia_online; lowest worst fidelity 0.312 behind dpsgd@8 (accuracy 0.296)
+    result: benchmarks/results/presets/arena_smoke.json (e6ad708+changes, 2026-12-07)
   """
   return ArenaConfig(
       game=MembershipGame("shapes10", "cnn_small", 1000, 4, _victim(num_epochs=20, batch_size=64, learning_rate=0.05)),
