@@ -440,7 +440,8 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
               progress(k, "no checkpoint within this budget")
               continue
             cell = C.write_cell(workdir, k, rows, seconds=seconds, info=info)
-            progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}" + (f" (as {run_with})" if info else ""))
+            progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}"
+                     + (f" (as {run_with})" if "run_with" in info else ""))
           if cfg.monitor and main and d == "none":
             _monitor(cfg, workdir, attack, res.images, trained, todo, progress)
         t0 = time.time()
