@@ -11,6 +11,7 @@ recipe train on balanced keep masks (each example in exactly half of them), all 
 candidates (RMIA also for population points the attacker holds apart); query attacks (the label-only ones) query the
 oracle themselves, on a random subset of the candidates, and calibrate on the attacker's own shadows. What the
 attacker fits on its shadows alone is kept in the kit's memo, so a kit attacks one target behind many defences.
+`aware_kit` is the attacker who knows the defence: the same kit, its shadows answering through the defence.
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpriv_jax import data, models, results, streams, train
+from mlpriv_jax import data, defences, models, results, streams, train
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.oracle import Oracle, Service, Victim, query_all
@@ -307,7 +308,6 @@ def aware_kit(kit: AttackerKit, name: str, strength: Optional[float], key, *, gu
   before any score attack fits on them: Shokri's attack models, the metric thresholds, LiRA's Gaussians and RMIA's
   ratios all see released outputs. The shadows' 'logits' are the log of what they release (a softmax gives it
   back); its memo is its own."""
-  from mlpriv_jax import defences
   k = kit.shadow_keep.shape[0]
   shadow = lambda i: jax.tree.map(lambda v: v[i], kit.shadow_variables)
   x = kit.x
