@@ -419,3 +419,45 @@ def test_keeps_label_defences_keep_the_argmax_even_at_ties(proxy, guard_params):
       elif not same.all():
         moved.add(name)
   assert {"gaussian", "laplace", "mad", "revsig"} <= moved, moved
+
+
+def _modelguard_lp(y, eps):
+  """ModelGuard-W's program for one answer, as the authors' code states it, solved by HiGHS: (value, z)."""
+  from scipy.optimize import linprog
+  c, t = len(y), int(np.argmax(y))
+  # variables: z (C), s (C) with s >= |z - y|
+  cost = np.concatenate([np.log(y + 1e-6), np.zeros(c)])
+  eye, rows, rhs = np.eye(c), [], []
+  rows += [np.concatenate([eye[j], -eye[j]]) for j in range(c)]       # z - s <= y
+  rhs += list(y)
+  rows += [np.concatenate([-eye[j], -eye[j]]) for j in range(c)]      # -z - s <= -y
+  rhs += list(-y)
+  rows.append(np.concatenate([np.zeros(c), np.ones(c)]))              # sum s <= eps
+  rhs.append(eps)
+  rows += [np.concatenate([eye[j] - eye[t], np.zeros(c)]) for j in range(c) if j != t]   # z_j - z_t <= -1e-4
+  rhs += [-1e-4] * (c - 1)
+  r = linprog(cost, A_ub=np.array(rows), b_ub=np.array(rhs), A_eq=np.concatenate([np.ones(c), np.zeros(c)])[None],
+              b_eq=[1.0], bounds=[(0, 1)] * c + [(0, None)] * c, method="highs")
+  assert r.status == 0, r.message
+  return r.fun, r.x[:c]
+
+
+def test_modelguard_w_solves_its_linear_program_exactly():
+  """The batched solver against HiGHS on Dirichlet answers of 10 and 100 classes, budgets from 0.05 to 1.9: the same
+  objective (to float32 precision), a release on the simplex within the L1 budget, its label kept by 1e-4."""
+  rng = np.random.default_rng(0)
+  for c, alpha in ((10, 0.3), (10, 1.0), (10, 5.0), (100, 0.5)):
+    y = rng.dirichlet(np.full(c, alpha), size=6).astype(np.float32)
+    y = y / y.sum(-1, keepdims=True)
+    for eps in (0.05, 0.5, 1.0, 1.9):
+      z = np.asarray(D.modelguard_w(eps).apply(None, jnp.asarray(y), (), None)[0], np.float64)
+      for row, out in zip(y.astype(np.float64), z):
+        value, _ = _modelguard_lp(row, eps)
+        mine = float(np.log(row + 1e-6) @ out)
+        assert abs(mine - value) <= 2e-4 * max(1.0, abs(value)), (c, alpha, eps, mine, value)
+        t = int(np.argmax(row))
+        assert abs(out.sum() - 1) < 1e-5 and out.min() >= -1e-7 and np.abs(out - row).sum() <= eps + 2e-5
+        assert (out[t] - np.delete(out, t)).min() >= 1e-4 - 1e-6
+  # a budget too small to part a tie by the margin: the program is infeasible, the answer released unchanged
+  tie = np.array([[0.4, 0.4, 0.2]], np.float32)
+  np.testing.assert_array_equal(np.asarray(D.modelguard_w(1e-5).apply(None, jnp.asarray(tie), (), None)[0]), tie)

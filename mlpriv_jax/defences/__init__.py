@@ -6,6 +6,7 @@ from mlpriv_jax.defences.mad import angular_deviation, mad, proxy_from_model
 from mlpriv_jax.defences.memguard import (defence_classifier_score, memguard, memguard_noise,
                                           train_defence_classifier)
 from mlpriv_jax.defences.misinformation import adaptive_misinformation, reversed_posterior
+from mlpriv_jax.defences.modelguard import modelguard_w
 from mlpriv_jax.defences.prada import Prada
 from mlpriv_jax.defences.registry import (BOTH, EXTRACTION, MEMBERSHIP, REGISTRY, DefenceSpec, DefenderKit, assemble,
                                           attacker_copy, build, check, get, label, make_memguard_classifier,

@@ -18,6 +18,7 @@ from mlpriv_jax.defences import baselines
 from mlpriv_jax.defences.base import Defence, identity
 from mlpriv_jax.defences.mad import mad, proxy_from_model
 from mlpriv_jax.defences.memguard import defence_classifier_score, memguard, train_defence_classifier
+from mlpriv_jax.defences.modelguard import modelguard_w
 from mlpriv_jax.defences.misinformation import adaptive_misinformation
 from mlpriv_jax.errors import UserError
 
@@ -68,6 +69,10 @@ REGISTRY = {d.name: d for d in (
     DefenceSpec("memguard", "expected L1 budget", _NONNEG, ">= 0", frozenset({MEMBERSHIP}), frozenset({"members"}),
                 lambda s, memguard_params, **_: memguard(s, memguard_params),
                 "MemGuard (Jia et al. 2019): noise that fools a membership classifier, labels kept", default=1.0),
+    DefenceSpec("modelguard_w", "L1 budget", _NONNEG, ">= 0", frozenset({EXTRACTION}), frozenset(),
+                lambda s, **_: modelguard_w(s),
+                "ModelGuard-W (Tang et al. 2024): the release of most cross-entropy within an L1 ball, label kept",
+                keeps_label=True, default=1.0),
     DefenceSpec("misinfo", "OOD threshold tau on the max probability", lambda s: 0 < s <= 1, "(0, 1]",
                 frozenset({EXTRACTION}), frozenset(), lambda s, **_: adaptive_misinformation(tau=s),
                 "Adaptive Misinformation (Kariyappa & Qureshi 2020)", default=0.7),

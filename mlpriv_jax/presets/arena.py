@@ -106,7 +106,7 @@ def paper() -> ArenaConfig:
           surrogate=_victim(num_epochs=100, batch_size=64, learning_rate=0.01, momentum=0.5, weight_decay=0.0)),
       defences=(("label", ()), ("top1", ()), ("top3", ()), ("round1", ()), ("round2", ()),
                 ("gaussian", (0.5, 1.0, 2.0)), ("revsig", (0.5, 1.0, 2.0)), ("mad_argmax", (0.1, 0.5, 1.0)),
-                ("misinfo", (0.5, 0.9)), ("memguard", (0.1, 0.5, 1.0))),
+                ("misinfo", (0.5, 0.9)), ("memguard", (0.1, 0.5, 1.0)), ("modelguard_w", (0.5, 1.0))),
       dp_epsilons=(1.0, 4.0, 8.0),
       dp_game=MembershipGame("cifar10", "wrn16_4_gn", 50000, 64,
                              _dp(num_epochs=100, batch_size=4096, momentum=0.0, nesterov=False, augment=True)),
