@@ -187,7 +187,7 @@ def _tiny_config(**change):
                                  num_bootstrap=100),
       extraction=ExtractionAudit(("knockoff_random", "top1"), budgets=(200, 400), surrogates=("cnn_tiny",),
                                  query_set="figures20",   # fidelity ~0.45 at 400 (chance 0.16)
-                                 surrogate=train.TrainConfig(num_epochs=20, batch_size=16, learning_rate=0.05,
+                                 surrogate=train.TrainConfig(num_epochs=12, batch_size=16, learning_rate=0.05,
                                                              schedule="cosine", augment=False)),
       defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,))),
       num_test=200, num_guard=50, dp_epsilons=(8.0,),
