@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlpriv_jax import data, defences, models, streams, train
+from mlpriv_jax.arena import lockstep
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.data.augment import random_crop_flip
 from mlpriv_jax.errors import UserError
@@ -127,6 +128,7 @@ def test_an_attack_reads_the_defence_a_server_discloses(victim):
     with serve.BackgroundServer(serve.create_app(served)) as s:
       with serve.RemoteVictim(serve.Endpoint(s.url, key)) as remote:
         assert E.known_defence(None, remote) == expect
+        assert E.known_defence(None, lockstep.Tee(remote, {})) == expect   # as the arena hands it over
 
 
 def test_a_shadow_answered_through_the_defence_is_the_defence_applied_by_hand():

@@ -36,6 +36,7 @@ class Tee:
   def __init__(self, primary: Oracle, others: Dict[str, Oracle], read: Callable = whole):
     self.primary, self.others, self.read = primary, dict(others), read
     self.num_classes, self.input_shape = primary.num_classes, tuple(primary.input_shape)
+    self.disclosed_defence = getattr(primary, "disclosed_defence", None)   # what a served primary's server tells
 
   @property
   def queries_used(self) -> int:
