@@ -33,6 +33,8 @@ flags.DEFINE_string("membership_attacks", None, "Membership attacks, comma-separ
 flags.DEFINE_string("extraction_attacks", None, "Extraction attacks, comma-separated ('' for none).")
 flags.DEFINE_string("budgets", None, "Extraction budgets (queries), comma-separated.")
 flags.DEFINE_string("surrogates", None, "Surrogate architectures, comma-separated.")
+flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
+                    "attacker's labelled pool): every surrogate starts from its frozen body, only a new head trains.")
 flags.DEFINE_string("dp_epsilons", None, "Epsilons of the DP-SGD victims ('' for none).")
 flags.DEFINE_integer("num_examples", None, "The membership universe (the victim trains on half).")
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
@@ -69,7 +71,8 @@ def main(argv):
       extraction_attacks=("extraction.attacks", _names),
       budgets=("extraction.budgets", lambda t: tuple(int(b) if b == int(b) else b
                                                      for b in common.parse_floats(t, "--budgets"))),
-      surrogates=("extraction.surrogates", _names), dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
+      surrogates=("extraction.surrogates", _names), surrogate_init=("extraction.surrogate_init", os.path.abspath),
+      dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
       num_examples="game.num_examples", num_shadows="game.num_shadows", monitor="monitor", seed="game.seed"))
   run.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, collate_only=FLAGS.collate_only,
           run_config=dict(preset=FLAGS.preset), endpoint=common.endpoint(), log=common.log)

@@ -5,6 +5,8 @@ r"""Model extraction against a trained victim: KnockoffNets (random, adaptive), 
   python experiments/extract.py --victim=runs/victim --attack=cloudleak --budget=1000 --workdir=runs/cl
   python experiments/extract.py --victim=runs/victim --defence=mad_argmax --epsilon=0.5 ...
   python experiments/extract.py --victim=runs/mia --attack=knockoff_random --budget=500 --workdir=runs/ko_mia
+  python experiments/train.py --preset=smoke --dataset=figures20 --workdir=runs/extractor   # the attacker's own
+  python experiments/extract.py --victim=runs/victim --attack=cloudleak --surrogate_init=runs/extractor ...
 
 --victim is a model artifact, or the workdir of any program that wrote one. The attack sees only the oracle
 (with the chosen defence); the evaluation afterwards uses the victim's test set and its undefended top-1
@@ -34,6 +36,8 @@ flags.DEFINE_string("attack", None, "Extraction attack (knockoff_random, knockof
                     "default: the preset's).")
 flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wres22, res32, res18, vgg16, ...).")
 flags.DEFINE_string("query_set", None, "The attacker's pool (figures20, patterns20, cifar100, ...).")
+flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
+                    "attacker's labelled pool): every surrogate starts from its frozen body, only a new head trains.")
 flags.DEFINE_integer("budget", None, "Queries the attacker may make.")
 flags.DEFINE_string("checkpoints", None, "Comma-separated budgets at which the curve is measured.")
 flags.DEFINE_string("defence", "none", "The victim's output defence (see experiments/defend.py).")
@@ -56,6 +60,7 @@ def main(argv):
   cfg = common.config("extract", dict(
       common.train_paths("extraction.surrogate"), attack=("extraction.attacks", lambda a: (a,)),
       surrogate_arch=("extraction.surrogates", lambda a: (a,)), query_set="extraction.query_set",
+      surrogate_init=("extraction.surrogate_init", os.path.abspath),
       cloudleak_rounds="extraction.options.cloudleak.num_rounds",
       cloudleak_method="extraction.options.cloudleak.method", defence="defence", jbda_seeds="jbda_seeds",
       num_test="num_test", seed="seed"))

@@ -10,6 +10,8 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 # Silent broadcasting bugs fail loudly (STYLE.md, after equinox).
@@ -108,3 +110,30 @@ def mlserver(root: str, models: dict):
     finally:
       proc.terminate()
       proc.wait(30)
+
+
+class StubOracle:
+  """The Oracle protocol and nothing else: any other attribute is an error an attack cannot swallow."""
+
+  def __init__(self, model, variables, budget):
+    self._answer = jax.jit(lambda x: jax.nn.softmax(model.apply(variables, x, train=False)[0]))
+    self._budget, self._used = budget, 0
+    self.num_classes, self.input_shape = model.num_classes, (32, 32, 3)
+
+  def query(self, x):
+    x = np.asarray(x)
+    x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
+    assert self._used + len(x) <= self._budget, "the attack passed its budget"
+    self._used += len(x)
+    return np.asarray(self._answer(jnp.asarray(x)))
+
+  @property
+  def queries_used(self):
+    return self._used
+
+  @property
+  def budget_left(self):
+    return self._budget - self._used
+
+  def __getattr__(self, name):
+    raise AssertionError(f"the attack used {name!r}, which is outside the Oracle protocol")

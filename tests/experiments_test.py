@@ -4,11 +4,12 @@ import dataclasses
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import program as _program
-from mlpriv_jax import config, train
+from mlpriv_jax import config, models, train
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.games.extraction import ExtractionAudit
 from mlpriv_jax.lab import defend, extraction, tables, training
@@ -156,6 +157,27 @@ def test_extract_bad_input(tmp_path, tiny_victim):
       extraction.run(config.replace(cfg, change), **dict(dict(victim=tiny_victim, workdir=str(tmp_path / "bad"),
                                                               log=quiet), **kw))
     assert match in str(e.value), (change, str(e.value))
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_extract_refuses_a_wrong_extractor_in_one_line(tmp_path, tiny_victim):
+  model = models.get_model("cnn_tiny", 20)
+  v = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  good = models.save_model(str(tmp_path / "good"), model, v, meta=dict(data=dict(name="patterns20", num_classes=20)))
+  small = models.save_model(str(tmp_path / "small"), model, v, input_shape=(16, 16, 3))
+  lying = models.save_model(str(tmp_path / "lying"), model, v, meta=dict(data=dict(name="figures20", num_classes=7)))
+  cfg = extraction.ExtractRun(ExtractionAudit(("knockoff_random",), budgets=(100,), surrogates=("cnn_tiny",),
+                                              query_set="patterns20", surrogate=TINY_CFG))
+  for init, surrogate, match in [
+      (small, "cnn_tiny", "takes images of shape (16, 16, 3), the victim (32, 32, 3)"),
+      (good, "cnn_small", "is a cnn_tiny; the surrogate asked for is cnn_small"),
+      (lying, "cnn_tiny", "has 20 outputs but records training data of 7 classes"),
+      (tiny_victim, "cnn_tiny", "was trained on shapes10, the victim's own data"),
+      (str(tmp_path / "nothing"), "cnn_tiny", "no model artifact")]:
+    change = {"extraction.surrogate_init": init, "extraction.surrogates": (surrogate,)}
+    with pytest.raises(UserError) as e:
+      extraction.run(config.replace(cfg, change), victim=tiny_victim, workdir=str(tmp_path / "bad"), log=quiet)
+    assert match in str(e.value) and "\n" not in str(e.value), (init, str(e.value))
   assert not os.path.exists(tmp_path / "bad")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from mlpriv_jax import data, defences, models, train
 from mlpriv_jax.attacks import extraction as E
+from conftest import StubOracle
 from mlpriv_jax.oracle import BudgetExceeded, Oracle, Service, Victim, query_all
 
 
@@ -89,33 +90,6 @@ def test_query_all_and_bad_batch_size(tiny):
   assert query_all(victim, _x(10), batch_size=3).shape == (10, 10) and victim.queries_used == 10
   with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
     query_all(victim, _x(2), batch_size=0)
-
-
-class StubOracle:
-  """The Oracle protocol and nothing else: any other attribute is an error an attack cannot swallow."""
-
-  def __init__(self, model, variables, budget):
-    self._answer = jax.jit(lambda x: jax.nn.softmax(model.apply(variables, x, train=False)[0]))
-    self._budget, self._used = budget, 0
-    self.num_classes, self.input_shape = model.num_classes, (32, 32, 3)
-
-  def query(self, x):
-    x = np.asarray(x)
-    x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
-    assert self._used + len(x) <= self._budget, "the attack passed its budget"
-    self._used += len(x)
-    return np.asarray(self._answer(jnp.asarray(x)))
-
-  @property
-  def queries_used(self):
-    return self._used
-
-  @property
-  def budget_left(self):
-    return self._budget - self._used
-
-  def __getattr__(self, name):
-    raise AssertionError(f"the attack used {name!r}, which is outside the Oracle protocol")
 
 
 @pytest.mark.slow

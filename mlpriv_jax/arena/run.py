@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax import config as configs
-from mlpriv_jax import data, defences, models, results, streams, train
+from mlpriv_jax import data, defences, results, streams, train
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.arena import cells as C
 from mlpriv_jax.arena import lockstep
@@ -242,7 +242,8 @@ def _plan(cfg: ArenaConfig, settings) -> list:
     if defences.MEMBERSHIP in threats:
       keys += [C.key("membership", a, d, s, seed=seed) for a in _membership_attacks(cfg, d)]
     if defences.EXTRACTION in threats:
-      keys += [C.key("extraction", a, d, s, b, g, seed) for a in x.attacks for g in x.surrogates for b in x.budgets]
+      keys += [C.key("extraction", a, d, s, b, x.surrogate_name(g), seed) for a in x.attacks for g in x.surrogates
+               for b in x.budgets]
   if cfg.monitor and x.attacks:
     keys += [C.key("monitor", a, "none", None, max(x.budgets), None, seed) for a in (*x.attacks, "benign")]
   return keys
@@ -394,11 +395,12 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
   root, g = at
   kx = streams.derive(streams.branch(root, streams.ATTACKER, g), streams.EXTRACTION)
   top = max(x.budgets)
-  mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
   main = settings[0][0] == "none"   # the undefended victim's streams are the monitor's
   account = streams.account(root, streams.EXTRACTION_CLIENT, g)
   for arch in x.surrogates:
-    surrogate = models.get_model(arch, ds.num_classes, mean=mean, std=std)
+    surrogate = x.surrogate_model(arch, ds.num_classes, pool.x_train, input_shape=ds.image_shape,
+                                  victim_data=ds.name)
+    arch = x.surrogate_name(arch)
     if any(a in TOGETHER for a in x.attacks):
       _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo,
                          progress, monitor=cfg.monitor and main)

@@ -12,7 +12,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mlpriv_jax import models, results, train
+from mlpriv_jax import data, models, results, train
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.errors import UserError, integer
 
@@ -76,6 +76,7 @@ class ExtractionAudit:
   query_set: str                              # the attacker's pool
   surrogate: train.TrainConfig                # the surrogate's recipe
   options: E.ExtractionOptions = E.ExtractionOptions()
+  surrogate_init: Optional[str] = None        # an extractor artifact every surrogate starts from (head-only)
 
   def validate(self, pool_size: Optional[int] = None):
     for a in self.attacks:
@@ -91,4 +92,20 @@ class ExtractionAudit:
                       f"images)")
     self.surrogate.validate()
     self.options.validate()
+    if self.surrogate_init is not None:
+      models.find_artifact(self.surrogate_init)
     return self
+
+  def surrogate_name(self, arch: str) -> str:
+    """How results name the surrogate: its architecture, marked when it starts from the pretrained extractor."""
+    return f"{models.canonical_name(arch)}+pretrained" if self.surrogate_init else models.canonical_name(arch)
+
+  def surrogate_model(self, arch: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
+    """The surrogate of architecture `arch`: from scratch, normalised with the attacker's own pool's statistics;
+    or, with `surrogate_init`, the extractor's frozen body under a new head (`models.transfer`), checked against
+    the victim (`models.load_extractor`)."""
+    if self.surrogate_init:
+      return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
+                                   victim_data=victim_data)
+    mean, std = data.channel_stats(pool_images)   # the attacker normalises with its own data
+    return models.get_model(arch, num_classes, mean=mean, std=std)

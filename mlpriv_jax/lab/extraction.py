@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import jax
 
 from mlpriv_jax import config as configs
-from mlpriv_jax import data, defences, models, plots, results, streams
+from mlpriv_jax import data, defences, plots, results, streams
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.errors import UserError, integer
@@ -99,12 +99,13 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
     d = defences.build(cfg.defence, strength, **kit._asdict())
     oracle = Victim(v.model, v.variables, defence=d, budget=budget, input_shape=v.input_shape,
                     key=streams.account(root, streams.EXTRACTION_CLIENT))
-  mean, std = data.channel_stats(pool.x_train)   # the attacker normalises with its own data
-  surrogate = models.get_model(arch, oracle.num_classes, mean=mean, std=std)
+  surrogate = x.surrogate_model(arch, oracle.num_classes, pool.x_train, input_shape=v.input_shape,
+                                victim_data=ds.name)
+  name = x.surrogate_name(arch)
   record = dict(run_config or {}, run=configs.as_dict(cfg), victim=os.path.abspath(v.meta["artifact"]),
                 victim_url=victim_url)
   wd.claim(workdir, "extract", record, identity=("run", "victim", "victim_url"))
-  log(f"{attack}: victim {v.model.name} ({ds.name}, acc {ev.victim_accuracy:.4f}), surrogate {surrogate.name}, "
+  log(f"{attack}: victim {v.model.name} ({ds.name}, acc {ev.victim_accuracy:.4f}), surrogate {name}, "
       f"pool {pool.name} ({len(pool.x_train)}), budget {budget}, "
       + (f"served at {victim_url}" if victim_url else f"defence {cfg.defence}"))
 
@@ -113,21 +114,21 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
   key = streams.derive(streams.branch(root, streams.ATTACKER), streams.EXTRACTION)
   res = E.run(attack, oracle, images, budget=budget, surrogate=surrogate, key=key, config=x.surrogate,
               options=x.options.of(attack), checkpoints=x.budgets, **extra)
-  rows = G.judge(res, surrogate, ev, attack=attack, defence=cfg.defence, strength=strength, surrogate=surrogate.name,
+  rows = G.judge(res, surrogate, ev, attack=attack, defence=cfg.defence, strength=strength, surrogate=name,
                  seed=cfg.seed, data_source=pool.source)
   curve = G.curve(rows)
   for c in curve:
     log(f"  {c['queries']:6d} queries: accuracy {c['accuracy']:.4f} fidelity {c['fidelity']:.4f}")
   last = curve[-1]
   out = dict(attack=attack, victim_accuracy=ev.victim_accuracy, queries_used=res.queries_used, budget=budget,
-             surrogate=surrogate.name, query_set=pool.name, defence=cfg.defence, strength=strength,
+             surrogate=name, query_set=pool.name, defence=cfg.defence, strength=strength,
              victim_url=victim_url, wall_seconds=time.time() - t_start, curve=curve,
              survey_cells=dict(accuracy=E.survey_cell(last["accuracy"], last["accuracy_ratio"]),
                                fidelity=E.survey_cell(last["fidelity"], last["fidelity"])))
   write_json(os.path.join(workdir, "results.json"), out)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), rows)
   plots.extraction_curve(os.path.join(workdir, "curve.png"), curve,
-                         f"{attack} on {v.model.name}: surrogate {surrogate.name}, pool {pool.name}")
+                         f"{attack} on {v.model.name}: surrogate {name}, pool {pool.name}")
   log(f"accuracy {out['survey_cells']['accuracy']}, fidelity {out['survey_cells']['fidelity']}, "
       f"{res.queries_used} queries; results in {workdir}")
   return out

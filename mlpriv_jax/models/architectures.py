@@ -8,6 +8,7 @@ work in pixel space and a victim is a function of the pixels alone.
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mlpriv_jax.errors import UserError
@@ -44,6 +45,7 @@ class ZooModule(nn.Module):
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
   norm_kind: str = "batch"   # 'batch' or 'group' (the `_gn` zoo names, for DP-SGD)
+  head_only: bool = False    # train only the head: the body runs in eval mode, no gradient past the pooled features
 
   def normalise(self, x):
     return _Normalise(self.mean, self.std, self.dtype)(x)
@@ -54,7 +56,7 @@ class ZooModule(nn.Module):
   def norm(self, train: bool):
     if self.norm_kind == "group":
       return lambda x: group_norm(self.dtype, x.shape[-1])(x)
-    return batch_norm(train, self.dtype)
+    return batch_norm(train and not self.head_only, self.dtype)
 
   def head(self, x):
     """Global average pool, then one linear layer: the classifier every zoo model ends with.
@@ -63,6 +65,8 @@ class ZooModule(nn.Module):
     """
     x = x.mean(axis=(1, 2))
     self.sow("intermediates", "features", x)
+    if self.head_only:
+      x = jax.lax.stop_gradient(x)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
 
@@ -87,7 +91,7 @@ class WideResNet(ZooModule):
         shortcut = self.conv(width, stride, 1)(o) if x.shape[-1] != width or stride != 1 else x
         y = nn.relu(self.norm(train)(self.conv(width, stride)(o)))
         if self.dropout_rate > 0:
-          y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+          y = nn.Dropout(self.dropout_rate, deterministic=not train or self.head_only)(y)
         x = shortcut + self.conv(width)(y)
     return self.head(nn.relu(self.norm(train)(x)))
 

@@ -49,7 +49,9 @@ class Model(NamedTuple):
   features(variables, x) -> (logits f32[N, C], penultimate features f32[N, D]), eval mode
 
   `spec` holds the keyword arguments of `get_model` that rebuild it (a model
-  artifact stores it; see `models.save_model`).
+  artifact stores it; see `models.save_model`). `pretrained`: the variables of a
+  frozen part ({'params': {name: ...}, 'batch_stats': {name: ...}}, top-level
+  names), which training starts from and never changes (`models.transfer`).
   """
   name: str
   num_classes: int
@@ -58,6 +60,7 @@ class Model(NamedTuple):
   module: nn.Module
   features: Callable[..., Any]
   spec: Any = None
+  pretrained: Any = None
 
 
 def _split_group_norm(name: str):
@@ -126,7 +129,8 @@ def from_spec(spec: dict, *, conv_impl: str = "auto") -> Model:
 def with_conv_impl(model: Model, conv_impl: str) -> Model:
   """The same model (same parameters) computed with another conv implementation."""
   resolve_conv_impl(conv_impl)
-  return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl), model.spec)
+  return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl), model.spec
+                      )._replace(pretrained=model.pretrained)
 
 
 def _from_module(name: str, num_classes: int, module: nn.Module, spec=None) -> Model:

@@ -53,8 +53,9 @@ from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
 from mlpriv_jax.train import checkpoint, dpsgd
-from mlpriv_jax.train.step import (TrainConfig, TrainState, init_train_state, learning_rates, make_optimizer,
-                                   make_predict_fn, make_train_step_fn, resolve_model_axis, variables_of)
+from mlpriv_jax.train.step import (TrainConfig, TrainState, fresh_train_state, learning_rates, make_optimizer,
+                                   make_predict_fn, make_train_step_fn, resolve_model_axis, variables_of,
+                                   with_pretrained)
 
 MIN_BUCKET = 256
 
@@ -305,12 +306,12 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
   model_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(model_ids))
   def init_states(k, weight_decay):
     # The optimiser's hyper-parameters are values in its state, so one compiled init serves every value.
-    s = init_train_state(model, tx, streams.derive(k, streams.INIT), image_shape)
+    s = fresh_train_state(model, tx, streams.derive(k, streams.INIT), image_shape)
     hyper = dict(s.opt_state.hyperparams, weight_decay=jnp.asarray(weight_decay, jnp.float32))
     return s._replace(opt_state=s.opt_state._replace(hyperparams=hyper))
   init_fn = FUNCTIONS.get(("init", model.module, opt_key, image_shape),
                           lambda: jax.jit(jax.vmap(init_states, in_axes=(0, None))))
-  state = init_fn(model_keys, config.weight_decay)
+  state = with_pretrained(model, init_fn(model_keys, config.weight_decay), num_models)
   keep_d = jnp.asarray(_pad_rows(keep, images_d.shape[0], axis=1))
   order_fn = FUNCTIONS.get(("order", keep_d.shape), lambda: jax.jit(jax.vmap(_epoch_order, in_axes=(0, 0, None))))
   b = config.batch_size

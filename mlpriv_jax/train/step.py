@@ -117,10 +117,37 @@ def with_learning_rate(opt_state, lr):
 
 
 def init_train_state(model: Model, tx: optax.GradientTransformation, key, image_shape) -> TrainState:
-  """Initial state of one model from `key`; image_shape is (H, W, C)."""
+  """Initial state of one model from `key` (its frozen part the model's pretrained variables); image_shape is
+  (H, W, C)."""
+  return with_pretrained(model, fresh_train_state(model, tx, key, image_shape))
+
+
+def fresh_train_state(model: Model, tx: optax.GradientTransformation, key, image_shape) -> TrainState:
+  """`init_train_state` without the pretrained part (what a compiled init may close over: no weights)."""
   variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
   params = variables["params"]
   return TrainState(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}), tx.init(params))
+
+
+def with_pretrained(model: Model, state: TrainState, num_models: Optional[int] = None) -> TrainState:
+  """The state with the model's frozen part set to its pretrained variables (`Model.pretrained`; broadcast over a
+  leading axis of `num_models`). The optimiser's state does not depend on the parameters' values."""
+  if model.pretrained is None:
+    return state
+  # copies: the training step donates the state, and the model's pretrained arrays must outlive it
+  put = lambda v: jnp.array(v, copy=True) if num_models is None else jnp.broadcast_to(v, (num_models, *jnp.shape(v)))
+  frozen = {c: {k: jax.tree.map(put, v) for k, v in model.pretrained[c].items()} for c in ("params", "batch_stats")}
+  for c in ("params", "batch_stats"):
+    held = getattr(state, c)
+    missing = set(frozen[c]) - set(held)
+    if missing:
+      raise UserError(f"the pretrained variables name layers the model lacks: {sorted(missing)}")
+    for k, v in frozen[c].items():
+      if jax.tree.structure(v) != jax.tree.structure(held[k]) or any(
+          jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(held[k]))):
+        raise UserError(f"the pretrained {c} of layer {k} do not fit the model's")
+  return state._replace(params={**state.params, **frozen["params"]},
+                        batch_stats={**state.batch_stats, **frozen["batch_stats"]})
 
 
 def variables_of(state: TrainState):
@@ -224,9 +251,14 @@ def make_train_step_fn(model: Model, tx, *, augment: bool = True, loss_fn: Calla
   mesh: with num_models, the new state and measurements stay split over its 'models' axis.
   """
   grad_fn = grad_fn or make_grad_fn(model, loss_fn, augment=augment)
+  frozen = {c: tuple(model.pretrained[c]) for c in ("params", "batch_stats")} if model.pretrained else None
 
   def train_step(state, batch, model_key, lr):
-    return _update(tx, grad_fn, state, batch, model_key, lr)
+    new, measurements = _update(tx, grad_fn, state, batch, model_key, lr)
+    if frozen:   # the frozen part as it was (no weight decay, no running statistics)
+      new = new._replace(params={**new.params, **{k: state.params[k] for k in frozen["params"]}},
+                         batch_stats={**new.batch_stats, **{k: state.batch_stats[k] for k in frozen["batch_stats"]}})
+    return new, measurements
 
   fn = train_step if num_models is None else over_models(train_step, num_models, (0, 0, 0, None), model_axis)
   if mesh is None:
