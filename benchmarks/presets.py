@@ -28,6 +28,7 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks.provenance import commit, machine  # noqa: E402
 
 flags.DEFINE_boolean("refresh", False, "Run nothing: rewrite every measured preset's evidence from its JSON.")
 flags.DEFINE_string("program", None, "The program (train, defend, extract, mia, arena, survey_tables).")
@@ -36,26 +37,6 @@ flags.DEFINE_string("data_dir", None, "Passed on to the command (--data_dir) whe
 flags.DEFINE_string("machine", None, "How to name this machine (default: read from /proc/cpuinfo).")
 flags.DEFINE_string("scratch", None, "The scratch folder (default: a new temporary one, removed after).")
 FLAGS = flags.FLAGS
-
-
-def machine() -> str:
-  """`2-core Intel(R) Xeon(R) ..., 24 GiB, no GPU` from /proc (the figures' hardware)."""
-  model = "unknown CPU"
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    with open("/proc/meminfo") as f:
-      mem = int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) / 2**20
-  except OSError:
-    mem = 0
-  return f"{os.cpu_count()}-core {model}, {mem:.0f} GiB, no GPU"
-
-
-def commit() -> str:
-  out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-  dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                         text=True).stdout.strip()
-  return out.strip() + ("+changes" if dirty else "")
 
 
 def headline(program: str, workdir: str):

@@ -34,7 +34,8 @@ flags.DEFINE_string("extraction_attacks", None, "Extraction attacks, comma-separ
 flags.DEFINE_string("budgets", None, "Extraction budgets (queries), comma-separated.")
 flags.DEFINE_string("surrogates", None, "Surrogate architectures, comma-separated.")
 flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
-                    "attacker's labelled pool): every surrogate starts from its frozen body, only a new head trains.")
+                    "attacker's labelled pool): each surrogate also runs on its frozen body (`<arch>+pretrained`, "
+                    "only a new head trains) beside the one from scratch.")
 flags.DEFINE_string("dp_epsilons", None, "Epsilons of the DP-SGD victims ('' for none).")
 flags.DEFINE_integer("num_examples", None, "The membership universe (the victim trains on half).")
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
@@ -64,7 +65,9 @@ def _defences(text):
 
 def main(argv):
   del argv
+  from mlpriv_jax import config as configs
   from mlpriv_jax.arena import run
+  from mlpriv_jax.games.extraction import pretrained_surrogates
   floats = lambda what: (lambda t: tuple(common.parse_floats(t, what)))
   cfg = common.config("arena", dict(
       defences=("defences", _defences), membership_attacks=("membership.attacks", _names),
@@ -74,6 +77,9 @@ def main(argv):
       surrogates=("extraction.surrogates", _names), surrogate_init=("extraction.surrogate_init", os.path.abspath),
       dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
       num_examples="game.num_examples", num_shadows="game.num_shadows", monitor="monitor", seed="game.seed"))
+  if common.given("surrogate_init"):   # each surrogate from scratch and on the extractor, side by side
+    names = cfg.extraction.surrogates
+    cfg = configs.replace(cfg, {"extraction.surrogates": tuple(dict.fromkeys(names + pretrained_surrogates(names)))})
   run.run(cfg, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, collate_only=FLAGS.collate_only,
           run_config=dict(preset=FLAGS.preset), endpoint=common.endpoint(), log=common.log)
 

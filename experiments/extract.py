@@ -37,7 +37,7 @@ flags.DEFINE_string("attack", None, "Extraction attack (knockoff_random, knockof
 flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wres22, res32, res18, vgg16, ...).")
 flags.DEFINE_string("query_set", None, "The attacker's pool (figures20, patterns20, cifar100, ...).")
 flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
-                    "attacker's labelled pool): every surrogate starts from its frozen body, only a new head trains.")
+                    "attacker's labelled pool): the surrogate starts from its frozen body, only a new head trains.")
 flags.DEFINE_integer("budget", None, "Queries the attacker may make.")
 flags.DEFINE_string("checkpoints", None, "Comma-separated budgets at which the curve is measured.")
 flags.DEFINE_string("defence", "none", "The victim's output defence (see experiments/defend.py).")
@@ -53,6 +53,7 @@ def main(argv):
   del argv
   from mlpriv_jax import config as configs
   from mlpriv_jax.errors import UserError, integer
+  from mlpriv_jax.games.extraction import pretrained_surrogates
   from mlpriv_jax.lab import extraction
   victim = FLAGS.victim or FLAGS.victim_workdir
   if not victim:
@@ -76,6 +77,8 @@ def main(argv):
       checkpoints = [c for c in cfg.extraction.budgets if c < budget]   # the preset's, below the budget given
     budgets = tuple(sorted({int(c) for c in checkpoints} | {budget}))
     cfg = configs.replace(cfg, {"extraction.budgets": budgets})
+  if common.given("surrogate_init"):   # the surrogate starts from the extractor
+    cfg = configs.replace(cfg, {"extraction.surrogates": pretrained_surrogates(cfg.extraction.surrogates)})
   extraction.run(cfg, victim=victim, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir,
                  run_config=dict(preset=FLAGS.preset), endpoint=common.endpoint(), log=common.log)
 

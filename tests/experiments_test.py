@@ -173,8 +173,9 @@ def test_extract_refuses_a_wrong_extractor_in_one_line(tmp_path, tiny_victim):
       (good, "cnn_small", "is a cnn_tiny; the surrogate asked for is cnn_small"),
       (lying, "cnn_tiny", "has 20 outputs but records training data of 7 classes"),
       (tiny_victim, "cnn_tiny", "was trained on shapes10, the victim's own data"),
-      (str(tmp_path / "nothing"), "cnn_tiny", "no model artifact")]:
-    change = {"extraction.surrogate_init": init, "extraction.surrogates": (surrogate,)}
+      (str(tmp_path / "nothing"), "cnn_tiny", "no model artifact"),
+      (None, "cnn_tiny", "surrogate cnn_tiny+pretrained starts from a pretrained extractor: give its artifact")]:
+    change = {"extraction.surrogate_init": init, "extraction.surrogates": (surrogate + "+pretrained",)}
     with pytest.raises(UserError) as e:
       extraction.run(config.replace(cfg, change), victim=tiny_victim, workdir=str(tmp_path / "bad"), log=quiet)
     assert match in str(e.value) and "\n" not in str(e.value), (init, str(e.value))

@@ -242,8 +242,7 @@ def _plan(cfg: ArenaConfig, settings) -> list:
     if defences.MEMBERSHIP in threats:
       keys += [C.key("membership", a, d, s, seed=seed) for a in _membership_attacks(cfg, d)]
     if defences.EXTRACTION in threats:
-      keys += [C.key("extraction", a, d, s, b, x.surrogate_name(g), seed) for a in x.attacks for g in x.surrogates
-               for b in x.budgets]
+      keys += [C.key("extraction", a, d, s, b, g, seed) for a in x.attacks for g in x.surrogates for b in x.budgets]
   if cfg.monitor and x.attacks:
     keys += [C.key("monitor", a, "none", None, max(x.budgets), None, seed) for a in (*x.attacks, "benign")]
   return keys
@@ -400,7 +399,6 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
   for arch in x.surrogates:
     surrogate = x.surrogate_model(arch, ds.num_classes, pool.x_train, input_shape=ds.image_shape,
                                   victim_data=ds.name)
-    arch = x.surrogate_name(arch)
     if any(a in TOGETHER for a in x.attacks):
       _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo,
                          progress, monitor=cfg.monitor and main)

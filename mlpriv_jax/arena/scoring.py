@@ -20,6 +20,8 @@ For each defence setting (a defence at a strength, or a DP-SGD victim at an epsi
 
 from typing import Dict, List, Optional, Sequence
 
+from mlpriv_jax.games.extraction import split_surrogate
+
 TPR_LOW = "tpr_at_0.001"
 UTILITY = "accuracy"
 
@@ -153,7 +155,9 @@ def dominates(a: dict, b: dict) -> bool:
 
 def budget_to_fraction(cells: Sequence[dict], fraction: float = 0.9) -> Dict[tuple, Optional[int]]:
   """{(setting, attack, surrogate): the smallest budget at which the attack reaches `fraction` of its undefended
-  fidelity at the largest budget} (None: never within the budgets run)."""
+  fidelity at the largest budget} (None: never within the budgets run). A surrogate on the attacker's pretrained
+  extractor (`<arch>+pretrained`) is held to its architecture's from-scratch figure where the arena has one: one
+  yardstick per attack, so the column shows the queries the extractor saves."""
   ext = _by(cells, "extraction")
   top = largest_budget(cells)
   ext = [c for c in ext if c["metrics"].get("fidelity") is not None]
@@ -162,7 +166,8 @@ def budget_to_fraction(cells: Sequence[dict], fraction: float = 0.9) -> Dict[tup
   out: Dict[tuple, Optional[int]] = {}
   for c in sorted(ext, key=lambda c: c["budget"]):
     k = (c["setting"], c["attack"], c["surrogate"])
-    target = ref.get((c["attack"], c["surrogate"]))
+    scratch = split_surrogate(c["surrogate"])[0]
+    target = ref.get((c["attack"], scratch), ref.get((c["attack"], c["surrogate"])))
     if target is None:
       continue
     out.setdefault(k, None)

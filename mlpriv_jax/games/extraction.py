@@ -72,17 +72,20 @@ class ExtractionAudit:
   """What the extraction attacker does against a victim, the same spelling for extract.py and the arena."""
   attacks: Tuple[str, ...]                    # registry names
   budgets: Tuple[int, ...]                    # queries the attacker may make (the arena's cells, a program's curve)
-  surrogates: Tuple[str, ...]                 # surrogate architectures
+  surrogates: Tuple[str, ...]                 # surrogate architectures; `<arch>+pretrained`: on the extractor
   query_set: str                              # the attacker's pool
   surrogate: train.TrainConfig                # the surrogate's recipe
   options: E.ExtractionOptions = E.ExtractionOptions()
-  surrogate_init: Optional[str] = None        # an extractor artifact every surrogate starts from (head-only)
+  surrogate_init: Optional[str] = None        # the extractor artifact of the `+pretrained` surrogates
 
   def validate(self, pool_size: Optional[int] = None):
     for a in self.attacks:
       E.get(a)
     for s in self.surrogates:
-      models.canonical_name(s)
+      arch, pretrained = split_surrogate(s)
+      models.canonical_name(arch)
+      if pretrained and self.surrogate_init is None:
+        raise UserError(f"surrogate {s} starts from a pretrained extractor: give its artifact (surrogate_init)")
     if not self.budgets:
       raise UserError("no extraction budget given")
     for b in self.budgets:
@@ -96,16 +99,32 @@ class ExtractionAudit:
       models.find_artifact(self.surrogate_init)
     return self
 
-  def surrogate_name(self, arch: str) -> str:
-    """How results name the surrogate: its architecture, marked when it starts from the pretrained extractor."""
-    return f"{models.canonical_name(arch)}+pretrained" if self.surrogate_init else models.canonical_name(arch)
-
-  def surrogate_model(self, arch: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
-    """The surrogate of architecture `arch`: from scratch, normalised with the attacker's own pool's statistics;
-    or, with `surrogate_init`, the extractor's frozen body under a new head (`models.transfer`), checked against
-    the victim (`models.load_extractor`)."""
-    if self.surrogate_init:
+  def surrogate_model(self, name: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
+    """The surrogate `name`: an architecture from scratch, normalised with the attacker's own pool's statistics;
+    or `<arch>+pretrained`, the extractor's frozen body under a new head (`models.transfer`), the extractor
+    checked against the victim (`models.load_extractor`)."""
+    arch, pretrained = split_surrogate(name)
+    if pretrained:
       return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
                                    victim_data=victim_data)
     mean, std = data.channel_stats(pool_images)   # the attacker normalises with its own data
     return models.get_model(arch, num_classes, mean=mean, std=std)
+
+
+PRETRAINED = "+pretrained"
+
+
+def split_surrogate(name: str) -> Tuple[str, bool]:
+  """('cnn_small', True) for 'cnn_small+pretrained' (a surrogate on the attacker's extractor); (name, False)."""
+  return (name[: -len(PRETRAINED)], True) if name.endswith(PRETRAINED) else (name, False)
+
+
+def canonical_surrogate(name: str) -> str:
+  """The surrogate's name with its architecture's canonical name ('res20+pretrained' -> 'resnet20+pretrained')."""
+  arch, pretrained = split_surrogate(name)
+  return models.canonical_name(arch) + (PRETRAINED if pretrained else "")
+
+
+def pretrained_surrogates(names: Sequence[str]) -> Tuple[str, ...]:
+  """Each surrogate name marked as starting from the extractor (once)."""
+  return tuple(n if split_surrogate(n)[1] else n + PRETRAINED for n in names)

@@ -101,7 +101,7 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
                     key=streams.account(root, streams.EXTRACTION_CLIENT))
   surrogate = x.surrogate_model(arch, oracle.num_classes, pool.x_train, input_shape=v.input_shape,
                                 victim_data=ds.name)
-  name = x.surrogate_name(arch)
+  name = G.canonical_surrogate(arch)
   record = dict(run_config or {}, run=configs.as_dict(cfg), victim=os.path.abspath(v.meta["artifact"]),
                 victim_url=victim_url)
   wd.claim(workdir, "extract", record, identity=("run", "victim", "victim_url"))

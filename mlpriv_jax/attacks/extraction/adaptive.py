@@ -161,7 +161,7 @@ def shadow_keep(key, pool_labels, num_classes: int, num_shadows: int, *, halves:
   return keep, relabelled
 
 
-_SHADOWS: list = []   # the last shadows trained: [(pool, what else determines them, variables)]
+_SHADOWS: list = []   # the last shadows trained: [(pool, what else determines them, variables, their extractor)]
 
 
 def train_shadows(shadow: Model, config: train.TrainConfig, pool_x, keep, relabelled, key):
@@ -171,11 +171,11 @@ def train_shadows(shadow: Model, config: train.TrainConfig, pool_x, keep, relabe
   attack run against each defence setting in turn (the arena) trains them once."""
   what = (shadow.name, shadow.module, config, keep.tobytes(), relabelled.tobytes(),
           np.asarray(jax.random.key_data(key)).tobytes())
-  if _SHADOWS and _SHADOWS[0][0] is pool_x and _SHADOWS[0][1] == what:
+  if _SHADOWS and _SHADOWS[0][0] is pool_x and _SHADOWS[0][1] == what and _SHADOWS[0][3] is shadow.pretrained:
     return _SHADOWS[0][2]
   onehot = np.eye(shadow.num_classes, dtype=np.float32)[np.maximum(relabelled, 0)]   # rows outside unused
   variables = train.variables_of(train.train_k(shadow, config, pool_x, onehot, keep, key).state)
-  _SHADOWS[:] = [(pool_x, what, variables)]
+  _SHADOWS[:] = [(pool_x, what, variables, shadow.pretrained)]
   return variables
 
 
