@@ -17,7 +17,6 @@ clip); FeatureFool is solved with projected signed-gradient steps in an L-inf
 box of 8/255 rather than box-constrained L-BFGS (the paper's Eq. 11 solver); the surrogate is trained from scratch each round.
 """
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax import streams, train
-from mlpriv_jax.attacks.extraction.knockoff import train_surrogate
+from mlpriv_jax.attacks.extraction.knockoff import fit_batch, train_surrogate
 from mlpriv_jax.models import Model
 from mlpriv_jax.oracle import Oracle, query_all
 
@@ -52,11 +51,6 @@ def _jacobian_sign(surrogate: Model, variables, x, labels):
   return train.FUNCTIONS.get(("jacobian_sign", surrogate.module), make)(variables, x, labels)
 
 
-def _fit_batch(config, n):
-  """Early rounds can hold fewer points than a batch: shrink the batch, not the data."""
-  return dataclasses.replace(config, batch_size=min(config.batch_size, n))
-
-
 class ActiveResult(NamedTuple):
   images: np.ndarray       # u8[B, H, W, C], every queried image
   answers: np.ndarray      # f32[B, C], the victim's answers
@@ -76,7 +70,7 @@ def jbda(oracle: Oracle, seed_images, budget: int, key, surrogate: Model, config
   sources = np.arange(len(images))
   snapshots, rho, state = [], 0, None
   while True:
-    result = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
+    result = train_surrogate(surrogate, fit_batch(config, len(images)), images, answers,
                              jax.random.fold_in(key, rho), label_only=True)
     state = result.state
     snapshots.append((oracle.queries_used, state))
@@ -166,7 +160,7 @@ def cloudleak(oracle: Oracle, pool_x, budget: int, key, surrogate: Model, config
   craft, margins, predict = _cloudleak_functions(surrogate, method, eps, steps)
   snapshots, state = [], None
   for r in range(num_rounds):
-    state = train_surrogate(surrogate, _fit_batch(config, len(images)), images, answers,
+    state = train_surrogate(surrogate, fit_batch(config, len(images)), images, answers,
                             jax.random.fold_in(key, r + 1)).state
     snapshots.append((oracle.queries_used, state))
     quota = min(per_round, budget - len(images))

@@ -6,6 +6,7 @@ returned probability vectors with the soft cross-entropy (paper section 4.2;
 victim releases labels only (the loss is the same code path).
 """
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import jax
@@ -146,6 +147,12 @@ def knockoff_adaptive(oracle: Oracle, pool_x, pool_fine, budget: int, key, surro
     hist_p.append(pc)
     hist_r.append(float(r.mean()))
   return np.asarray(chosen), np.concatenate(answers), BanditHistory(np.stack(hist_p), np.asarray(hist_r))
+
+
+def fit_batch(config: train.TrainConfig, n: int) -> train.TrainConfig:
+  """The recipe for a surrogate trained on `n` images (a small checkpoint, an early round): a batch larger than
+  the data shrinks to it."""
+  return dataclasses.replace(config, batch_size=min(config.batch_size, n))
 
 
 def train_surrogate(surrogate: Model, config: train.TrainConfig, images, answers, key, *,

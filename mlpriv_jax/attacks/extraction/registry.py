@@ -18,7 +18,7 @@ import numpy as np
 from mlpriv_jax import defences, streams, train
 from mlpriv_jax.attacks.extraction.active import cloudleak, jbda
 from mlpriv_jax.attacks.extraction.adaptive import recovery_attack, smoothing_queries
-from mlpriv_jax.attacks.extraction.knockoff import knockoff_adaptive, knockoff_random, train_surrogate
+from mlpriv_jax.attacks.extraction.knockoff import fit_batch, knockoff_adaptive, knockoff_random, train_surrogate
 from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
 from mlpriv_jax.models import Model
@@ -157,7 +157,7 @@ def _knockoff(strategy, top1: bool = False):
                                                 pool_coarse=pool_coarse, batch_size=options.batch_size,
                                                 learning_rate=options.learning_rate, rewards=options.rewards)
       extra["bandit"] = history._asdict()
-    snapshots = [(b, train_surrogate(surrogate, config, pool_images[idx[:b]], answers[:b], k_train,
+    snapshots = [(b, train_surrogate(surrogate, fit_batch(config, b), pool_images[idx[:b]], answers[:b], k_train,
                                      label_only=top1 or None).state) for b in _budgets(checkpoints, budget)]
     extra["pool_indices"] = idx
     return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
@@ -170,9 +170,8 @@ def _smoothing(oracle, pool_images, *, budget, surrogate, key, config, options, 
   idx, answers = smoothing_queries(oracle, pool_images, budget, key, copies=k, batch_size=options.batch_size,
                                    pad=options.pad)
   k_train = streams.derive(key, streams.KNOCKOFF_TRAIN)
-  fit = lambda n: dataclasses.replace(config, batch_size=min(config.batch_size, n))   # a small checkpoint's images
-  snapshots = [(b // k * k, train_surrogate(surrogate, fit(b // k), pool_images[idx[:b // k]], answers[:b // k],
-                                            k_train).state)
+  snapshots = [(b // k * k, train_surrogate(surrogate, fit_batch(config, b // k), pool_images[idx[:b // k]],
+                                            answers[:b // k], k_train).state)
                for b in _budgets(checkpoints, budget) if b >= k]
   return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
                           {"pool_indices": idx})
@@ -187,7 +186,7 @@ def _recovery(oracle, pool_images, *, budget, surrogate, key, config, options, c
       table_images=options.table_images, batch_size=options.batch_size, epochs=options.epochs,
       guard_steps=options.guard_steps)
   k_train = streams.derive(key, streams.KNOCKOFF_TRAIN)
-  snapshots = [(b, train_surrogate(surrogate, config, pool_images[idx[:b]], recovered[:b], k_train,
+  snapshots = [(b, train_surrogate(surrogate, fit_batch(config, b), pool_images[idx[:b]], recovered[:b], k_train,
                                    label_only=False).state) for b in _budgets(checkpoints, budget)]
   return ExtractionResult(snapshots[-1][1], oracle.queries_used - used0, pool_images[idx], answers, snapshots,
                           dict(pool_indices=idx, recovered=recovered, shadow_accuracy=shadow_acc,
