@@ -46,6 +46,7 @@ RECOVERY_SUBSETS, RECOVERY_SHADOWS, RECOVERY_KIT, RECOVERY_TABLE, RECOVERY_NET =
 SHADOW_CLASSES, SHADOW_HALF = 0, 1             # below RECOVERY_SUBSETS: shadow k's classes and member half
 ADAPTIVE_INIT, ADAPTIVE_STEPS = 1, 2           # KnockoffNets-adaptive's online surrogate
 CLOUDLEAK_ORDER = 0                            # CloudLeak's pool order (round r trains with r + 1)
+DATAFREE_STUDENT, DATAFREE_GENERATOR, DATAFREE_ITERATIONS = 0, 1, 2   # DFME, DisGUIDE: inits; iteration i below
 LABEL_TARGET, LABEL_CALIBRATION = 0, 1         # a label-only attack on the target, on the attacker's shadow
 HSJ_INIT, HSJ_GRADIENT = 0, 1                  # HopSkipJump's start and its gradient estimates
 MEMGUARD_PROJECTION, MEMGUARD_CODES = 0, 1     # MemGuard's tie-breaking projection and per-row codes

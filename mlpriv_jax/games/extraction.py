@@ -90,6 +90,10 @@ class ExtractionAudit:
       raise UserError("no extraction budget given")
     for b in self.budgets:
       integer(b, "budget")
+    for a in self.attacks:   # a data-free attack runs whole iterations: its budget must hold one
+      if E.get(a).pool == "none" and max(self.budgets) < self.options.of(a).cost():
+        raise UserError(f"{a} needs at least {self.options.of(a).cost()} queries (one iteration), got a budget of "
+                        f"{max(self.budgets)}")
     if pool_size is not None and max(self.budgets) > pool_size:
       raise UserError(f"budget {max(self.budgets)} is larger than the query pool {self.query_set} ({pool_size} "
                       f"images)")
@@ -100,10 +104,13 @@ class ExtractionAudit:
     return self
 
   def surrogate_model(self, name: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
-    """The surrogate `name`: an architecture from scratch, normalised with the attacker's own pool's statistics;
+    """The surrogate `name`: an architecture from scratch, normalised with the attacker's own pool's statistics
+    (None: a data-free attacker's, those of uniform pixels);
     or `<arch>+pretrained`, the extractor's frozen body under a new head (`models.transfer`), the extractor
     checked against the victim (`models.load_extractor`)."""
     arch, pretrained = split_surrogate(name)
+    if pool_images is None:   # a data-free attacker has no images: the statistics of uniform pixels in [0, 1]
+      return models.get_model(arch, num_classes, mean=(0.5,) * input_shape[-1], std=(12 ** -0.5,) * input_shape[-1])
     if pretrained:
       return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
                                    victim_data=victim_data)

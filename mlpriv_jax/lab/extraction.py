@@ -99,36 +99,45 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
     d = defences.build(cfg.defence, strength, **kit._asdict())
     oracle = Victim(v.model, v.variables, defence=d, budget=budget, input_shape=v.input_shape,
                     key=streams.account(root, streams.EXTRACTION_CLIENT))
-  surrogate = x.surrogate_model(arch, oracle.num_classes, pool.x_train, input_shape=v.input_shape,
-                                victim_data=ds.name)
+  images = None if spec.pool == "none" else ds.x_test[:first] if spec.pool == "seeds" else pool.x_train
+  surrogate = x.surrogate_model(arch, oracle.num_classes, None if images is None else pool.x_train,
+                                input_shape=v.input_shape, victim_data=ds.name)
   name = G.canonical_surrogate(arch)
   record = dict(run_config or {}, run=configs.as_dict(cfg), victim=os.path.abspath(v.meta["artifact"]),
                 victim_url=victim_url)
   wd.claim(workdir, "extract", record, identity=("run", "victim", "victim_url"))
   log(f"{attack}: victim {v.model.name} ({ds.name}, acc {ev.victim_accuracy:.4f}), surrogate {name}, "
-      f"pool {pool.name} ({len(pool.x_train)}), budget {budget}, "
+      + ("no pool (data-free)" if images is None else f"pool {pool.name} ({len(pool.x_train)})")
+      + f", budget {budget}, "
       + (f"served at {victim_url}" if victim_url else f"defence {cfg.defence}"))
 
-  images = ds.x_test[:first] if spec.pool == "seeds" else pool.x_train
   extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
   key = streams.derive(streams.branch(root, streams.ATTACKER), streams.EXTRACTION)
+
+  def progress(queries, state, record):   # a data-free attack's report: the evaluator's fidelity, the time left
+    log(f"  {queries} queries ({record['iterations']} iterations): fidelity "
+        f"{G.evaluate(surrogate, state, ev)['fidelity']:.4f}, student loss {record['student_loss']:.4f}; "
+        f"{record['seconds']:.0f} s, about {record['seconds_left']:.0f} s left")
   res = E.run(attack, oracle, images, budget=budget, surrogate=surrogate, key=key, config=x.surrogate,
-              options=x.options.of(attack), checkpoints=x.budgets, **extra)
+              options=x.options.of(attack), checkpoints=x.budgets, progress=progress, **extra)
+  if res.extra.get("note"):
+    log(f"{attack}: {res.extra['note']}")
   rows = G.judge(res, surrogate, ev, attack=attack, defence=cfg.defence, strength=strength, surrogate=name,
-                 seed=cfg.seed, data_source=pool.source)
+                 seed=cfg.seed, data_source="none" if images is None else pool.source)
   curve = G.curve(rows)
   for c in curve:
     log(f"  {c['queries']:6d} queries: accuracy {c['accuracy']:.4f} fidelity {c['fidelity']:.4f}")
   last = curve[-1]
   out = dict(attack=attack, victim_accuracy=ev.victim_accuracy, queries_used=res.queries_used, budget=budget,
-             surrogate=name, query_set=pool.name, defence=cfg.defence, strength=strength,
+             surrogate=name, query_set=None if images is None else pool.name, defence=cfg.defence, strength=strength,
              victim_url=victim_url, wall_seconds=time.time() - t_start, curve=curve,
              survey_cells=dict(accuracy=E.survey_cell(last["accuracy"], last["accuracy_ratio"]),
                                fidelity=E.survey_cell(last["fidelity"], last["fidelity"])))
   write_json(os.path.join(workdir, "results.json"), out)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), rows)
   plots.extraction_curve(os.path.join(workdir, "curve.png"), curve,
-                         f"{attack} on {v.model.name}: surrogate {name}, pool {pool.name}")
+                         f"{attack} on {v.model.name}: surrogate {name}, "
+                         + ("no pool" if images is None else f"pool {pool.name}"))
   log(f"accuracy {out['survey_cells']['accuracy']}, fidelity {out['survey_cells']['fidelity']}, "
       f"{res.queries_used} queries; results in {workdir}")
   return out

@@ -7,5 +7,5 @@ from mlpriv_jax.train.loop import (FUNCTIONS, MIN_BUCKET, FunctionCache, TrainRe
                                    predict_k, train, train_k)
 from mlpriv_jax.train.step import (TrainConfig, TrainState, cross_entropy, init_train_state,
                                    learning_rates, make_grad_fn, make_optimizer, make_predict_fn,
-                                   make_train_step_fn, over_models, resolve_model_axis, variables_of,
+                                   make_train_step_fn, over_models, resolve_model_axis, update, variables_of,
                                    with_learning_rate)

@@ -173,13 +173,13 @@ def cross_entropy(logits, labels, mask=None):
 def make_grad_fn(model: Model, loss_fn: Callable = cross_entropy, *, augment: bool = True) -> Callable:
   """The plain minibatch gradient: grad_fn(params, batch_stats, batch, key) -> (grads, aux).
 
-  batch: {'x': u8[B, H, W, C], 'y': int[B] or f32[B, C], optionally 'mask': bool[B], the rows that count
-  (passed to loss_fn as its third argument)}; aux: {'loss', 'logits', 'batch_stats'}.
+  batch: {'x': u8[B, H, W, C] (or floats in [0, 1]), 'y': int[B] or f32[B, C], optionally 'mask': bool[B], the rows
+  that count (passed to loss_fn as its third argument)}; aux: {'loss', 'logits', 'batch_stats'}.
   A gradient function of this signature is what `make_train_step_fn` takes (DP-SGD is one).
   """
   def grad_fn(params, batch_stats, batch, key):
     aug_key, dropout_key = jax.random.split(key)
-    x = to_float(batch["x"])
+    x = to_float(batch["x"]) if batch["x"].dtype == jnp.uint8 else batch["x"]
     if augment:
       x = random_crop_flip(aug_key, x)
 
@@ -195,8 +195,9 @@ def make_grad_fn(model: Model, loss_fn: Callable = cross_entropy, *, augment: bo
   return grad_fn
 
 
-def _update(tx, grad_fn, state: TrainState, batch, model_key, lr):
-  """One step of one model: its key from state.step, its gradient from grad_fn, the optimiser update."""
+def update(tx, grad_fn, state: TrainState, batch, model_key, lr):
+  """One step of one model: its key from state.step, its gradient from grad_fn, the optimiser update (pure: what
+  `make_train_step_fn` jits, and what a compiled loop of its own may call)."""
   key = streams.derive(model_key, streams.STEP, state.step)
   grads, aux = grad_fn(state.params, state.batch_stats, batch, key)
   if jax.tree.structure(grads) != jax.tree.structure(state.params):
@@ -254,7 +255,7 @@ def make_train_step_fn(model: Model, tx, *, augment: bool = True, loss_fn: Calla
   frozen = {c: tuple(model.pretrained[c]) for c in ("params", "batch_stats")} if model.pretrained else None
 
   def train_step(state, batch, model_key, lr):
-    new, measurements = _update(tx, grad_fn, state, batch, model_key, lr)
+    new, measurements = update(tx, grad_fn, state, batch, model_key, lr)
     if frozen:   # the frozen part as it was (no weight decay, no running statistics)
       new = new._replace(params={**new.params, **{k: state.params[k] for k in frozen["params"]}},
                          batch_stats={**new.batch_stats, **{k: state.batch_stats[k] for k in frozen["batch_stats"]}})

@@ -3,7 +3,7 @@
   run(name, oracle, pool_images, *, budget, surrogate, key, config, options, ...) -> ExtractionResult
 
 `pool_images` are the attacker's natural images: the query pool of KnockoffNets and CloudLeak, the seed set that
-JBDA grows. The attack spends at most `budget` queries of the oracle and uses nothing of it but the `Oracle`
+JBDA grows; a data-free attack (DFME) has none (None) and makes every query itself. The attack spends at most `budget` queries of the oracle and uses nothing of it but the `Oracle`
 protocol. It returns its surrogate and nothing else to judge it by: `snapshots` holds the surrogate at each budget
 checkpoint for KnockoffNets (one trained on each prefix of the transfer set, as knockoffnets trains one per
 budget), after each round for JBDA and CloudLeak; the evaluator judges them afterwards (`games.extraction`).
@@ -18,6 +18,7 @@ import numpy as np
 from mlpriv_jax import defences, streams, train
 from mlpriv_jax.attacks.extraction.active import cloudleak, jbda
 from mlpriv_jax.attacks.extraction.adaptive import recovery_attack, smoothing_queries
+from mlpriv_jax.attacks.extraction.datafree import cost_per_iteration, dfme
 from mlpriv_jax.attacks.extraction.knockoff import fit_batch, knockoff_adaptive, knockoff_random, train_surrogate
 from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
@@ -128,11 +129,44 @@ class RecoveryOptions:
     return self
 
 
+@dataclasses.dataclass(frozen=True)
+class DfmeOptions:
+  batch_size: int = 256            # generated images per step (the original's defaults throughout)
+  nz: int = 256                    # the generator's noise
+  ngf: int = 64                    # the generator's width
+  grad_m: int = 1                  # random directions of the forward-difference estimate
+  grad_epsilon: float = 1e-3       # its step, in the generator's pre-tanh space
+  g_iter: int = 1                  # generator steps per iteration
+  d_iter: int = 5                  # student steps per iteration
+  lr_student: float = 0.1          # SGD, momentum 0.9
+  lr_generator: float = 1e-4       # Adam
+  weight_decay: float = 5e-4       # the student's
+  milestones: Tuple[float, ...] = (0.1, 0.3, 0.5)   # fractions of the iterations where both rates are scaled
+  scale: float = 0.3
+  logit_floor: float = 1e-6        # a released probability below it is read as it (top-k's and rounding's zeros)
+  report_every: int = 200_000      # queries between progress reports
+
+  def validate(self):
+    for f in ("batch_size", "nz", "ngf", "grad_m", "g_iter", "d_iter", "report_every"):
+      integer(getattr(self, f), f"dfme {f}")
+    for f in ("grad_epsilon", "lr_student", "lr_generator", "scale", "logit_floor"):
+      number(getattr(self, f), f"dfme {f}", above=0)
+    number(self.weight_decay, "dfme weight_decay", at_least=0)
+    for f in self.milestones:
+      number(f, "each dfme milestone", above=0, at_most=1)
+    return self
+
+  def cost(self) -> int:
+    """Victim queries per iteration."""
+    return cost_per_iteration(self)
+
+
 class ExtractionAttack(NamedTuple):
   name: str
   fn: Callable[..., ExtractionResult]
   options: type              # its options record
-  pool: str                  # 'pool': a large natural pool it draws from; 'seeds': a few images it grows
+  pool: str                  # 'pool': a large natural pool it draws from; 'seeds': a few images it grows;
+                             # 'none': it makes its own queries (data-free)
   needs: FrozenSet[str]      # 'pool_labels': the pool's (fine, coarse) label hierarchy; 'defence': the defence
   description: str
   label_only: bool = False   # reads only the top-1 label of each answer
@@ -204,6 +238,14 @@ def _active(method):
   return fn
 
 
+def _dfme(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), progress=None):
+  del pool_images, config   # no pool; DFME trains its student with its own recipe (the options)
+  used0 = oracle.queries_used
+  res = dfme(oracle, budget, key, surrogate, options=options, checkpoints=checkpoints, progress=progress)
+  extra = dict(iterations=res.iterations, history=res.history, **({"note": res.stopped} if res.stopped else {}))
+  return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
+
+
 REGISTRY = {a.name: a for a in (
     ExtractionAttack("knockoff_random", _knockoff("random"), KnockoffRandomOptions, "pool", frozenset(),
                      "KnockoffNets, random strategy (Orekondy et al. 2019)"),
@@ -224,6 +266,9 @@ REGISTRY = {a.name: a for a in (
     ExtractionAttack("recovery", _recovery, RecoveryOptions, "pool", frozenset({"pool_labels", "defence"}),
                      "D-DAE: answers recovered by a network fitted on shadows behind the known defence (Chen et al. "
                      "2023)", adaptive=True),
+    ExtractionAttack("dfme", _dfme, DfmeOptions, "none", frozenset(),
+                     "DFME: data-free, a generator trained against the student's disagreement with the victim, "
+                     "zeroth-order gradients (Truong et al. 2021)"),
 )}
 
 
@@ -237,6 +282,7 @@ class ExtractionOptions(PerAttack):
   top1: Top1Options = Top1Options()
   smoothing: SmoothingOptions = SmoothingOptions()
   recovery: RecoveryOptions = RecoveryOptions()
+  dfme: DfmeOptions = DfmeOptions()
 
 
 def get(name: str) -> ExtractionAttack:
@@ -273,13 +319,15 @@ def known_defence(defence, oracle) -> Tuple[str, Optional[float], str]:
 
 def run(name: str, oracle: Oracle, pool_images, *, budget: int, surrogate: Model, key, config: train.TrainConfig,
         options=None, checkpoints: Sequence[int] = (), pool_labels=None, pool_coarse=None,
-        defence: Optional[Tuple[str, Optional[float]]] = None) -> ExtractionResult:
+        defence: Optional[Tuple[str, Optional[float]]] = None, progress: Optional[Callable] = None
+        ) -> ExtractionResult:
   """Runs extraction attack `name` against `oracle` with at most `budget` queries (see the module docstring).
 
   The one place an attack's inputs are checked (the attacks below it trust them). options: the attack's record
   (None: its defaults); checkpoints: KnockoffNets' budgets at which a surrogate is also trained; pool_labels and
   pool_coarse: knockoff_adaptive's label hierarchy (recovery's shadows' labels); defence: (registry name,
-  strength) of the defence, for an attack that needs it (`known_defence`; what it assumed is in `extra["note"]`).
+  strength) of the defence, for an attack that needs it (`known_defence`; what it assumed is in `extra["note"]`);
+  progress: a data-free attack's report every so many queries, progress(queries used, student state, record).
   """
   attack = get(name)
   options = attack.options() if options is None else options
@@ -287,10 +335,12 @@ def run(name: str, oracle: Oracle, pool_images, *, budget: int, surrogate: Model
     raise UserError(f"{name} takes {attack.options.__name__} options, got {type(options).__name__}")
   options.validate()
   budget = check_budget(budget, len(pool_images)) if attack.pool == "pool" else integer(budget, "budget")
+  if attack.pool == "none" and budget < options.cost():
+    raise UserError(f"{name} needs at least {options.cost()} queries (one iteration), got a budget of {budget}")
   check_oracle_budget(oracle, budget, name)
   if surrogate.num_classes != oracle.num_classes:
     raise UserError(f"the surrogate has {surrogate.num_classes} classes, the oracle answers {oracle.num_classes}")
-  if tuple(np.shape(pool_images)[1:]) != tuple(oracle.input_shape):
+  if attack.pool != "none" and tuple(np.shape(pool_images)[1:]) != tuple(oracle.input_shape):
     raise UserError(f"the attacker's images have shape {tuple(np.shape(pool_images)[1:])}, the oracle takes "
                     f"{tuple(oracle.input_shape)}")
   extra = {}
@@ -307,6 +357,8 @@ def run(name: str, oracle: Oracle, pool_images, *, budget: int, surrogate: Model
   if "defence" in attack.needs:
     d, s, note = known_defence(defence, oracle)
     extra["defence"] = (d, s)
+  if attack.pool == "none":
+    extra["progress"] = progress
   res = attack.fn(oracle, pool_images, budget=budget, surrogate=surrogate, key=key, config=config,
                   options=options, checkpoints=checkpoints, **extra)
   if "defence" in attack.needs:

@@ -1,0 +1,269 @@
+"""Data-free model extraction: the attacker has no query pool; a generator synthesises its queries.
+
+DFME (Truong, Maini, Walls, Papernot, CVPR 2021; the authors' `dfme/train.py`, `approximate_gradients.py`): a
+generator G is trained to maximise the disagreement between the student S and the victim V, L(x) = ||S(x) - V^(x)||_1
+(mean over classes), where V^ = log p - mean(log p) recovers the victim's logits from its probabilities (`no_logits`,
+`logit_correction='mean'`). The victim gives no gradient, so dL/dx at G's pre-tanh output x is estimated by forward
+differences along m random unit directions u_i (eps = 1e-3):
+
+  g(x) = dim / m * sum_i [(-L(x + eps u_i)) - (-L(x))] / eps * u_i,   divided by (C * B) as the original,
+
+and pushed back through G (`jax.vjp`: the original's `fake.backward(approx_grad)`) for an Adam step that lowers -L.
+Then the student takes `d_iter` SGD steps on fresh generated batches, minimising L. Every victim forward is a query:
+B * (g_iter * (m + 1) + d_iter) per iteration.
+
+An iteration is four compiled functions, one per shape: the generator step's query points; its update from the
+answers (the estimate and the pull-back through G); the student's batches; its d_iter steps (a `scan`). The oracle
+(in process, served, any endpoint) is called from Python between them, twice an iteration, on whole batches: never a
+Python loop per query. (Reaching it from inside one compiled loop through `io_callback` deadlocks when the oracle is a
+JAX model itself, as JAX's documentation of host callbacks warns; an in-process victim is one.)
+
+Deviations: G's tanh output is mapped to the oracle's images, (tanh(x) + 1) / 2 in [0, 1] (the original feeds it to
+the victim's normalised input space); the generator's BatchNorm always uses the batch's statistics (the original's
+generator never leaves train mode, so its running statistics are never read); the learning-rate milestones (x0.3 at
+10%, 30% and 50%) are fractions of the iterations, not of 50-iteration epochs; a probability of 0 (a top-k or rounded
+answer) is floored before its log (`logit_floor`), which is where such defences break the logit recovery.
+"""
+
+import math
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mlpriv_jax import streams, train
+from mlpriv_jax.errors import UserError
+from mlpriv_jax.models import Model
+from mlpriv_jax.oracle import Oracle
+
+
+class _BatchStatsNorm(nn.Module):
+  """BatchNorm with the batch's statistics (PyTorch's BatchNorm2d in train mode, eps 1e-5), optionally affine."""
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    mean, var = x.mean((0, 1, 2), keepdims=True), x.var((0, 1, 2), keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + 1e-5)
+    if self.affine:
+      channel = (1, 1, 1, x.shape[-1])
+      y = y * self.param("scale", nn.initializers.ones, channel) + self.param("bias", nn.initializers.zeros, channel)
+    return y
+
+
+def _upsample2(x):
+  """Nearest-neighbour x2 (PyTorch's interpolate(scale_factor=2))."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class Generator(nn.Module):
+  """DFME's GeneratorA (`network/gan.py`): Linear -> BN -> up x2 -> conv-BN-LReLU(0.2) -> up x2 -> conv-BN-LReLU ->
+  conv -> BN(affine=False); returns the pre-tanh image f32[B, H, W, C] (`pre_x=True`)."""
+  nz: int = 256
+  ngf: int = 64
+  image_shape: Sequence[int] = (32, 32, 3)
+
+  @nn.compact
+  def __call__(self, z):
+    h, w, c = self.image_shape
+    x = nn.Dense(self.ngf * 2 * (h // 4) * (w // 4))(z).reshape(-1, h // 4, w // 4, self.ngf * 2)
+    x = _upsample2(_BatchStatsNorm()(x))
+    x = nn.leaky_relu(_BatchStatsNorm()(nn.Conv(self.ngf * 2, (3, 3))(x)), 0.2)
+    x = _upsample2(x)
+    x = nn.leaky_relu(_BatchStatsNorm()(nn.Conv(self.ngf, (3, 3))(x)), 0.2)
+    return _BatchStatsNorm(affine=False)(nn.Conv(c, (3, 3))(x))
+
+
+def to_images(x_pre):
+  """The oracle's images from pre-tanh values: (tanh(x) + 1) / 2, in [0, 1]."""
+  return (jnp.tanh(x_pre) + 1.0) / 2.0
+
+
+def recover_logits(probs, floor: float = 1e-6):
+  """DFME's logit recovery from released probabilities: log p minus its mean over classes (invariant to a constant
+  added to the victim's logits; a probability below `floor`, a top-k's or a rounding's 0, is read as `floor`)."""
+  logp = jnp.log(jnp.maximum(probs, floor))
+  return logp - logp.mean(-1, keepdims=True)
+
+
+def unit_directions(key, batch: int, m: int, shape: Sequence[int]):
+  """m directions per sample, uniform on the unit sphere of R^dim: f32[batch, m, *shape]."""
+  u = jax.random.normal(key, (batch, m, math.prod(shape)))
+  return (u / jnp.linalg.norm(u, axis=-1, keepdims=True)).reshape(batch, m, *shape)
+
+
+def evaluation_points(x, u, eps: float):
+  """x + eps u_i for each direction, then x itself: f32[B, m + 1, ...] (the original's order)."""
+  return jnp.concatenate([x[:, None] + eps * u, x[:, None]], axis=1)
+
+
+def forward_difference_gradient(values, u, eps: float):
+  """The forward-difference estimate of d(value)/dx at each sample: dim / m * sum_i (v(x + eps u_i) - v(x)) / eps u_i,
+  from values f32[B, m + 1] at `evaluation_points` and the directions u f32[B, m, ...]."""
+  m, dim = u.shape[1], math.prod(u.shape[2:])
+  diff = (values[:, :m] - values[:, m:]) / eps
+  return dim * jnp.einsum("bm,bm...->b...", diff, u) / m
+
+
+def multistep(base: float, n: int, milestones: Sequence[float], scale: float) -> np.ndarray:
+  """f32[n]: `base` times `scale` for every milestone (a fraction of n) already passed (PyTorch's MultiStepLR)."""
+  at = np.array(sorted(int(f * n) for f in milestones))
+  return (base * scale ** np.searchsorted(at, np.arange(n), side="right")).astype(np.float32)
+
+
+class NeedsProbabilities(UserError):
+  """A soft-label data-free attack against a victim that releases labels only."""
+
+
+def l1_loss(logits, targets):
+  """F.l1_loss: the mean absolute difference over the batch and the classes."""
+  return jnp.abs(logits - targets).mean()
+
+
+class DataFreeResult(NamedTuple):
+  state: train.TrainState      # the student
+  snapshots: list              # [(queries used, student state)] at each checkpoint
+  images: np.ndarray           # f32[n, H, W, C]: the first queries sent (at most `keep` of them)
+  answers: np.ndarray          # f32[n, C]: their answers
+  iterations: int              # iterations run
+  stopped: Optional[str]       # why the run stopped early (None: it spent its budget)
+  history: list                # [{'iterations', 'queries', 'generator_loss', 'student_loss', 'seconds', ...}]
+
+
+def cost_per_iteration(options) -> int:
+  """DFME's victim queries per iteration: B (g_iter (m + 1) + d_iter)."""
+  return options.batch_size * (options.g_iter * (options.grad_m + 1) + options.d_iter)
+
+
+class _DfmeFunctions(NamedTuple):
+  points: Callable           # (g_params, key) -> the generator step's queries f32[B (m + 1), H, W, C]
+  generator_update: Callable  # (g_params, g_opt, s_vars, key, answers, lr) -> (g_params, g_opt, disagreement)
+  fakes: Callable            # (g_params, key) -> the student's batches f32[d_iter, B, H, W, C]
+  student_update: Callable   # (s_state, fakes, answers, key, lr) -> (s_state, mean loss)
+  tx_student: optax.GradientTransformation
+  tx_generator: optax.GradientTransformation
+
+
+def _dfme_functions(student: Model, gen: Generator, options, num_classes: int, image_shape) -> _DfmeFunctions:
+  o = options
+  b, m, eps, shape = o.batch_size, o.grad_m, o.grad_epsilon, tuple(image_shape)
+  tx_s = train.make_optimizer(train.TrainConfig(learning_rate=o.lr_student, momentum=0.9, nesterov=False,
+                                                weight_decay=o.weight_decay))
+  tx_g = optax.inject_hyperparams(optax.adam)(learning_rate=o.lr_generator)
+  s_grad = train.make_grad_fn(student, l1_loss, augment=False)
+
+  def draw(g_params, key):   # the generator's pre-tanh batch and its directions, the same for both halves
+    kz, ku = jax.random.split(key)
+    x, pullback = jax.vjp(lambda p: gen.apply({"params": p}, jax.random.normal(kz, (b, o.nz))), g_params)
+    return x, pullback, unit_directions(ku, b, m, shape)
+
+  def points(g_params, key):
+    x, _, u = draw(g_params, key)
+    return to_images(evaluation_points(x, u, eps)).reshape(-1, *shape)
+
+  def generator_update(g_params, g_opt, s_vars, key, answers, lr):
+    x, pullback, u = draw(g_params, key)
+    s_logits = student.apply(s_vars, to_images(evaluation_points(x, u, eps)).reshape(-1, *shape), train=False)[0]
+    values = -jnp.abs(s_logits - recover_logits(answers, o.logit_floor)).mean(-1).reshape(b, m + 1)
+    grad = forward_difference_gradient(values, u, eps) / (num_classes * b)
+    g_opt = g_opt._replace(hyperparams=dict(g_opt.hyperparams, learning_rate=lr))
+    updates, g_opt = tx_g.update(pullback(grad)[0], g_opt, g_params)
+    return optax.apply_updates(g_params, updates), g_opt, -values[:, m].mean()
+
+  def fakes(g_params, key):
+    z = jax.random.normal(key, (o.d_iter, b, o.nz))
+    return jax.vmap(lambda zz: to_images(gen.apply({"params": g_params}, zz)))(z)
+
+  def student_update(s_state, images, answers, key, lr):
+    targets = recover_logits(answers, o.logit_floor).reshape(o.d_iter, b, num_classes)
+
+    losses = []
+    for j in range(o.d_iter):   # unrolled: XLA:CPU runs convolutions inside a scan's loop ~50x slower
+      s_state, measured = train.update(tx_s, s_grad, s_state, {"x": images[j], "y": targets[j]}, key, lr)
+      losses.append(measured["loss"])
+    return s_state, jnp.stack(losses).mean()
+  return _DfmeFunctions(jax.jit(points), jax.jit(generator_update), jax.jit(fakes),
+                        jax.jit(student_update), tx_s, tx_g)
+
+
+def dfme(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoints: Sequence[int] = (),
+         progress: Optional[Callable] = None, keep: int = 1000) -> DataFreeResult:
+  """DFME within `budget` queries (checked by the caller: `extraction.run`): floor(budget / cost) iterations.
+
+  checkpoints: query counts at which the student is also kept (each rounded down to a whole iteration);
+  progress(queries_used, student state, record): called every `options.report_every` queries and at the end;
+  keep: how many of the first queries (images and answers) the result holds (the PRADA monitor reads them).
+  A victim that answers labels only is refused at the first answer (NeedsProbabilities); a generator or student
+  that diverges (a NaN) stops the run, the student of the iteration before kept and the reason in `stopped`."""
+  o = options
+  shape, num_classes = tuple(oracle.input_shape), oracle.num_classes
+  n = budget // cost_per_iteration(o)
+  gen = Generator(o.nz, o.ngf, shape)
+  f = train.FUNCTIONS.get(("dfme", student.module, o, num_classes, shape),
+                          lambda: _dfme_functions(student, gen, o, num_classes, shape))
+  s_state = train.init_train_state(student, f.tx_student, streams.derive(key, streams.DATAFREE_STUDENT), shape)
+  g_params = gen.init(streams.derive(key, streams.DATAFREE_GENERATOR), jnp.zeros((2, o.nz)))["params"]
+  g_opt = f.tx_generator.init(g_params)
+  lr_s, lr_g = multistep(o.lr_student, n, o.milestones, o.scale), multistep(o.lr_generator, n, o.milestones, o.scale)
+  k_it = streams.derive(key, streams.DATAFREE_ITERATIONS)
+  cost = cost_per_iteration(o)
+  snap_at = {min(n, c // cost) for c in checkpoints if c >= cost} | {n}
+  every = max(1, o.report_every // cost)
+  used0, t0, snapshots, history, stopped = oracle.queries_used, time.time(), [], [], None
+  kept_images, kept_answers = [], []
+
+  def ask(images):
+    images = np.asarray(images, np.float32)
+    if not np.all(np.isfinite(images)):
+      return None
+    a = np.asarray(oracle.query(images), np.float32)
+    if oracle.queries_used - used0 == len(images) and np.all((a == 0) | (a == 1)):
+      raise NeedsProbabilities("dfme needs the victim's probabilities (it recovers logits from them); this victim "
+                               "answers labels only (one-hot): use a hard-label attack")
+    if sum(map(len, kept_images)) < keep:
+      kept_images.append(images[:keep - sum(map(len, kept_images))])
+      kept_answers.append(a[:len(kept_images[-1])])
+    return a
+
+  done = 0
+  for i in range(n):
+    k_g, k_s = jax.random.split(streams.derive(k_it, i))
+    new_g, new_opt, g_loss = g_params, g_opt, float("nan")
+    for j in range(o.g_iter):
+      k = jax.random.fold_in(k_g, j)
+      answers = ask(f.points(new_g, k))
+      if answers is None:
+        break
+      new_g, new_opt, g_loss = f.generator_update(new_g, new_opt, train.variables_of(s_state), k, answers, lr_g[i])
+    fakes = f.fakes(new_g, k_s) if answers is not None else None
+    answers = None if fakes is None else ask(np.asarray(fakes).reshape(-1, *shape))
+    if answers is not None:
+      previous = s_state
+      s_state, s_loss = f.student_update(s_state, fakes, answers, k_s, lr_s[i])
+      if not np.isfinite(float(s_loss)):
+        s_state, answers = previous, None
+    if answers is None:
+      stopped = (f"the generator or the student diverged (a NaN) at iteration {i} of {n}, after "
+                 f"{oracle.queries_used - used0} queries; the student of iteration {i - 1} is kept")
+    else:
+      g_params, g_opt, done = new_g, new_opt, i + 1
+    last = stopped is not None or done == n
+    if done in snap_at or last or done % every == 0:
+      queries = oracle.queries_used - used0
+      record = dict(iterations=done, queries=queries, generator_loss=float(g_loss), student_loss=float(s_loss)
+                    if answers is not None else float("nan"), seconds=time.time() - t0,
+                    seconds_left=(time.time() - t0) / max(done, 1) * (n - done))
+      history.append(record)
+      if (done in snap_at or last) and (not snapshots or snapshots[-1][0] != queries):
+        snapshots.append((queries, s_state))
+      if progress is not None:
+        progress(queries, s_state, record)
+    if stopped is not None:
+      break
+  images = np.concatenate(kept_images) if kept_images else np.zeros((0, *shape), np.float32)
+  answers = np.concatenate(kept_answers) if kept_answers else np.zeros((0, num_classes), np.float32)
+  return DataFreeResult(s_state, snapshots, images, answers, done, stopped, history)
