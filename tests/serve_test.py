@@ -131,6 +131,23 @@ def test_remote_victim_over_uvicorn_is_bitwise_the_in_process_victim(tiny, defen
     assert r.headers["x-ratelimit-used"] == "82"
 
 
+def test_dfme_runs_unchanged_over_loopback_in_float32_and_counts_exactly(tiny):
+  """DFME's finite differences (1e-3) are below one 8-bit step, so the client must send FP32: the attack against the
+  served victim trains bit for bit the student it trains in process, and the server counted every query."""
+  from mlpriv_jax.attacks import extraction as E
+  options = E.DfmeOptions(batch_size=4, nz=8, ngf=4, d_iter=2)   # 4 (1 * 2 + 2) = 16 queries an iteration
+  run = lambda oracle: E.run("dfme", oracle, None, budget=70, surrogate=models.get_model("cnn_tiny", 10),
+                             key=jax.random.key(5), config=None, options=options)
+  served = serve.Served(_service(tiny), _ring(alice=70), seed=SEED)
+  with serve.BackgroundServer(serve.create_app(served)) as s:
+    remote = serve.RemoteVictim(s.url, ALICE)
+    far = run(remote)
+    assert far.queries_used == remote.server_used == 64 and remote.budget_left == 6
+  near = run(Victim.of(_service(tiny), budget=70, key=serve.client_key(SEED, "alice")))
+  chex.assert_trees_all_equal(far.state.params, near.state.params)
+  assert len({np.round(x, 6).tobytes() for x in far.images}) == len(far.images)   # distinct float queries
+
+
 def test_every_status_code_with_its_condition(client_of):
   c, served = client_of("round2", ring=_ring(alice=10, bob=None), monitor_factory=lambda: FlagAfter(4))
   auth = {"Authorization": f"Bearer {ALICE}"}
