@@ -1,4 +1,5 @@
-"""Data-free extraction (DFME): the zeroth-order estimate, the logit recovery, the query count, and bad input."""
+"""Data-free extraction (DFME, DisGUIDE): the zeroth-order estimate, the logit recovery, the disagreement loss, the
+query counts, the soft vote, and bad input."""
 
 import dataclasses
 
@@ -101,3 +102,34 @@ def test_data_free_bad_input(victim):
   res = run(Victim(model, v, budget=1000, input_shape=SHAPE), 300, dataclasses.replace(TINY, lr_generator=1e38))
   assert "diverged" in res.extra["note"] and res.queries_used < 4 * 72
   assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(res.state.params))
+
+
+def test_disguides_generator_loss_by_hand():
+  """Two students: the unbiased std of two values is |a - b| / sqrt(2); the diversity term is the mean vote's
+  negative entropy (+1e-6 per class, as the original)."""
+  p = jnp.array([[[0.9, 0.1], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]])   # [K=2, B=2, C=2]
+  spread = (0.4 / np.sqrt(2) * 2 + 0.0) / 4
+  vote = np.array([0.6, 0.4]) + 1e-6
+  want = -spread + 0.2 * float((vote * np.log(vote)).sum())
+  np.testing.assert_allclose(E.disagreement_loss(p, 0.2), want, rtol=1e-5)
+
+
+def test_disguide_counts_one_query_per_generated_image_and_is_judged_by_its_soft_vote(victim):
+  from mlpriv_jax.games import extraction as G
+  model, v = victim
+  stub = StubOracle(model, v, budget=70)
+  stub.input_shape = SHAPE
+  student = models.get_model("cnn_tiny", 10)
+  options = E.DisguideOptions(batch_size=16, nz=8, ngf=4, replay_steps=2)
+  res = E.run("disguide", stub, None, budget=70, surrogate=student, key=jax.random.key(1), config=None,
+              options=options, checkpoints=(32,))
+  assert res.queries_used == stub.queries_used == 64 and [q for q, _ in res.snapshots] == [32, 64]
+  x = np.asarray(jax.random.uniform(jax.random.key(2), (50, *SHAPE)))
+  top1 = np.asarray(model.apply(v, x, train=False)[0]).argmax(-1)
+  ev = G.Evaluator(x, top1, top1, 1.0)
+  variables = {"params": res.state.params, "batch_stats": res.state.batch_stats}
+  assert G.members(student, variables, SHAPE) == 2
+  member = lambda k: jax.tree.map(lambda a: a[k], variables)
+  vote = (jax.nn.softmax(student.apply(member(0), x, train=False)[0])
+          + jax.nn.softmax(student.apply(member(1), x, train=False)[0])).argmax(-1)
+  assert G.evaluate(student, res.state, ev)["fidelity"] == pytest.approx(float((np.asarray(vote) == top1).mean()))

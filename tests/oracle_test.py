@@ -104,7 +104,8 @@ def test_every_extraction_attack_uses_only_the_protocol_and_keeps_its_budget(tin
                  smoothing=dict(checkpoints=(30,)),
                  recovery=dict(pool_labels=fine, defence=("revsig", 0.5),
                                options=E.RecoveryOptions(num_shadows=2, epochs=2)),
-                 dfme=dict(options=E.DfmeOptions(batch_size=4, nz=8, ngf=4, d_iter=2)))   # 16 queries an iteration
+                 dfme=dict(options=E.DfmeOptions(batch_size=4, nz=8, ngf=4, d_iter=2)),   # 16 queries an iteration
+                 disguide=dict(options=E.DisguideOptions(batch_size=8, nz=8, ngf=4, replay_steps=1)))
   assert set(options) == set(E.REGISTRY)
   for name in E.REGISTRY:
     stub = StubOracle(model, v, budget=80)

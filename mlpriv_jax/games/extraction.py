@@ -10,6 +10,8 @@ the true labels (accuracy), and gives the accuracy's ratio to the victim's (the 
 import dataclasses
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mlpriv_jax import data, models, results, train
@@ -33,10 +35,24 @@ def evaluator(model: models.Model, variables, x_test, y_test) -> Evaluator:
   return Evaluator(x_test, y_test, top1, float((top1 == y_test).mean()))
 
 
+def members(model: models.Model, variables, input_shape) -> Optional[int]:
+  """K when `variables` hold K models of `model` stacked on a leading axis (an ensemble: DisGUIDE's students), else
+  None."""
+  ref = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+  got, one = jax.tree.leaves(variables["params"])[0], jax.tree.leaves(ref["params"])[0]
+  return int(got.shape[0]) if got.ndim == one.ndim + 1 else None
+
+
 def evaluate(model: models.Model, state, ev: Evaluator) -> dict:
-  """{accuracy, fidelity, accuracy_ratio} of a surrogate (`model`, its train state)."""
-  m = E.extraction_metrics(train.predict(model, train.variables_of(state), ev.x_test), ev.victim_top1, ev.y_test,
-                           ev.victim_accuracy)
+  """{accuracy, fidelity, accuracy_ratio} of a surrogate (`model`, its train state); an ensemble's state (K stacked
+  models) by its soft vote, the mean of the members' softmax."""
+  variables = train.variables_of(state)
+  k = members(model, variables, ev.x_test.shape[1:])
+  if k is None:
+    logits = train.predict(model, variables, ev.x_test)
+  else:
+    logits = jnp.log(jax.nn.softmax(train.predict(model, variables, ev.x_test, num_models=k)).mean(0))
+  m = E.extraction_metrics(logits, ev.victim_top1, ev.y_test, ev.victim_accuracy)
   return {k: m[k] for k in METRICS}
 
 

@@ -267,3 +267,139 @@ def dfme(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoin
   images = np.concatenate(kept_images) if kept_images else np.zeros((0, *shape), np.float32)
   answers = np.concatenate(kept_answers) if kept_answers else np.zeros((0, num_classes), np.float32)
   return DataFreeResult(s_state, snapshots, images, answers, done, stopped, history)
+
+
+# --- DisGUIDE: hard labels, two students --------------------------------------------------------------------------
+
+def grayscale_rows(key, images, every: int):
+  """DisGUIDE's `grayscale`: every `every`-th row gets one channel, drawn once per batch, copied onto all channels
+  (0: none)."""
+  if not every:
+    return images
+  c = jax.random.randint(key, (), 0, images.shape[-1])
+  gray = jnp.broadcast_to(jnp.take(images, c, axis=-1)[..., None], images.shape)
+  rows = (jnp.arange(images.shape[0]) % every == 0).reshape(-1, 1, 1, 1)
+  return jnp.where(rows, gray, images)
+
+
+def disagreement_loss(probs, lambda_div: float):
+  """DisGUIDE's generator loss over the students' probabilities f32[K, B, C]: minus their mean (unbiased) standard
+  deviation, plus lambda_div times the negative entropy of the batch's mean vote (a diversity term)."""
+  mean_vote = probs.mean((0, 1)) + 1e-6
+  return -probs.std(0, ddof=1).mean() + lambda_div * (mean_vote * jnp.log(mean_vote)).sum()
+
+
+class _DisguideFunctions(NamedTuple):
+  generator_step: Callable   # (g_params, g_opt, s_vars [K], key, lr) -> (g_params, g_opt, loss): no queries
+  fakes: Callable            # (g_params, key) -> f32[B, H, W, C]
+  student_update: Callable   # (s_states [K], images [1 + R, B, ...], labels [1 + R, B], key, lr) -> (states, loss)
+  tx_student: optax.GradientTransformation
+  tx_generator: optax.GradientTransformation
+
+
+def _disguide_functions(student: Model, gen: Generator, options, num_students: int) -> _DisguideFunctions:
+  o = options
+  tx_s = train.make_optimizer(train.TrainConfig(learning_rate=o.lr_student, momentum=0.9, nesterov=False,
+                                                weight_decay=o.weight_decay))
+  tx_g = optax.inject_hyperparams(optax.adam)(learning_rate=o.lr_generator)
+  s_grad = train.make_grad_fn(student, augment=False)   # cross-entropy on the victim's labels
+  member = lambda tree, k: jax.tree.map(lambda a: a[k], tree)
+
+  def images_of(g_params, key):
+    kz, kg = jax.random.split(key)
+    x = to_images(gen.apply({"params": g_params}, jax.random.normal(kz, (o.batch_size, o.nz))))
+    return grayscale_rows(kg, x, o.grayscale)
+
+  def generator_step(g_params, g_opt, s_vars, key, lr):
+    def loss(p):   # the students in train mode, as the original's; their batch statistics not kept
+      x = images_of(p, key)
+      probs = jnp.stack([jax.nn.softmax(student.apply(member(s_vars, k), x, train=True)[0])
+                         for k in range(num_students)])
+      return disagreement_loss(probs, o.lambda_div)
+    value, grads = jax.value_and_grad(loss)(g_params)
+    g_opt = g_opt._replace(hyperparams=dict(g_opt.hyperparams, learning_rate=lr))
+    updates, g_opt = tx_g.update(grads, g_opt, g_params)
+    return optax.apply_updates(g_params, updates), g_opt, value
+
+  def student_update(s_states, images, labels, key, lr):
+    out, losses = [], []
+    for k in range(num_students):   # unrolled (a scan's convolutions run ~50x slower on XLA:CPU)
+      state = member(s_states, k)
+      for j in range(images.shape[0]):   # the new batch, then the replayed ones
+        state, measured = train.update(tx_s, s_grad, state, {"x": images[j], "y": labels[j]}, key, lr)
+        losses.append(measured["loss"])
+      out.append(state)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *out), jnp.stack(losses).mean()
+  return _DisguideFunctions(jax.jit(generator_step), jax.jit(images_of), jax.jit(student_update), tx_s, tx_g)
+
+
+def disguide(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoints: Sequence[int] = (),
+             progress: Optional[Callable] = None, keep: int = 1000) -> DataFreeResult:
+  """DisGUIDE (Rosenthal, Enouen, Pham, Tan, AAAI 2023; `lin-tan/disguide`), hard-label: two students; the
+  generator maximises their disagreement (no victim query); each iteration queries the victim on one generated batch
+  (B queries), stores it with the victim's top-1 in a replay buffer, and trains both students on it and on
+  `replay_steps` batches drawn from the buffer. The result's state holds the K = 2 students stacked (a leading
+  model axis): it is judged by their soft vote, the mean of their softmax, as the paper reports."""
+  o = options
+  shape, num_classes, k_students = tuple(oracle.input_shape), oracle.num_classes, 2
+  n = budget // o.batch_size
+  gen = Generator(o.nz, o.ngf, shape)
+  f = train.FUNCTIONS.get(("disguide", student.module, o, shape),
+                          lambda: _disguide_functions(student, gen, o, k_students))
+  k_student = streams.derive(key, streams.DATAFREE_STUDENT)
+  states = [train.init_train_state(student, f.tx_student, jax.random.fold_in(k_student, k), shape)
+            for k in range(k_students)]
+  s_states = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  g_params = gen.init(streams.derive(key, streams.DATAFREE_GENERATOR), jnp.zeros((2, o.nz)))["params"]
+  g_opt = f.tx_generator.init(g_params)
+  lr_s, lr_g = multistep(o.lr_student, n, o.milestones, o.scale), multistep(o.lr_generator, n, o.milestones, o.scale)
+  k_it = streams.derive(key, streams.DATAFREE_ITERATIONS)
+  capacity = min(o.replay_size, n * o.batch_size)
+  buffer_x = np.zeros((capacity, *shape), np.float16)   # the replay buffer, a ring (float16: half the memory)
+  buffer_y = np.zeros((capacity,), np.int32)
+  filled, head = 0, 0
+  snap_at = {min(n, c // o.batch_size) for c in checkpoints if c >= o.batch_size} | {n}
+  every = max(1, o.report_every // o.batch_size)
+  used0, t0, snapshots, history, stopped, done = oracle.queries_used, time.time(), [], [], None, 0
+  kept_images, kept_answers = [], []
+  for i in range(n):
+    k_g, k_f, k_r, k_s = jax.random.split(streams.derive(k_it, i), 4)
+    new_g, new_opt, g_loss = f.generator_step(g_params, g_opt, train.variables_of(s_states), k_g, lr_g[i])
+    images = np.asarray(f.fakes(new_g, k_f), np.float32)
+    if not np.all(np.isfinite(images)):
+      stopped = (f"the generator diverged (a NaN) at iteration {i} of {n}, after {oracle.queries_used - used0} "
+                 f"queries; the students of iteration {i - 1} are kept")
+    else:
+      answers = np.asarray(oracle.query(images), np.float32)
+      if sum(map(len, kept_images)) < keep:
+        kept_images.append(images[:keep - sum(map(len, kept_images))])
+        kept_answers.append(answers[:len(kept_images[-1])])
+      take = np.arange(head, head + len(images)) % capacity
+      buffer_x[take], buffer_y[take] = images, answers.argmax(-1)
+      head, filled = (head + len(images)) % capacity, min(capacity, filled + len(images))
+      # the replayed batches: drawn from what the buffer holds (with replacement; the original draws without)
+      rows = np.asarray(jax.random.randint(k_r, (o.replay_steps, o.batch_size), 0, filled))
+      batch_x = np.concatenate([images[None], buffer_x[rows].astype(np.float32)])
+      batch_y = np.concatenate([answers.argmax(-1)[None], buffer_y[rows]]).astype(np.int32)
+      new_s, s_loss = f.student_update(s_states, batch_x, batch_y, k_s, lr_s[i])
+      if np.isfinite(float(s_loss)):
+        s_states, g_params, g_opt, done = new_s, new_g, new_opt, i + 1
+      else:
+        stopped = (f"the students diverged (a NaN) at iteration {i} of {n}, after {oracle.queries_used - used0} "
+                   f"queries; the students of iteration {i - 1} are kept")
+    last = stopped is not None or done == n
+    if done in snap_at or last or done % every == 0:
+      queries = oracle.queries_used - used0
+      record = dict(iterations=done, queries=queries, generator_loss=float(g_loss),
+                    student_loss=float(s_loss) if stopped is None else float("nan"), seconds=time.time() - t0,
+                    seconds_left=(time.time() - t0) / max(done, 1) * (n - done))
+      history.append(record)
+      if (done in snap_at or last) and (not snapshots or snapshots[-1][0] != queries):
+        snapshots.append((queries, s_states))
+      if progress is not None:
+        progress(queries, s_states, record)
+    if stopped is not None:
+      break
+  images = np.concatenate(kept_images) if kept_images else np.zeros((0, *shape), np.float32)
+  answers = np.concatenate(kept_answers) if kept_answers else np.zeros((0, num_classes), np.float32)
+  return DataFreeResult(s_states, snapshots, images, answers, done, stopped, history)

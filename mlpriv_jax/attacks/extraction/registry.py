@@ -18,7 +18,7 @@ import numpy as np
 from mlpriv_jax import defences, streams, train
 from mlpriv_jax.attacks.extraction.active import cloudleak, jbda
 from mlpriv_jax.attacks.extraction.adaptive import recovery_attack, smoothing_queries
-from mlpriv_jax.attacks.extraction.datafree import cost_per_iteration, dfme
+from mlpriv_jax.attacks.extraction.datafree import cost_per_iteration, dfme, disguide
 from mlpriv_jax.attacks.extraction.knockoff import fit_batch, knockoff_adaptive, knockoff_random, train_surrogate
 from mlpriv_jax.config import PerAttack
 from mlpriv_jax.errors import UserError, integer, number
@@ -161,6 +161,40 @@ class DfmeOptions:
     return cost_per_iteration(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class DisguideOptions:
+  batch_size: int = 256            # generated images per iteration, each one query (the original's defaults)
+  nz: int = 256
+  ngf: int = 64
+  lr_student: float = 0.03         # SGD, momentum 0.9, for both students
+  lr_generator: float = 1e-4       # Adam
+  weight_decay: float = 5e-4
+  lambda_div: float = 0.2          # the diversity term (0.04 for CIFAR-100 in the original)
+  replay_size: int = 1_000_000     # the replay buffer (at most the budget's images)
+  replay_steps: int = 3            # student steps on replayed batches per iteration (`rep_iter`)
+  grayscale: int = 8               # every grayscale-th generated image is made grey (0: none)
+  milestones: Tuple[float, ...] = (0.4, 0.8)
+  scale: float = 0.3
+  report_every: int = 200_000
+
+  def validate(self):
+    for f in ("batch_size", "nz", "ngf", "replay_size", "report_every"):
+      integer(getattr(self, f), f"disguide {f}")
+    for f in ("replay_steps", "grayscale"):
+      integer(getattr(self, f), f"disguide {f}", at_least=0)
+    for f in ("lr_student", "lr_generator", "scale"):
+      number(getattr(self, f), f"disguide {f}", above=0)
+    number(self.weight_decay, "disguide weight_decay", at_least=0)
+    number(self.lambda_div, "disguide lambda_div", at_least=0)
+    for f in self.milestones:
+      number(f, "each disguide milestone", above=0, at_most=1)
+    return self
+
+  def cost(self) -> int:
+    """Victim queries per iteration: one generated batch."""
+    return self.batch_size
+
+
 class ExtractionAttack(NamedTuple):
   name: str
   fn: Callable[..., ExtractionResult]
@@ -246,6 +280,14 @@ def _dfme(oracle, pool_images, *, budget, surrogate, key, config, options, check
   return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
 
 
+def _disguide(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), progress=None):
+  del pool_images, config
+  used0 = oracle.queries_used
+  res = disguide(oracle, budget, key, surrogate, options=options, checkpoints=checkpoints, progress=progress)
+  extra = dict(iterations=res.iterations, history=res.history, **({"note": res.stopped} if res.stopped else {}))
+  return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
+
+
 REGISTRY = {a.name: a for a in (
     ExtractionAttack("knockoff_random", _knockoff("random"), KnockoffRandomOptions, "pool", frozenset(),
                      "KnockoffNets, random strategy (Orekondy et al. 2019)"),
@@ -269,6 +311,9 @@ REGISTRY = {a.name: a for a in (
     ExtractionAttack("dfme", _dfme, DfmeOptions, "none", frozenset(),
                      "DFME: data-free, a generator trained against the student's disagreement with the victim, "
                      "zeroth-order gradients (Truong et al. 2021)"),
+    ExtractionAttack("disguide", _disguide, DisguideOptions, "none", frozenset(),
+                     "DisGUIDE: data-free and hard-label, a generator trained to make two students disagree, a "
+                     "replay buffer (Rosenthal et al. 2023)", label_only=True),
 )}
 
 
@@ -283,6 +328,7 @@ class ExtractionOptions(PerAttack):
   smoothing: SmoothingOptions = SmoothingOptions()
   recovery: RecoveryOptions = RecoveryOptions()
   dfme: DfmeOptions = DfmeOptions()
+  disguide: DisguideOptions = DisguideOptions()
 
 
 def get(name: str) -> ExtractionAttack:
