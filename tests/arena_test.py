@@ -352,6 +352,44 @@ def _served_row_equals_label_row(wd, endpoint) -> int:
   return sum(c.queries_used for c in clients)
 
 
+@pytest.mark.slow
+def test_the_arena_runs_data_free_attacks_and_pretrained_surrogates(tmp_path):
+  """A data-free attack in the arena: DFME is refused behind the label-only API (its cells say why, the arena goes
+  on), DisGUIDE (hard labels) is not; a surrogate on the attacker's extractor gets its own lane beside the one from
+  scratch, and the budget column holds it to the from-scratch figure."""
+  import jax
+  import numpy as np
+  from mlpriv_jax import models
+  from mlpriv_jax.arena import run
+  from mlpriv_jax.attacks import extraction as E
+  from mlpriv_jax.games.extraction import ExtractionAudit
+  ext = models.get_model("cnn_tiny", 20)
+  init = models.save_model(str(tmp_path / "extractor"), ext, ext.init(jax.random.key(0), np.zeros((1, 32, 32, 3))),
+                           meta=dict(data=dict(name="figures20", num_classes=20)))
+  base = _tiny_config()
+  cfg = _tiny_config(**{
+      "membership.attacks": ("loss",), "defences": (("label", ()),), "dp_epsilons": (),
+      "extraction": ExtractionAudit(
+          ("knockoff_random", "dfme", "disguide"), budgets=(128, 256), surrogates=("cnn_tiny", "cnn_tiny+pretrained"),
+          query_set="figures20", surrogate=base.extraction.surrogate, surrogate_init=init,
+          options=E.ExtractionOptions(dfme=E.DfmeOptions(batch_size=16, nz=8, ngf=4, d_iter=2),
+                                      disguide=E.DisguideOptions(batch_size=32, nz=8, ngf=4, replay_steps=1)))})
+  wd = str(tmp_path / "arena")
+  doc = run.run(cfg, workdir=wd, log=lambda *_: None)
+  ext_cells = {(c["attack"], c["setting"], c["budget"], c["surrogate"]): c for c in C.load_cells(wd)
+               if c["family"] == "extraction"}
+  assert len(ext_cells) == 3 * 2 * 2 * 2
+  for b in (128, 256):
+    for g in ("cnn_tiny", "cnn_tiny+pretrained"):
+      refused = ext_cells[("dfme", "label", b, g)]
+      assert refused["metrics"]["fidelity"] is None and refused["info"]["note"].startswith(
+          "refused: dfme needs the victim's probabilities"), refused
+      for a, d in (("dfme", "none"), ("disguide", "none"), ("disguide", "label"), ("knockoff_random", "label")):
+        assert 0 <= ext_cells[(a, d, b, g)]["metrics"]["fidelity"] <= 1, (a, d, b, g)
+  reach = {(r["setting"], r["attack"], r["surrogate"]) for r in doc["budget_to_90"]}
+  assert ("none", "knockoff_random", "cnn_tiny+pretrained") in reach
+
+
 def test_arena_served_victim_bad_input(tmp_path):
   pytest.importorskip("httpx")
   from mlpriv_jax import serve

@@ -257,7 +257,8 @@ def heatmap_plot(cells: Sequence[dict], family: str, metric: str, title: str,
     return None
   import numpy as np
   m = np.array([[np.nan if val.get((r, c)) is None else val[(r, c)] for c in cols] for r in rows], float)
-  fig, ax = _pyplot().subplots(figsize=(1.0 + 0.75 * len(cols), 1.2 + 0.38 * len(rows)))
+  label = 0.055 * max(len(r) for r in rows)   # inches for the longest row label at 7 pt
+  fig, ax = _pyplot().subplots(figsize=(1.0 + label + 0.75 * len(cols), 1.2 + 0.38 * len(rows)))
   vmin = 0.5 if metric == "auc" else 0.0   # an AUC below 0.5 is no attack
   vmax = max(vmin + 1e-9, np.nanmax(m)) if np.isfinite(m).any() else 1
   im = ax.imshow(m, cmap="magma_r", vmin=vmin, vmax=vmax, aspect="auto")

@@ -408,22 +408,26 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
       if attack in TOGETHER or (not any(k in todo for k in keys.values()) and not watch):
         continue
       spec = E.get(attack)
-      # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments
-      images = ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else pool.x_train
+      # JBDA's seeds: the last test images (never evaluated on), half the budget at most so that it augments; a
+      # data-free attack has no images, and its student no statistics of any
+      images = (ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else None if spec.pool == "none"
+                else pool.x_train)
+      model = surrogate if images is not None else x.surrogate_model(arch, ds.num_classes, None,
+                                                                     input_shape=ds.image_shape, victim_data=ds.name)
       extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
       names = {C.setting(d, s): (d, s) for d, s in ext_settings
                if any(keys[(d, s, b)] in todo for b in x.budgets) or (watch and d == "none")}
       # an attack that knows the defence runs against each setting apart (it is told which)
       groups = [[n] for n in names] if "defence" in spec.needs else [list(names)]
       runs = (run for group in groups for run in lockstep.run_in_lockstep(   # each run's cells as soon as it is done
-          lambda o, g=group: E.run(attack, o, images, budget=top, surrogate=surrogate, key=kx, config=x.surrogate,
-                                   options=x.options.of(attack), checkpoints=x.budgets,
-                                   **_told(spec, names[g[0]]), **extra),
+          lambda o, g=group: _attack(attack, o, images, budget=top, surrogate=model, key=kx, config=x.surrogate,
+                                     options=x.options.of(attack), checkpoints=x.budgets,
+                                     **_told(spec, names[g[0]]), **extra),
           group, lambda n: oracle(*names[n], budget=top, stream=account),
           **_reading(spec.label_only, {n: names[n] for n in group})))
       t0 = time.time()
       for res, run_with, sharing in runs:
-        judged = extraction.judge(res, surrogate, ev)
+        judged = extraction.judge(res, model, ev)
         seconds = time.time() - t0
         for name in sharing:
           d, s = names[name]
@@ -435,9 +439,10 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
               continue
             rows = [dict(r, **_fields(k), budget=b, surrogate=arch) for r in extraction.at_budget(judged, b)]
             if not rows:   # the attack measured nothing within this budget (its first round is larger)
+              note = info["note"] if res.extra.get("refused") else "no checkpoint of the attack within this budget"
               C.write_cell(workdir, k, {m: None for m in extraction.METRICS}, seconds=seconds,
-                           info=dict(info, note="no checkpoint of the attack within this budget"))
-              progress(k, "no checkpoint within this budget")
+                           info=dict(info, note=note))
+              progress(k, note)
               continue
             cell = C.write_cell(workdir, k, rows, seconds=seconds, info=info)
             progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}"
@@ -447,6 +452,17 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
         t0 = time.time()
   if cfg.monitor and main:
     _monitor(cfg, workdir, "benign", ds.x_test, trained, todo, progress)
+
+
+def _attack(name, oracle, images, **kw) -> E.ExtractionResult:
+  """`E.run`, except that a data-free attack that needs probabilities, refused by a label-only setting, leaves a
+  result without a surrogate whose note says why (its cells hold no figure, not a crash of the arena)."""
+  try:
+    return E.run(name, oracle, images, **kw)
+  except E.NeedsProbabilities as e:
+    return E.ExtractionResult(None, oracle.queries_used, np.zeros((0, *oracle.input_shape), np.float32),
+                              np.zeros((0, oracle.num_classes), np.float32), [], dict(note=f"refused: {e}",
+                                                                                      refused=True))
 
 
 def _told(spec, setting) -> dict:

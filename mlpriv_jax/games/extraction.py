@@ -125,11 +125,11 @@ class ExtractionAudit:
     or `<arch>+pretrained`, the extractor's frozen body under a new head (`models.transfer`), the extractor
     checked against the victim (`models.load_extractor`)."""
     arch, pretrained = split_surrogate(name)
-    if pool_images is None:   # a data-free attacker has no images: the statistics of uniform pixels in [0, 1]
-      return models.get_model(arch, num_classes, mean=(0.5,) * input_shape[-1], std=(12 ** -0.5,) * input_shape[-1])
     if pretrained:
       return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
                                    victim_data=victim_data)
+    if pool_images is None:   # a data-free attacker has no images: the statistics of uniform pixels in [0, 1]
+      return models.get_model(arch, num_classes, mean=(0.5,) * input_shape[-1], std=(12 ** -0.5,) * input_shape[-1])
     mean, std = data.channel_stats(pool_images)   # the attacker normalises with its own data
     return models.get_model(arch, num_classes, mean=mean, std=std)
 

@@ -6,8 +6,9 @@ from mlpriv_jax.attacks.extraction.active import (ActiveResult, cloudleak, featu
                                                   projected_sign_descent)
 from mlpriv_jax.attacks.extraction.adaptive import (Recovery, RecoveryNet, recovery_attack, recovery_table,
                                                     smoothing_queries, train_recovery)
-from mlpriv_jax.attacks.extraction.datafree import (Generator, dfme, disagreement_loss, disguide,
-                                                    forward_difference_gradient, recover_logits, unit_directions)
+from mlpriv_jax.attacks.extraction.datafree import (Generator, NeedsProbabilities, dfme, disagreement_loss,
+                                                    disguide, forward_difference_gradient, recover_logits,
+                                                    unit_directions)
 from mlpriv_jax.attacks.extraction.knockoff import knockoff_adaptive, knockoff_random, train_surrogate
 from mlpriv_jax.attacks.extraction.metrics import extraction_metrics, survey_cell
 from mlpriv_jax.attacks.extraction.registry import (REGISTRY, CloudLeakOptions, DfmeOptions, DisguideOptions,
