@@ -545,4 +545,5 @@ def _monitor(cfg, workdir, attack, stream, trained, todo, progress, oracle=None)
       break
   flagged = prada.first_flag_at
   C.write_cell(workdir, k, dict(queries_to_flag=flagged, flagged=float(flagged is not None), stream=len(stream)))
+  todo.discard(k)   # once per attack: the first surrogate's stream (KnockoffNets sends the same for every surrogate)
   progress(k, f"PRADA {'flags after ' + str(flagged) if flagged is not None else 'never flags'}")
