@@ -134,6 +134,50 @@ class DataFreeResult(NamedTuple):
   history: list                # [{'iterations', 'queries', 'generator_loss', 'student_loss', 'seconds', ...}]
 
 
+class _Progress:
+  """What both data-free loops keep of a run: the first `keep` queries and answers, the history, the snapshots at
+  the checkpoints (query counts, down to whole iterations) and at the end, and the caller's reports every
+  `report_every` queries."""
+
+  def __init__(self, oracle: Oracle, n: int, cost: int, checkpoints: Sequence[int], report_every: int, keep: int,
+               progress: Optional[Callable]):
+    self.oracle, self.n, self.keep, self.progress = oracle, n, keep, progress
+    self.snap_at = {min(n, c // cost) for c in checkpoints if c >= cost} | {n}
+    self.every = max(1, report_every // cost)
+    self.used0, self.t0 = oracle.queries_used, time.time()
+    self.snapshots, self.history, self.images, self.answers = [], [], [], []
+
+  @property
+  def queries(self) -> int:
+    return self.oracle.queries_used - self.used0
+
+  def kept(self, images, answers) -> None:
+    held = sum(map(len, self.images))
+    if held < self.keep:
+      self.images.append(images[:self.keep - held])
+      self.answers.append(answers[:len(self.images[-1])])
+
+  def after(self, done: int, stopped: Optional[str], state, generator_loss, student_loss) -> None:
+    """After an iteration: a record, a snapshot and a report where due."""
+    last = stopped is not None or done == self.n
+    if not (done in self.snap_at or last or done % self.every == 0):
+      return
+    seconds = time.time() - self.t0
+    record = dict(iterations=done, queries=self.queries, generator_loss=float(generator_loss),
+                  student_loss=float(student_loss), seconds=seconds,
+                  seconds_left=seconds / max(done, 1) * (self.n - done))
+    self.history.append(record)
+    if (done in self.snap_at or last) and (not self.snapshots or self.snapshots[-1][0] != self.queries):
+      self.snapshots.append((self.queries, state))
+    if self.progress is not None:
+      self.progress(self.queries, state, record)
+
+  def result(self, state, done: int, stopped: Optional[str], shape, num_classes: int) -> "DataFreeResult":
+    images = np.concatenate(self.images) if self.images else np.zeros((0, *shape), np.float32)
+    answers = np.concatenate(self.answers) if self.answers else np.zeros((0, num_classes), np.float32)
+    return DataFreeResult(state, self.snapshots, images, answers, done, stopped, self.history)
+
+
 def cost_per_iteration(options) -> int:
   """DFME's victim queries per iteration: B (g_iter (m + 1) + d_iter)."""
   return options.batch_size * (options.g_iter * (options.grad_m + 1) + options.d_iter)
@@ -210,29 +254,24 @@ def dfme(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoin
   g_opt = f.tx_generator.init(g_params)
   lr_s, lr_g = multistep(o.lr_student, n, o.milestones, o.scale), multistep(o.lr_generator, n, o.milestones, o.scale)
   k_it = streams.derive(key, streams.DATAFREE_ITERATIONS)
-  cost = cost_per_iteration(o)
-  snap_at = {min(n, c // cost) for c in checkpoints if c >= cost} | {n}
-  every = max(1, o.report_every // cost)
-  used0, t0, snapshots, history, stopped = oracle.queries_used, time.time(), [], [], None
-  kept_images, kept_answers = [], []
+  run = _Progress(oracle, n, cost_per_iteration(o), checkpoints, o.report_every, keep, progress)
+  stopped = None
 
   def ask(images):
     images = np.asarray(images, np.float32)
     if not np.all(np.isfinite(images)):
       return None
     a = np.asarray(oracle.query(images), np.float32)
-    if oracle.queries_used - used0 == len(images) and np.all((a == 0) | (a == 1)):
+    if run.queries == len(images) and np.all((a == 0) | (a == 1)):
       raise NeedsProbabilities("dfme needs the victim's probabilities (it recovers logits from them); this victim "
                                "answers labels only (one-hot): use a hard-label attack")
-    if sum(map(len, kept_images)) < keep:
-      kept_images.append(images[:keep - sum(map(len, kept_images))])
-      kept_answers.append(a[:len(kept_images[-1])])
+    run.kept(images, a)
     return a
 
   done = 0
   for i in range(n):
     k_g, k_s = jax.random.split(streams.derive(k_it, i))
-    new_g, new_opt, g_loss = g_params, g_opt, float("nan")
+    new_g, new_opt, g_loss, s_loss = g_params, g_opt, float("nan"), float("nan")
     for j in range(o.g_iter):
       k = jax.random.fold_in(k_g, j)
       answers = ask(f.points(new_g, k))
@@ -247,26 +286,15 @@ def dfme(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoin
       if not np.isfinite(float(s_loss)):
         s_state, answers = previous, None
     if answers is None:
-      stopped = (f"the generator or the student diverged (a NaN) at iteration {i} of {n}, after "
-                 f"{oracle.queries_used - used0} queries; the student of iteration {i - 1} is kept")
+      stopped = (f"the generator or the student diverged (a NaN) at iteration {i} of {n}, after {run.queries} "
+                 f"queries; the student of iteration {i - 1} is kept")
+      s_loss = float("nan")
     else:
       g_params, g_opt, done = new_g, new_opt, i + 1
-    last = stopped is not None or done == n
-    if done in snap_at or last or done % every == 0:
-      queries = oracle.queries_used - used0
-      record = dict(iterations=done, queries=queries, generator_loss=float(g_loss), student_loss=float(s_loss)
-                    if answers is not None else float("nan"), seconds=time.time() - t0,
-                    seconds_left=(time.time() - t0) / max(done, 1) * (n - done))
-      history.append(record)
-      if (done in snap_at or last) and (not snapshots or snapshots[-1][0] != queries):
-        snapshots.append((queries, s_state))
-      if progress is not None:
-        progress(queries, s_state, record)
+    run.after(done, stopped, s_state, g_loss, s_loss)
     if stopped is not None:
       break
-  images = np.concatenate(kept_images) if kept_images else np.zeros((0, *shape), np.float32)
-  answers = np.concatenate(kept_answers) if kept_answers else np.zeros((0, num_classes), np.float32)
-  return DataFreeResult(s_state, snapshots, images, answers, done, stopped, history)
+  return run.result(s_state, done, stopped, shape, num_classes)
 
 
 # --- DisGUIDE: hard labels, two students --------------------------------------------------------------------------
@@ -358,22 +386,19 @@ def disguide(oracle: Oracle, budget: int, key, student: Model, *, options, check
   buffer_x = np.zeros((capacity, *shape), np.float16)   # the replay buffer, a ring (float16: half the memory)
   buffer_y = np.zeros((capacity,), np.int32)
   filled, head = 0, 0
-  snap_at = {min(n, c // o.batch_size) for c in checkpoints if c >= o.batch_size} | {n}
-  every = max(1, o.report_every // o.batch_size)
-  used0, t0, snapshots, history, stopped, done = oracle.queries_used, time.time(), [], [], None, 0
-  kept_images, kept_answers = [], []
+  run = _Progress(oracle, n, o.batch_size, checkpoints, o.report_every, keep, progress)
+  stopped, done = None, 0
   for i in range(n):
     k_g, k_f, k_r, k_s = jax.random.split(streams.derive(k_it, i), 4)
     new_g, new_opt, g_loss = f.generator_step(g_params, g_opt, train.variables_of(s_states), k_g, lr_g[i])
     images = np.asarray(f.fakes(new_g, k_f), np.float32)
+    s_loss = float("nan")
     if not np.all(np.isfinite(images)):
-      stopped = (f"the generator diverged (a NaN) at iteration {i} of {n}, after {oracle.queries_used - used0} "
-                 f"queries; the students of iteration {i - 1} are kept")
+      stopped = (f"the generator diverged (a NaN) at iteration {i} of {n}, after {run.queries} queries; the "
+                 f"students of iteration {i - 1} are kept")
     else:
       answers = np.asarray(oracle.query(images), np.float32)
-      if sum(map(len, kept_images)) < keep:
-        kept_images.append(images[:keep - sum(map(len, kept_images))])
-        kept_answers.append(answers[:len(kept_images[-1])])
+      run.kept(images, answers)
       take = np.arange(head, head + len(images)) % capacity
       buffer_x[take], buffer_y[take] = images, answers.argmax(-1)
       head, filled = (head + len(images)) % capacity, min(capacity, filled + len(images))
@@ -385,21 +410,10 @@ def disguide(oracle: Oracle, budget: int, key, student: Model, *, options, check
       if np.isfinite(float(s_loss)):
         s_states, g_params, g_opt, done = new_s, new_g, new_opt, i + 1
       else:
-        stopped = (f"the students diverged (a NaN) at iteration {i} of {n}, after {oracle.queries_used - used0} "
-                   f"queries; the students of iteration {i - 1} are kept")
-    last = stopped is not None or done == n
-    if done in snap_at or last or done % every == 0:
-      queries = oracle.queries_used - used0
-      record = dict(iterations=done, queries=queries, generator_loss=float(g_loss),
-                    student_loss=float(s_loss) if stopped is None else float("nan"), seconds=time.time() - t0,
-                    seconds_left=(time.time() - t0) / max(done, 1) * (n - done))
-      history.append(record)
-      if (done in snap_at or last) and (not snapshots or snapshots[-1][0] != queries):
-        snapshots.append((queries, s_states))
-      if progress is not None:
-        progress(queries, s_states, record)
+        stopped = (f"the students diverged (a NaN) at iteration {i} of {n}, after {run.queries} queries; the "
+                   f"students of iteration {i - 1} are kept")
+        s_loss = float("nan")
+    run.after(done, stopped, s_states, g_loss, s_loss)
     if stopped is not None:
       break
-  images = np.concatenate(kept_images) if kept_images else np.zeros((0, *shape), np.float32)
-  answers = np.concatenate(kept_answers) if kept_answers else np.zeros((0, num_classes), np.float32)
-  return DataFreeResult(s_states, snapshots, images, answers, done, stopped, history)
+  return run.result(s_states, done, stopped, shape, num_classes)

@@ -272,20 +272,15 @@ def _active(method):
   return fn
 
 
-def _dfme(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), progress=None):
-  del pool_images, config   # no pool; DFME trains its student with its own recipe (the options)
-  used0 = oracle.queries_used
-  res = dfme(oracle, budget, key, surrogate, options=options, checkpoints=checkpoints, progress=progress)
-  extra = dict(iterations=res.iterations, history=res.history, **({"note": res.stopped} if res.stopped else {}))
-  return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
-
-
-def _disguide(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), progress=None):
-  del pool_images, config
-  used0 = oracle.queries_used
-  res = disguide(oracle, budget, key, surrogate, options=options, checkpoints=checkpoints, progress=progress)
-  extra = dict(iterations=res.iterations, history=res.history, **({"note": res.stopped} if res.stopped else {}))
-  return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
+def _datafree(attack):
+  """The registry's function of a data-free attack (`dfme`, `disguide`): no pool, its own recipe (the options)."""
+  def fn(oracle, pool_images, *, budget, surrogate, key, config, options, checkpoints=(), progress=None):
+    del pool_images, config
+    used0 = oracle.queries_used
+    res = attack(oracle, budget, key, surrogate, options=options, checkpoints=checkpoints, progress=progress)
+    extra = dict(iterations=res.iterations, history=res.history, **({"note": res.stopped} if res.stopped else {}))
+    return ExtractionResult(res.state, oracle.queries_used - used0, res.images, res.answers, res.snapshots, extra)
+  return fn
 
 
 REGISTRY = {a.name: a for a in (
@@ -308,10 +303,10 @@ REGISTRY = {a.name: a for a in (
     ExtractionAttack("recovery", _recovery, RecoveryOptions, "pool", frozenset({"pool_labels", "defence"}),
                      "D-DAE: answers recovered by a network fitted on shadows behind the known defence (Chen et al. "
                      "2023)", adaptive=True),
-    ExtractionAttack("dfme", _dfme, DfmeOptions, "none", frozenset(),
+    ExtractionAttack("dfme", _datafree(dfme), DfmeOptions, "none", frozenset(),
                      "DFME: data-free, a generator trained against the student's disagreement with the victim, "
                      "zeroth-order gradients (Truong et al. 2021)"),
-    ExtractionAttack("disguide", _disguide, DisguideOptions, "none", frozenset(),
+    ExtractionAttack("disguide", _datafree(disguide), DisguideOptions, "none", frozenset(),
                      "DisGUIDE: data-free and hard-label, a generator trained to make two students disagree, a "
                      "replay buffer (Rosenthal et al. 2023)", label_only=True),
 )}
