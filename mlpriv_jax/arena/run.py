@@ -412,8 +412,8 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
       # data-free attack has no images, and its student no statistics of any
       images = (ds.x_test[-min(100, max(1, top // 2)):] if spec.pool == "seeds" else None if spec.pool == "none"
                 else pool.x_train)
-      model = surrogate if images is not None else x.surrogate_model(arch, ds.num_classes, None,
-                                                                     input_shape=ds.image_shape, victim_data=ds.name)
+      model = surrogate if images is not None or extraction.split_surrogate(arch)[1] else x.surrogate_model(
+          arch, ds.num_classes, None, input_shape=ds.image_shape, victim_data=ds.name)
       extra = dict(pool_labels=pool.y_train, pool_coarse=pool.y_train_coarse) if "pool_labels" in spec.needs else {}
       names = {C.setting(d, s): (d, s) for d, s in ext_settings
                if any(keys[(d, s, b)] in todo for b in x.budgets) or (watch and d == "none")}

@@ -121,9 +121,9 @@ class ExtractionAudit:
 
   def surrogate_model(self, name: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
     """The surrogate `name`: an architecture from scratch, normalised with the attacker's own pool's statistics
-    (None: a data-free attacker's, those of uniform pixels);
-    or `<arch>+pretrained`, the extractor's frozen body under a new head (`models.transfer`), the extractor
-    checked against the victim (`models.load_extractor`)."""
+    (pool_images None: a data-free attacker's, those of uniform pixels); or `<arch>+pretrained`, the extractor's
+    frozen body under a new head (`models.transfer`), the extractor checked against the victim
+    (`models.load_extractor`)."""
     arch, pretrained = split_surrogate(name)
     if pretrained:
       return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
