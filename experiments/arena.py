@@ -36,6 +36,8 @@ flags.DEFINE_string("surrogates", None, "Surrogate architectures, comma-separate
 flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
                     "attacker's labelled pool): each surrogate also runs on its frozen body (`<arch>+pretrained`, "
                     "only a new head trains) beside the one from scratch.")
+flags.DEFINE_enum("surrogate_tune", None, ["head", "last_block"], "What trains on the pretrained extractor: its "
+                  "new head (CloudLeak's; the default) or also its last block, from the extractor's weights.")
 flags.DEFINE_string("dp_epsilons", None, "Epsilons of the DP-SGD victims ('' for none).")
 flags.DEFINE_integer("num_examples", None, "The membership universe (the victim trains on half).")
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
@@ -75,6 +77,7 @@ def main(argv):
       budgets=("extraction.budgets", lambda t: tuple(int(b) if b == int(b) else b
                                                      for b in common.parse_floats(t, "--budgets"))),
       surrogates=("extraction.surrogates", _names), surrogate_init=("extraction.surrogate_init", os.path.abspath),
+      surrogate_tune="extraction.surrogate_tune",
       dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
       num_examples="game.num_examples", num_shadows="game.num_shadows", monitor="monitor", seed="game.seed"))
   if common.given("surrogate_init"):   # each surrogate from scratch and on the extractor, side by side

@@ -38,6 +38,8 @@ flags.DEFINE_string("surrogate_arch", None, "Surrogate architecture (wres16, wre
 flags.DEFINE_string("query_set", None, "The attacker's pool (figures20, patterns20, cifar100, ...).")
 flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model artifact: experiments/train.py on the "
                     "attacker's labelled pool): the surrogate starts from its frozen body, only a new head trains.")
+flags.DEFINE_enum("surrogate_tune", None, ["head", "last_block"], "What trains on the pretrained extractor: its "
+                  "new head (CloudLeak's; the default) or also its last block, from the extractor's weights.")
 flags.DEFINE_integer("budget", None, "Queries the attacker may make.")
 flags.DEFINE_string("checkpoints", None, "Comma-separated budgets at which the curve is measured.")
 flags.DEFINE_string("defence", "none", "The victim's output defence (see experiments/defend.py).")
@@ -62,6 +64,7 @@ def main(argv):
       common.train_paths("extraction.surrogate"), attack=("extraction.attacks", lambda a: (a,)),
       surrogate_arch=("extraction.surrogates", lambda a: (a,)), query_set="extraction.query_set",
       surrogate_init=("extraction.surrogate_init", os.path.abspath),
+      surrogate_tune="extraction.surrogate_tune",
       cloudleak_rounds="extraction.options.cloudleak.num_rounds",
       cloudleak_method="extraction.options.cloudleak.method", defence="defence", jbda_seeds="jbda_seeds",
       num_test="num_test", seed="seed"))

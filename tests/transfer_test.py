@@ -29,9 +29,9 @@ def extractor():
   return model, train.variables_of(state), pool
 
 
-def _frozen(variables):
+def _frozen(variables, tuned=()):
   head = head_name(variables["params"])
-  return {c: {k: v for k, v in variables[c].items() if k != head} for c in ("params", "batch_stats")}
+  return {c: {k: v for k, v in variables[c].items() if k != head and k not in tuned} for c in ("params", "batch_stats")}
 
 
 def test_the_frozen_body_is_the_extractors_after_every_training_path(extractor):
@@ -55,6 +55,38 @@ def test_the_frozen_body_is_the_extractors_after_every_training_path(extractor):
   np.testing.assert_array_equal(sur.features(one, xf)[1], model.features(v, xf)[1])
   plain = models.from_spec(sur.spec)
   np.testing.assert_allclose(plain.apply(one, xf, train=False)[0], sur.apply(one, xf, train=False)[0], atol=1e-6)
+
+
+def test_the_last_block_fine_tunes_from_the_extractor_and_the_rest_stays_frozen(extractor):
+  model, v, pool = extractor
+  sur = models.transfer(model, v, 10, tune="last_block")
+  assert sur.fine_tuned == ("Conv_2", "BatchNorm_2")   # cnn_tiny's last conv block
+  soft = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(1), (128, 10))))
+  x = pool.x_train[:128]
+  init = train.variables_of(train.init_train_state(sur, train.make_optimizer(CFG), jax.random.key(3), (32, 32, 3)))
+  one = train.variables_of(train.train(sur, CFG, x, soft, jax.random.key(2)).state)
+  k = train.variables_of(train.train_k(sur, CFG, x, soft, np.ones((2, 128), bool), jax.random.key(2)).state)
+  # It starts from the extractor's weights everywhere but the new head ...
+  chex.assert_trees_all_equal(_frozen(init), _frozen(v))
+  # ... the layers before the last block never move; the block's weights and running statistics do
+  chex.assert_trees_all_equal(_frozen(one, sur.fine_tuned), _frozen(v, sur.fine_tuned))
+  chex.assert_trees_all_equal(_frozen(jax.tree.map(lambda a: a[1], k), sur.fine_tuned), _frozen(v, sur.fine_tuned))
+  assert not np.allclose(one["params"]["Conv_2"]["kernel"], v["params"]["Conv_2"]["kernel"])
+  assert not np.allclose(one["batch_stats"]["BatchNorm_2"]["mean"], v["batch_stats"]["BatchNorm_2"]["mean"])
+
+
+@pytest.mark.parametrize("arch,block", [
+    ("resnet20", ("Conv_17", "BatchNorm_17", "Conv_18", "BatchNorm_18")),
+    ("wrn16_4", ("BatchNorm_10", "Conv_14", "BatchNorm_11", "Conv_15", "BatchNorm_12")),
+    ("resnet18_narrow", ("Conv_18", "BatchNorm_18", "Conv_19", "BatchNorm_19")),
+    ("vgg16_narrow", ("Conv_10", "BatchNorm_10", "Conv_11", "BatchNorm_11", "Conv_12", "BatchNorm_12"))])
+def test_each_architecture_marks_its_last_block(arch, block):
+  """The layers that fine-tune are the last residual block (WRN: with its final BatchNorm), VGG's last stage."""
+  model = models.get_model(arch, 20)
+  v = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  sur = models.transfer(model, v, 10, tune="last_block")
+  assert sur.fine_tuned == block
+  assert set(block) <= set(v["params"]) and set(sur.pretrained["params"]) == set(v["params"]) - {"Dense_0"}
 
 
 def test_the_head_alone_learns_the_answers(extractor):

@@ -93,6 +93,7 @@ class ExtractionAudit:
   surrogate: train.TrainConfig                # the surrogate's recipe
   options: E.ExtractionOptions = E.ExtractionOptions()
   surrogate_init: Optional[str] = None        # the extractor artifact of the `+pretrained` surrogates
+  surrogate_tune: str = "head"                # what of them trains: 'head' or 'last_block' (`models.transfer`)
 
   def validate(self, pool_size: Optional[int] = None):
     for a in self.attacks:
@@ -117,17 +118,19 @@ class ExtractionAudit:
     self.options.validate()
     if self.surrogate_init is not None:
       models.find_artifact(self.surrogate_init)
+    if self.surrogate_tune not in models.TUNES[1:]:
+      raise UserError(f"unknown surrogate_tune {self.surrogate_tune!r}; known: {', '.join(models.TUNES[1:])}")
     return self
 
   def surrogate_model(self, name: str, num_classes: int, pool_images, *, input_shape, victim_data=None):
     """The surrogate `name`: an architecture from scratch, normalised with the attacker's own pool's statistics
     (pool_images None: a data-free attacker's, those of uniform pixels); or `<arch>+pretrained`, the extractor's
-    frozen body under a new head (`models.transfer`), the extractor checked against the victim
-    (`models.load_extractor`)."""
+    body under a new head, frozen up to `surrogate_tune` (`models.transfer`), the extractor checked against the
+    victim (`models.load_extractor`)."""
     arch, pretrained = split_surrogate(name)
     if pretrained:
       return models.load_extractor(self.surrogate_init, input_shape=input_shape, num_classes=num_classes, arch=arch,
-                                   victim_data=victim_data)
+                                   victim_data=victim_data, tune=self.surrogate_tune)
     if pool_images is None:   # a data-free attacker has no images: the statistics of uniform pixels in [0, 1]
       return models.get_model(arch, num_classes, mean=(0.5,) * input_shape[-1], std=(12 ** -0.5,) * input_shape[-1])
     mean, std = data.channel_stats(pool_images)   # the attacker normalises with its own data

@@ -16,6 +16,7 @@ from mlpriv_jax.models.layers import Conv, batch_norm, dense, group_norm
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+TUNES = ("all", "head", "last_block")
 
 
 class _Normalise(nn.Module):
@@ -45,7 +46,10 @@ class ZooModule(nn.Module):
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
   norm_kind: str = "batch"   # 'batch' or 'group' (the `_gn` zoo names, for DP-SGD)
-  head_only: bool = False    # train only the head: the body runs in eval mode, no gradient past the pooled features
+  # What trains (a surrogate on a pretrained extractor, `models.transfer`): 'all'; 'head' (everything before it in
+  # eval mode, no gradient past the pooled features); 'last_block' (the last block and the head; before the block's
+  # input, eval mode and no gradient). Every architecture marks where its last block starts with `tail`.
+  tune: str = "all"
 
   def normalise(self, x):
     return _Normalise(self.mean, self.std, self.dtype)(x)
@@ -56,7 +60,20 @@ class ZooModule(nn.Module):
   def norm(self, train: bool):
     if self.norm_kind == "group":
       return lambda x: group_norm(self.dtype, x.shape[-1])(x)
-    return batch_norm(train and not self.head_only, self.dtype)
+    return batch_norm(train, self.dtype)
+
+  def body_train(self, train: bool) -> bool:
+    """Whether the layers before the last block run in training mode."""
+    return train and self.tune == "all"
+
+  def tail(self, x, train: bool):
+    """The start of the last block: its input (no gradient behind it when only the last block and the head tune)
+    and whether the layers from here on run in training mode."""
+    if self.tune not in TUNES:
+      raise UserError(f"unknown tune {self.tune!r}; known: {', '.join(TUNES)}")
+    if self.tune == "last_block":
+      x = jax.lax.stop_gradient(x)
+    return x, train and self.tune != "head"
 
   def head(self, x):
     """Global average pool, then one linear layer: the classifier every zoo model ends with.
@@ -65,7 +82,7 @@ class ZooModule(nn.Module):
     """
     x = x.mean(axis=(1, 2))
     self.sow("intermediates", "features", x)
-    if self.head_only:
+    if self.tune == "head":
       x = jax.lax.stop_gradient(x)
     return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
 
@@ -83,17 +100,20 @@ class WideResNet(ZooModule):
     n = (self.depth - 4) // 6
     widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
     x = self.conv(16)(self.normalise(x))
+    t = self.body_train(train)
     for g, width in enumerate(widths):
       for b in range(n):
+        if (g, b) == (2, n - 1):
+          x, t = self.tail(x, train)
         stride = 2 if (g > 0 and b == 0) else 1
-        o = nn.relu(self.norm(train)(x))
+        o = nn.relu(self.norm(t)(x))
         # The original shortcut takes the pre-activated input when shapes change.
         shortcut = self.conv(width, stride, 1)(o) if x.shape[-1] != width or stride != 1 else x
-        y = nn.relu(self.norm(train)(self.conv(width, stride)(o)))
+        y = nn.relu(self.norm(t)(self.conv(width, stride)(o)))
         if self.dropout_rate > 0:
-          y = nn.Dropout(self.dropout_rate, deterministic=not train or self.head_only)(y)
+          y = nn.Dropout(self.dropout_rate, deterministic=not t)(y)
         x = shortcut + self.conv(width)(y)
-    return self.head(nn.relu(self.norm(train)(x)))
+    return self.head(nn.relu(self.norm(t)(x)))
 
 
 class CifarResNet(ZooModule):
@@ -105,12 +125,15 @@ class CifarResNet(ZooModule):
     if (self.depth - 2) % 6:
       raise UserError(f"CIFAR ResNet depth must be 6n + 2, got {self.depth}")
     n = (self.depth - 2) // 6
-    x = nn.relu(self.norm(train)(self.conv(16)(self.normalise(x))))
+    t = self.body_train(train)
+    x = nn.relu(self.norm(t)(self.conv(16)(self.normalise(x))))
     for g, width in enumerate((16, 32, 64)):
       for b in range(n):
+        if (g, b) == (2, n - 1):
+          x, t = self.tail(x, train)
         stride = 2 if (g > 0 and b == 0) else 1
-        y = nn.relu(self.norm(train)(self.conv(width, stride)(x)))
-        y = self.norm(train)(self.conv(width)(y))
+        y = nn.relu(self.norm(t)(self.conv(width, stride)(x)))
+        y = self.norm(t)(self.conv(width)(y))
         if stride != 1 or x.shape[-1] != width:
           # Option A: subsample and zero-pad the channels (no parameters).
           pad = (width - x.shape[-1]) // 2
@@ -129,21 +152,24 @@ class ResNet18(ZooModule):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = self.normalise(x)
+    t = self.body_train(train)
     if self.stem == "cifar":
-      x = nn.relu(self.norm(train)(self.conv(64 // self.width_divisor)(x)))
+      x = nn.relu(self.norm(t)(self.conv(64 // self.width_divisor)(x)))
     elif self.stem == "imagenet":
-      x = nn.relu(self.norm(train)(self.conv(64 // self.width_divisor, 2, 7)(x)))
+      x = nn.relu(self.norm(t)(self.conv(64 // self.width_divisor, 2, 7)(x)))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     else:
       raise UserError(f"unknown ResNet-18 stem {self.stem!r}; known: cifar, imagenet")
     for g, width in enumerate((64, 128, 256, 512)):
       width //= self.width_divisor
       for b in range(2):
+        if (g, b) == (3, 1):
+          x, t = self.tail(x, train)
         stride = 2 if (g > 0 and b == 0) else 1
-        y = nn.relu(self.norm(train)(self.conv(width, stride)(x)))
-        y = self.norm(train)(self.conv(width)(y))
+        y = nn.relu(self.norm(t)(self.conv(width, stride)(x)))
+        y = self.norm(t)(self.conv(width)(y))
         if stride != 1 or x.shape[-1] != width:
-          x = self.norm(train)(self.conv(width, stride, 1)(x))
+          x = self.norm(t)(self.conv(width, stride, 1)(x))
         x = nn.relu(x + y)
     return self.head(x)
 
@@ -161,11 +187,15 @@ class VGG(ZooModule):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = self.normalise(x)
-    for v in self.cfg:
+    t = self.body_train(train)
+    last = max(i for i, v in enumerate(self.cfg[:-1]) if v == "M") + 1   # the last stage's first conv
+    for i, v in enumerate(self.cfg):
+      if i == last:
+        x, t = self.tail(x, train)
       if v == "M":
         x = _max_pool_2x2(x)
       else:
-        x = nn.relu(self.norm(train)(self.conv(v // self.width_divisor, use_bias=True)(x)))
+        x = nn.relu(self.norm(t)(self.conv(v // self.width_divisor, use_bias=True)(x)))
     return self.head(x)
 
 
@@ -176,6 +206,9 @@ class SmallCNN(ZooModule):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = self.normalise(x)
-    for width in self.widths:
-      x = _max_pool_2x2(nn.relu(self.norm(train)(self.conv(width)(x))))
+    t = self.body_train(train)
+    for i, width in enumerate(self.widths):
+      if i == len(self.widths) - 1:
+        x, t = self.tail(x, train)
+      x = _max_pool_2x2(nn.relu(self.norm(t)(self.conv(width)(x))))
     return self.head(x)

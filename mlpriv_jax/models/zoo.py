@@ -1,7 +1,7 @@
 """Model registry: a name in, a pure `(init, apply)` pair out."""
 
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -49,9 +49,10 @@ class Model(NamedTuple):
   features(variables, x) -> (logits f32[N, C], penultimate features f32[N, D]), eval mode
 
   `spec` holds the keyword arguments of `get_model` that rebuild it (a model
-  artifact stores it; see `models.save_model`). `pretrained`: the variables of a
-  frozen part ({'params': {name: ...}, 'batch_stats': {name: ...}}, top-level
-  names), which training starts from and never changes (`models.transfer`).
+  artifact stores it; see `models.save_model`). `pretrained`: variables that
+  training starts from ({'params': {name: ...}, 'batch_stats': {name: ...}},
+  top-level names; `models.transfer`); those of the layers in `fine_tuned` then
+  train, the others are frozen (never changed).
   """
   name: str
   num_classes: int
@@ -61,6 +62,7 @@ class Model(NamedTuple):
   features: Callable[..., Any]
   spec: Any = None
   pretrained: Any = None
+  fine_tuned: Tuple[str, ...] = ()
 
 
 def _split_group_norm(name: str):
@@ -130,7 +132,7 @@ def with_conv_impl(model: Model, conv_impl: str) -> Model:
   """The same model (same parameters) computed with another conv implementation."""
   resolve_conv_impl(conv_impl)
   return _from_module(model.name, model.num_classes, model.module.clone(conv_impl=conv_impl), model.spec
-                      )._replace(pretrained=model.pretrained)
+                      )._replace(pretrained=model.pretrained, fine_tuned=model.fine_tuned)
 
 
 def _from_module(name: str, num_classes: int, module: nn.Module, spec=None) -> Model:

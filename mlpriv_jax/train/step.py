@@ -117,7 +117,7 @@ def with_learning_rate(opt_state, lr):
 
 
 def init_train_state(model: Model, tx: optax.GradientTransformation, key, image_shape) -> TrainState:
-  """Initial state of one model from `key` (its frozen part the model's pretrained variables); image_shape is
+  """Initial state of one model from `key` (its pretrained layers the model's pretrained variables); image_shape is
   (H, W, C)."""
   return with_pretrained(model, fresh_train_state(model, tx, key, image_shape))
 
@@ -130,7 +130,7 @@ def fresh_train_state(model: Model, tx: optax.GradientTransformation, key, image
 
 
 def with_pretrained(model: Model, state: TrainState, num_models: Optional[int] = None) -> TrainState:
-  """The state with the model's frozen part set to its pretrained variables (`Model.pretrained`; broadcast over a
+  """The state with the model's pretrained layers set to their variables (`Model.pretrained`; broadcast over a
   leading axis of `num_models`). The optimiser's state does not depend on the parameters' values."""
   if model.pretrained is None:
     return state
@@ -252,7 +252,8 @@ def make_train_step_fn(model: Model, tx, *, augment: bool = True, loss_fn: Calla
   mesh: with num_models, the new state and measurements stay split over its 'models' axis.
   """
   grad_fn = grad_fn or make_grad_fn(model, loss_fn, augment=augment)
-  frozen = {c: tuple(model.pretrained[c]) for c in ("params", "batch_stats")} if model.pretrained else None
+  frozen = {c: tuple(k for k in model.pretrained[c] if k not in model.fine_tuned)
+            for c in ("params", "batch_stats")} if model.pretrained else None
 
   def train_step(state, batch, model_key, lr):
     new, measurements = update(tx, grad_fn, state, batch, model_key, lr)
