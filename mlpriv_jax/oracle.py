@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpriv_jax.defences import Defence, identity
+from mlpriv_jax.defences import Defence, client_state, identity
 from mlpriv_jax.errors import UserError, integer
 
 # Padded batch sizes; a batch larger than the last is answered in chunks of that size.
@@ -173,7 +173,7 @@ class Account:
     self.queries_used = 0
     self.key = jax.random.key(0) if key is None else key
     self.monitor, self.on_detect = monitor, on_detect
-    self.defence_state = service.defence.init()
+    self.defence_state = client_state(service.defence, self.key)
 
   @property
   def budget_left(self):

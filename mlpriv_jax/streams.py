@@ -22,8 +22,9 @@ TARGET_HALF = 2                    # the membership target's half of the univers
 # --- The parties' branches: derive(root, PARTY, game) -------------------------------------------------------------
 DEFENDER, ATTACKER, EVALUATION = 3, 4, 5
 
-# Below the defender's branch: what `defences.assemble` makes from it, and the accounts of its clients
-PROXY, GUARD, ACCOUNTS = 1, 2, 3
+# Below the defender's branch: what `defences.assemble` makes from it, the accounts of its clients, and the owner's
+# proofs of theft (`ownership`)
+PROXY, GUARD, ACCOUNTS, OWNERSHIP = 1, 2, 3, 4
 # derive(defender, ACCOUNTS, client): the attacker's extraction account, its membership account (score attacks;
 # mia.py's query attacks too), the arena's second membership account (the query attacks, run in lockstep apart),
 # and the evaluator's (utility); a served key's account is addressed by its name's CRC-32 instead
@@ -51,6 +52,9 @@ LABEL_TARGET, LABEL_CALIBRATION = 0, 1         # a label-only attack on the targ
 HSJ_INIT, HSJ_GRADIENT = 0, 1                  # HopSkipJump's start and its gradient estimates
 MEMGUARD_PROJECTION, MEMGUARD_CODES = 0, 1     # MemGuard's tie-breaking projection and per-row codes
 MLP_INIT, MLP_BATCHES = 0, 1                   # the attack MLPs' initialisation and batch order
+DI_WALK, DI_REGRESSOR, DI_RESAMPLE = 0, 1, 2    # Dataset Inference: the walks' directions, g, the revealed points
+IPGUARD_SEEDS, IPGUARD_TARGETS = 3, 4           # IPGuard: the fingerprint's seed points and target classes
+DAWN_MASTER = 5                                # DAWN: the watermark's master secret
 
 # --- The training engine, below model k's key fold_in(key, k) ---------------------------------------------------
 INIT, ORDER, STEP, POISSON = 0, 1, 2, 3        # initialisation, epoch order, step keys, DP-SGD's Poisson draws

@@ -39,12 +39,17 @@ def _all_defences(proxy, guard_params):
   return [D.top_k(3), D.label_only(), D.logit_noise(1.0), D.logit_noise(0.5, "laplace"),
           D.reverse_sigmoid(0.7, 0.2), D.mad(0.5, proxy), D.mad(0.3, proxy, ydist="l2"),
           D.mad(0.2, proxy, ydist="kl"), D.mad(0.5, proxy, oracle="argmax"), D.memguard(1.0, guard_params),
-          D.chain(D.mad(0.5, proxy, oracle="argmax"), D.top_k(5))]
+          D.chain(D.mad(0.5, proxy, oracle="argmax"), D.top_k(5)), D.build("dawn", 0.3, watermark_master=MASTER),
+          D.chain(D.build("dawn", 0.3, watermark_master=MASTER), D.top_k(3))]
+
+
+MASTER = bytes(range(32))   # DAWN's master secret
 
 
 def _release(d, probs, x=None, key=jax.random.key(0)):
+  """The defence's answer to a client whose account key is `key` (a per-client defence bound to it)."""
   x = _x(len(probs)) if x is None else x
-  out, _ = jax.jit(d.apply)(x, probs, d.init(), key)
+  out, _ = jax.jit(d.apply)(x, probs, D.client_state(d, key), key)
   return out
 
 
@@ -299,8 +304,10 @@ def test_defence_utility_golden():
 
 def test_named_defences():
   for name in D.REGISTRY:
-    if name not in ("mad", "mad_argmax", "memguard"):
+    if name not in ("mad", "mad_argmax", "memguard", "dawn"):
       D.build(name, 0.5)
+  with pytest.raises(ValueError, match="dawn needs the defender's master secret"):
+    D.build("dawn", 0.01)
   with pytest.raises(ValueError, match="unknown defence 'shield'; known: none"):
     D.build("shield")
   with pytest.raises(ValueError, match="needs a proxy"):
@@ -314,6 +321,9 @@ def test_assemble_makes_what_the_defences_need_once():
   variables = model.init(jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
   x = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3)).astype(np.uint8)
   assert D.assemble(["label", "round2"], model, jax.random.key(0), input_shape=(8, 8, 3)) == D.DefenderKit()
+  master = D.assemble(["dawn"], model, jax.random.key(0)).watermark_master   # DAWN's secret: the key's, 32 bytes
+  assert len(master) == 32 and master == D.assemble(["dawn"], model, jax.random.key(0)).watermark_master
+  assert master != D.assemble(["dawn"], model, jax.random.key(9)).watermark_master
   kit = D.assemble(["mad", "mad_argmax", "memguard"], model, jax.random.key(0), variables=variables,
                    input_shape=(8, 8, 3), members=x[:20], nonmembers=x[20:30], guard_steps=5)
   again = D.assemble(["mad"], model, jax.random.key(0), input_shape=(8, 8, 3))
@@ -391,7 +401,8 @@ def test_defence_registry_ranges_threats_and_needs(proxy, guard_params):
   assert D.label("mad", 0.5) == "mad@0.5" and D.label("top1", None) == "top1"
   for name, spec in D.REGISTRY.items():
     assert spec.threats and spec.threats <= D.BOTH, name
-    d = D.build(name, 0.5 if spec.strength else None, proxy_probs=proxy, memguard_params=guard_params)
+    d = D.build(name, 0.5 if spec.strength else None, proxy_probs=proxy, memguard_params=guard_params,
+                watermark_master=MASTER)
     out = _release(d, _probs(jax.random.key(0), 8), _x(8))
     tol = (C / 2 + 1) * 10.0 ** -int(name[5:]) if name.startswith("round") else 1e-5   # rounding's own bound
     assert float(out.min()) >= 0 and np.allclose(out.sum(-1), 1.0, atol=tol), name
@@ -411,14 +422,15 @@ def test_keeps_label_defences_keep_the_argmax_even_at_ties(proxy, guard_params):
   x = jax.random.uniform(jax.random.key(9), (len(probs), 32, 32, 3))
   moved = set()
   for name, spec in D.REGISTRY.items():
-    for strength in ((0.5, 2.0 if spec.valid(2.0) else 1.0) if spec.strength else (None,)):
-      d = D.build(name, strength, proxy_probs=proxy, memguard_params=guard_params)
+    strong = 2.0 if spec.valid(2.0) else 1.0 if spec.valid(1.0) else 0.9
+    for strength in ((0.5, strong) if spec.strength else (None,)):
+      d = D.build(name, strength, proxy_probs=proxy, memguard_params=guard_params, watermark_master=MASTER)
       same = np.asarray(_release(d, probs, x).argmax(-1)) == np.asarray(probs.argmax(-1))
       if spec.keeps_label:
         assert same.all(), (name, np.flatnonzero(~same)[:5])
       elif not same.all():
         moved.add(name)
-  assert {"gaussian", "laplace", "mad", "revsig"} <= moved, moved
+  assert {"gaussian", "laplace", "mad", "revsig", "dawn"} <= moved, moved
 
 
 def _modelguard_lp(y, eps):

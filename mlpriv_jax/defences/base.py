@@ -7,7 +7,7 @@ x: f32[B, H, W, C] queries in [0, 1]; probs: f32[B, C], the victim's softmax;
 key: one PRNG key for the batch. A defence never sees the victim's parameters.
 """
 
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +25,13 @@ class Defence(NamedTuple):
       the client receives (a probability vector per row, or a one-hot label). A defence never sees the victim's
       parameters.
     name: the registry name it was built under (`none` for the identity), shown in results and headers.
+    for_client: `for_client(account_key) -> state`, the state of a new client's account, for a defence whose
+      answers depend on who asks (DAWN's per-client watermark); None: `init()` for every client.
   """
   init: Callable[[], Any]
   apply: Callable[[Any, Any, Any, Any], Tuple[Any, Any]]
   name: str = "defence"
+  for_client: Optional[Callable[[Any], Any]] = None
 
 
 class EmptyState(NamedTuple):
@@ -49,13 +52,22 @@ def chain(*defences: Defence) -> Defence:
   def init():
     return tuple(d.init() for d in defences)
 
+  def for_client(key):
+    return tuple(client_state(d, key) for d in defences)
+
   def apply(x, probs, state, key):
     new_state = []
     for i, (d, s) in enumerate(zip(defences, state)):
       probs, s = d.apply(x, probs, s, jax.random.fold_in(key, i))
       new_state.append(s)
     return probs, tuple(new_state)
-  return Defence(init, apply, "+".join(d.name for d in defences) or "none")
+  per_client = any(d.for_client is not None for d in defences)
+  return Defence(init, apply, "+".join(d.name for d in defences) or "none", for_client if per_client else None)
+
+
+def client_state(defence: Defence, key):
+  """The defence's state for a new client whose account has `key`."""
+  return defence.init() if defence.for_client is None else defence.for_client(key)
 
 
 def safe_log(probs):

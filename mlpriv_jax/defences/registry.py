@@ -16,6 +16,7 @@ import numpy as np
 from mlpriv_jax import streams, train
 from mlpriv_jax.defences import baselines
 from mlpriv_jax.defences.base import Defence, identity
+from mlpriv_jax.defences.dawn import dawn
 from mlpriv_jax.defences.mad import mad, proxy_from_model
 from mlpriv_jax.defences.memguard import defence_classifier_score, memguard, train_defence_classifier
 from mlpriv_jax.defences.modelguard import modelguard_w
@@ -32,7 +33,7 @@ class DefenceSpec(NamedTuple):
   valid: Callable[[float], bool]  # whether a strength lies in range
   valid_text: str                # the range, for messages
   threats: FrozenSet[str]        # what it defends against: extraction, membership or both
-  needs: FrozenSet[str]          # 'proxy' (MAD), 'members' (MemGuard's classifier)
+  needs: FrozenSet[str]          # 'proxy' (MAD), 'members' (MemGuard's classifier), 'master' (DAWN's secret)
   make: Callable[..., Defence]
   description: str
   keeps_label: bool = False      # its answer's argmax is the victim's, for every query, by construction
@@ -76,6 +77,11 @@ REGISTRY = {d.name: d for d in (
     DefenceSpec("misinfo", "OOD threshold tau on the max probability", lambda s: 0 < s <= 1, "(0, 1]",
                 frozenset({EXTRACTION}), frozenset(), lambda s, **_: adaptive_misinformation(tau=s),
                 "Adaptive Misinformation (Kariyappa & Qureshi 2020)", default=0.7),
+    DefenceSpec("dawn", "fraction of each client's answers watermarked", lambda s: 0 < s < 1, "in (0, 1)",
+                frozenset({EXTRACTION}), frozenset({"master"}),
+                lambda s, watermark_master, **_: dawn(s, watermark_master),
+                "DAWN (Szyller et al. 2021): a keyed few of each client's answers changed, to prove a theft later",
+                default=0.005),
 )}
 
 
@@ -133,11 +139,13 @@ class DefenderKit(NamedTuple):
   """What the defender makes once for its defences (`assemble`) and every `build` of them takes."""
   proxy_probs: Optional[Callable] = None   # MAD's proxy: x f32[B, H, W, C] -> probabilities f32[B, C]
   memguard_params: Optional[dict] = None   # MemGuard's defence classifier (its phase I), trained by the defender
+  watermark_master: Optional[bytes] = None  # DAWN's master secret
 
 
 def assemble(names, model, key, *, variables=None, input_shape=(32, 32, 3), members=None, nonmembers=None,
              guard_steps: int = 2000, log: Optional[Callable] = None) -> DefenderKit:
-  """What the named defences need, made once: the one home of MAD's proxy and MemGuard's classifier.
+  """What the named defences need, made once: the one home of MAD's proxy, MemGuard's classifier and DAWN's master
+  secret (from `derive(key, OWNERSHIP, DAWN_MASTER)`).
 
   MAD's proxy is a randomly initialised copy of the victim's architecture `model` (Orekondy et al. 2020, Sec. 5),
   from `fold_in(key, PROXY)`. MemGuard's classifier (Jia et al. 2019, phase I) is trained on the victim's softmax
@@ -146,6 +154,9 @@ def assemble(names, model, key, *, variables=None, input_shape=(32, 32, 3), memb
   """
   specs = [get(n) for n in names]
   kit = DefenderKit()
+  if any("master" in s.needs for s in specs):
+    bits = jax.random.bits(streams.derive(key, streams.OWNERSHIP, streams.DAWN_MASTER), (32,), jnp.uint8)
+    kit = kit._replace(watermark_master=np.asarray(bits).tobytes())
   if any("proxy" in s.needs for s in specs):
     kit = kit._replace(proxy_probs=make_proxy(model, streams.derive(key, streams.PROXY), input_shape))
   if any("members" in s.needs for s in specs):
@@ -163,7 +174,8 @@ def assemble(names, model, key, *, variables=None, input_shape=(32, 32, 3), memb
   return kit
 
 
-def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memguard_params=None) -> Defence:
+def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memguard_params=None,
+          watermark_master=None) -> Defence:
   """The defence `name` at `strength`, from what `assemble` made (`build(name, s, **kit._asdict())`)."""
   spec = check(name, strength)
   if spec.strength is not None and strength is None:
@@ -172,8 +184,10 @@ def build(name: str, strength: Optional[float] = None, *, proxy_probs=None, memg
     raise UserError(f"{name} needs a proxy model: make it with defences.assemble")
   if "members" in spec.needs and memguard_params is None:
     raise UserError(f"{name} needs a trained defence classifier: make it with defences.assemble")
+  if "master" in spec.needs and watermark_master is None:
+    raise UserError(f"{name} needs the defender's master secret: make it with defences.assemble")
   return spec.make(None if strength is None else float(strength), proxy_probs=proxy_probs,
-                   memguard_params=memguard_params)
+                   memguard_params=memguard_params, watermark_master=watermark_master)
 
 
 def attacker_copy(name: str, strength: Optional[float], model, variables, key, *, input_shape=(32, 32, 3),

@@ -1,0 +1,36 @@
+"""DAWN's verification (Szyller, Atli, Marchal & Asokan, ACM MM 2021): the suspect's agreement with the altered
+answers one client was given (the watermark itself is the defence `defences.dawn`).
+
+The provider logs each client's triggers (`evidence`); a suspect that agrees with a of their n altered labels is
+claimed stolen through that client when P[Bin(n, q) >= a] is small, q the agreement rate of independent models with
+those labels (measured on the owner's reference models).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from mlpriv_jax.defences.dawn import canonical, triggers
+from mlpriv_jax.oracle import Oracle, query_all
+
+
+class Evidence(NamedTuple):
+  """What the provider logged of one client: its triggered queries and the altered labels it was given."""
+  x: np.ndarray         # the triggers, u8[n, H, W, C]
+  labels: np.ndarray    # int[n] the altered top-1 the client received
+
+
+def evidence(secret, queries, answers, rate: float) -> Evidence:
+  """The client's triggers among its `queries` (with the `answers` it received)."""
+  x = canonical(queries)
+  hit = triggers(secret, x, rate)
+  return Evidence(x[hit], np.asarray(answers)[hit].argmax(-1).astype(np.int32))
+
+
+def agreements(ev: Evidence, suspect: Oracle) -> dict:
+  """{agreed, triggers, queries}: how many of the triggers' altered labels the suspect gives."""
+  if len(ev.x) == 0:
+    return dict(agreed=0, triggers=0, queries=0)
+  start = suspect.queries_used
+  agreed = int((query_all(suspect, ev.x).argmax(-1) == ev.labels).sum())
+  return dict(agreed=agreed, triggers=len(ev.x), queries=suspect.queries_used - start)

@@ -1,0 +1,198 @@
+"""Proving theft after the fact: Dataset Inference's Blind Walk and test, DAWN's per-client watermark, IPGuard's
+fingerprint, and the verdicts drawn from them."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlpriv_jax import data, defences, models, train
+from mlpriv_jax.defences import dawn as dawn_defence
+from mlpriv_jax.errors import UserError
+from mlpriv_jax.oracle import Victim
+from mlpriv_jax.ownership import dataset_inference as DI
+from mlpriv_jax.ownership import dawn as DW
+from mlpriv_jax.ownership import ipguard as IG
+from mlpriv_jax.ownership import verdicts
+
+
+class _Constant:
+  """An oracle whose top-1 is always `label(x)` (a stand-in suspect), counting its queries."""
+
+  def __init__(self, label, num_classes=10):
+    self.label, self.num_classes, self.input_shape, self.queries_used, self.budget_left = label, num_classes, \
+        (32, 32, 3), 0, None
+
+  def query(self, x):
+    self.queries_used += len(x)
+    return np.eye(self.num_classes, dtype=np.float32)[self.label(np.asarray(x))]
+
+
+WALK = DI.DatasetInferenceOptions(num_directions=4, max_steps=6, chunk=3)
+
+
+def _points(n=7):
+  x = np.asarray(jax.random.uniform(jax.random.key(0), (n, 32, 32, 3)), np.float32)
+  return x, np.arange(n) % 10
+
+
+def test_blind_walk_distances_and_queries_by_hand():
+  x, y = _points()
+  key = jax.random.key(1)
+  base = np.stack([np.asarray(DI._directions(jax.random.fold_in(key, i), (32, 32, 3), 4)) for i in range(len(x))])
+  norm = lambda d: np.stack([np.abs(d[:, 0]).max((-3, -2, -1)), np.sqrt((d[:, 1] ** 2).sum((-3, -2, -1))),
+                             np.abs(d[:, 2]).sum((-3, -2, -1))], 1)
+  at = lambda k: norm(np.clip(x[:, None, None] + k * base, 0, 1) - x[:, None, None])
+  # A suspect that never gives the true label: every walk stops at k = 1, one query each.
+  wrong = _Constant(lambda q: np.full(len(q), 0))
+  d, q = DI.blind_walk(wrong, x, np.full(len(x), 5), key, WALK)
+  chex.assert_shape(d, (len(x), 3, 4))
+  np.testing.assert_allclose(d, at(1), rtol=1e-5)
+  assert q == wrong.queries_used == len(x) * 3 * 4
+  # One that always does: no walk flips, each ends at k = max_steps + 1 after max_steps queries.
+  right = _Constant(lambda q: np.full(len(q), 1))
+  d, q = DI.blind_walk(right, x, np.full(len(x), 1), key, WALK)
+  np.testing.assert_allclose(d, at(7), rtol=1e-5)
+  assert q == len(x) * 3 * 4 * 6
+  # The walks do not depend on how the points are chunked
+  d3, _ = DI.blind_walk(right, x, np.full(len(x), 1), key, dataclasses.replace(WALK, chunk=5))
+  np.testing.assert_array_equal(d3, d)
+
+
+def test_blind_walk_stops_each_walk_when_its_label_flips():
+  """A suspect whose label flips once the image's mean moves by more than 0.002: every walk stops at its own k."""
+  x, y = _points(4)
+  x = np.full_like(x, 0.5)
+  flip = _Constant(lambda q: np.where(np.abs(q.mean((1, 2, 3)) - 0.5) > 2e-3, 9, 0))
+  d, q = DI.blind_walk(flip, x, np.zeros(4, int), jax.random.key(2), DI.DatasetInferenceOptions(max_steps=50))
+  assert 4 * 30 < q < 4 * 30 * 50 and np.all(d > 0)
+
+
+def test_embedding_is_one_row_per_point_norm_major():
+  d = np.arange(12, dtype=np.float32).reshape(2, 3, 2)   # [points, norms, directions]
+  e = DI.embed(d, mean=np.zeros(3), std=np.ones(3))
+  np.testing.assert_array_equal(e[0], [0, 1, 2, 3, 4, 5])
+  np.testing.assert_array_equal(DI.embed(d, np.array([0, 2, 4]), np.array([1, 2, 4]))[1], [6, 7, 3, 3.5, 1.5, 1.75])
+
+
+def test_p_value_is_small_when_public_scores_higher_and_not_otherwise():
+  o = DI.DatasetInferenceOptions(num_resamples=20)
+  r = np.random.default_rng(0)
+  key = jax.random.key(3)
+  assert DI.p_value(r.normal(0, 1, 50), r.normal(3, 1, 50), key, o) < 1e-3
+  assert DI.p_value(r.normal(0, 1, 50), r.normal(0, 1, 50), key, o) > 0.05
+  assert DI.p_value(r.normal(3, 1, 50), r.normal(0, 1, 50), key, o) > 0.9
+  with pytest.raises(UserError, match="reveals 10 points"):
+    DI.p_value(np.zeros(5), np.zeros(5), key, o)
+
+
+def test_regressor_separates_what_it_is_trained_on():
+  r = np.random.default_rng(1)
+  priv, pub = r.normal(0, 1, (40, 30)).astype(np.float32), r.normal(0.8, 1, (40, 30)).astype(np.float32)
+  g = DI.fit_regressor(jax.random.key(4), priv, pub, DI.DatasetInferenceOptions(regressor_steps=300))
+  assert float(DI.regressor(g, pub).mean()) > float(DI.regressor(g, priv).mean()) + 0.5
+
+
+# --- DAWN ---------------------------------------------------------------------------------------------------------
+
+MASTER = b"0123456789abcdef0123456789abcdef"
+
+
+def test_dawn_triggers_at_its_rate_per_client_and_alters_only_them():
+  x = np.asarray(jax.random.randint(jax.random.key(5), (4000, 32, 32, 3), 0, 256), np.uint8)
+  a, b = (dawn_defence.client_secret(MASTER, bytes([c]) * 8) for c in (1, 2))
+  ta, tb = dawn_defence.triggers(a, x, 0.05), dawn_defence.triggers(b, x, 0.05)
+  assert 140 < ta.sum() < 260 and 140 < tb.sum() < 260   # 200 expected; 5 sd either side
+  assert (ta & tb).sum() < 30                             # two clients' triggers are independent (10 expected)
+  # through the service: only triggers change, by a swap that moves the top-1; the rest is bit-equal
+  probs = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(6), (4000, 10))))
+  d = defences.build("dawn", 0.05, watermark_master=MASTER)
+  out, _ = d.apply(jnp.asarray(x, jnp.float32) / 255, jnp.asarray(probs), dawn_defence.DawnState(jnp.asarray(a)), None)
+  out = np.asarray(out)
+  np.testing.assert_array_equal(out[~ta], probs[~ta])
+  assert np.all(out[ta].argmax(-1) != probs[ta].argmax(-1))
+  np.testing.assert_allclose(np.sort(out, -1), np.sort(probs, -1))   # a permutation of each answer
+  # vmapped over clients (the shape a vmapped account takes)
+  both = jax.vmap(lambda s: d.apply(jnp.asarray(x[:64], jnp.float32) / 255, jnp.asarray(probs[:64]), s, None)[0])(
+      dawn_defence.DawnState(jnp.asarray(np.stack([a, b]))))
+  np.testing.assert_array_equal(np.asarray(both[0]), out[:64])
+
+
+@pytest.fixture(scope="module")
+def shapes():
+  """A cnn_tiny victim on 300 shapes10 images (overfit, confident) and an independent one on 300 others."""
+  ds = data.load_dataset("shapes10")
+  cfg = train.TrainConfig(num_epochs=40, batch_size=32, learning_rate=0.05, momentum=0.9, schedule="cosine",
+                          augment=False)
+  m = models.get_model("cnn_tiny", 10)
+  victim = train.variables_of(train.train(m, cfg, ds.x_train[:300], ds.y_train[:300], jax.random.key(7)).state)
+  other = train.variables_of(train.train(m, cfg, ds.x_train[300:600], ds.y_train[300:600],
+                                         jax.random.key(8)).state)
+  return ds, m, victim, other
+
+
+def test_dawn_proves_the_theft_of_the_client_that_stole(shapes):
+  """A surrogate trained on one client's watermarked answers agrees with that client's altered labels, an
+  independent model does not; each client's account is keyed by its own key, float queries trigger as their bytes."""
+  ds, m, victim, other = shapes
+  kit = defences.assemble(["dawn"], m, jax.random.key(9))
+  service_defence = defences.build("dawn", 0.1, **kit._asdict())
+  thief = Victim(m, victim, defence=service_defence, key=jax.random.key(10))
+  other_client = Victim(m, victim, defence=service_defence, key=jax.random.key(11))
+  x = ds.x_test[:600]
+  answers = np.concatenate([thief.query(x[s:s + 300]) for s in range(0, 600, 300)])
+  np.testing.assert_array_equal(other_client.query(x[:200].astype(np.float32) / 255), other_client.query(x[:200]))
+  secret = dawn_defence.client_secret(kit.watermark_master, dawn_defence.account_bytes(jax.random.key(10)))
+  ev = DW.evidence(secret, x, answers, 0.1)
+  assert 35 < len(ev.x) < 85   # 60 expected
+  other_secret = dawn_defence.client_secret(kit.watermark_master, dawn_defence.account_bytes(jax.random.key(11)))
+  wrong = DW.evidence(other_secret, x, answers, 0.1)   # another client's triggers: the thief got honest answers
+  assert np.mean(wrong.labels == np.asarray(train.predict(m, victim, wrong.x)).argmax(-1)) > 0.8
+  cfg = train.TrainConfig(num_epochs=60, batch_size=32, learning_rate=0.05, momentum=0.9, schedule="cosine",
+                          augment=False)
+  stolen = train.variables_of(train.train(m, cfg, x, answers, jax.random.key(12)).state)
+  got = {n: DW.agreements(ev, Victim(m, v)) for n, v in (("stolen", stolen), ("independent", other))}
+  assert got["stolen"]["queries"] == len(ev.x)
+  q = got["independent"]["agreed"] / len(ev.x)
+  assert got["stolen"]["agreed"] > 3 * got["independent"]["agreed"], got
+  assert verdicts.binomial_p(got["stolen"]["agreed"], len(ev.x), q) < 1e-6
+
+
+def test_ipguard_fingerprint_crosses_the_boundary_and_tells_copies_from_independent_models(shapes):
+  ds, m, victim, other = shapes
+  logits = jax.jit(lambda x: m.apply(victim, x, train=False)[0])
+  fp = IG.fingerprint(logits, ds.x_test, jax.random.key(13), 10, IG.IPGuardOptions(num_points=40, max_steps=200))
+  assert fp.x.dtype == np.float32 and fp.x.min() >= 0 and fp.x.max() <= 1 and fp.crossed > 0.9
+  own = IG.matches(fp, Victim(m, victim))
+  indep = IG.matches(fp, Victim(m, other))
+  assert own == dict(matched=40, points=40, queries=40)
+  assert indep["matched"] < 30, indep
+
+
+def test_dataset_inference_tells_the_victim_from_an_independent_model(shapes):
+  """The victim's own held-out half is flagged (p < 0.01) with a p-value ten times smaller and a statistic twice as
+  large as a model trained on other data of the same distribution (such models are not at p ~ 1: the hard negatives
+  that the arena calibrates the verdict on)."""
+  ds, m, victim, other = shapes
+  o = DI.DatasetInferenceOptions(num_directions=5, max_steps=30, num_resamples=30, regressor_steps=500)
+  ev = DI.prepare(Victim(m, victim), ds.x_train[:80], ds.y_train[:80], ds.x_test[:80], ds.y_test[:80],
+                  jax.random.key(14), o)
+  suspect = Victim(m, victim)
+  own = DI.verify(ev, suspect)
+  indep = DI.verify(ev, Victim(m, other))
+  assert own["queries"] == suspect.queries_used > 0
+  assert own["p_value"] < 0.01 and indep["p_value"] > 10 * own["p_value"], (own, indep)
+  assert own["statistic"] > 2 * indep["statistic"], (own, indep)
+
+
+def test_detection_rates_by_hand():
+  pos, neg = [1e-4, 0.02, 0.3], [0.5, 0.04, 0.9, 0.2]
+  d = verdicts.detection(pos, neg, fprs=(0.01, 0.25))
+  assert d["tpr_at_0.01"] == pytest.approx(2 / 3)   # no negative flagged: p < 0.04
+  assert d["tpr_at_0.25"] == pytest.approx(2 / 3)   # one negative allowed: p < 0.2
+  assert d["tpr_p<0.01"] == pytest.approx(1 / 3) and d["fpr_p<0.25"] == pytest.approx(0.5)
+  assert verdicts.binomial_p(10, 10, 0.5) == pytest.approx(1 / 1024)
+  assert verdicts.binomial_p(0, 10, 0.5) == 1.0 and verdicts.binomial_p(3, 0, 0.1) == 1.0
