@@ -18,6 +18,7 @@ import jax
 # --- The root's own streams: the world ---------------------------------------------------------------------------
 TRAIN, KEEP = 0, 1                 # the models trained (train.py, the membership game; table t's victim: TRAIN, t)
 TARGET_HALF = 2                    # the membership target's half of the universe
+INDEPENDENT = 6                    # the owner's negatives: models trained on disjoint data (model j below)
 
 # --- The parties' branches: derive(root, PARTY, game) -------------------------------------------------------------
 DEFENDER, ATTACKER, EVALUATION = 3, 4, 5
