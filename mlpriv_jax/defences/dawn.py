@@ -58,16 +58,22 @@ def hashes(secret, x) -> tuple:
   return w[:, 0].astype(np.uint64), w[:, 1].astype(np.uint64)
 
 
+def _threshold(rate: float):
+  return np.uint64(min(int(rate * 2.0 ** 64), 2 ** 64 - 1))
+
+
 def triggers(secret, x, rate: float) -> np.ndarray:
   """bool[B]: which queries the watermark alters for the client with `secret`."""
-  h1, _ = hashes(secret, x)
-  return h1 < np.uint64(min(int(rate * 2.0 ** 64), 2 ** 64 - 1))
+  return hashes(secret, x)[0] < _threshold(rate)
+
+
+def _altered(h2, top1, num_classes: int) -> np.ndarray:
+  return ((np.asarray(top1) + 1 + (h2 % np.uint64(num_classes - 1)).astype(np.int64)) % num_classes).astype(np.int32)
 
 
 def altered_class(secret, x, top1, num_classes: int) -> np.ndarray:
   """int[B]: the class a trigger's answer is moved to, never its top-1."""
-  _, h2 = hashes(secret, x)
-  return ((np.asarray(top1) + 1 + (h2 % np.uint64(num_classes - 1)).astype(np.int64)) % num_classes).astype(np.int32)
+  return _altered(hashes(secret, x)[1], top1, num_classes)
 
 
 def _mark(secret, x, top1, *, rate: float, num_classes: int):
@@ -78,7 +84,8 @@ def _mark(secret, x, top1, *, rate: float, num_classes: int):
   mask, cls = np.zeros(t.shape, bool), np.zeros(t.shape, np.int32)
   for i, sec in enumerate(s):
     if sec.any():   # an unbound state (a warm-up's) alters nothing
-      mask[i], cls[i] = triggers(sec, xs[i], rate), altered_class(sec, xs[i], t[i], num_classes)
+      h1, h2 = hashes(sec, xs[i])
+      mask[i], cls[i] = h1 < _threshold(rate), _altered(h2, t[i], num_classes)
   return mask.reshape(np.shape(top1)), cls.reshape(np.shape(top1))
 
 
