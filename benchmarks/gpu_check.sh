@@ -6,11 +6,14 @@
 # Run from the checkout root. --data_dir holds cifar10_jpeg.npz and cifar100_jpeg.npz (carry that ignored folder
 # to the machine); nothing is downloaded. Each step writes its JSON into OUT as it goes, OUT/steps.json says
 # for every step its exit status and wall seconds, and OUT/steps.log holds every step's output, so a run killed
-# at any point still leaves what it measured, in at most 7 files, none below OUT (what a lent machine returns):
+# at any point still leaves what it measured, in at most 8 files, none below OUT (what a lent machine returns):
 #   1. throughput_b128.json, throughput_b512.json: bf16 train throughput and MFU of every survey architecture;
 #   2. train_k.json: train_k with the vmapped model axis for K = 1, 8, 32 (cnn_small and wrn28_2) against
 #      K sequential trainings;
-#   3. paper_tables.json, paper_tables.md: survey_tables.py --preset=paper for one victim (a few epochs) and one
+#   3. datafree.json: DFME's paper recipe (benchmarks/datafree.py --preset=paper: batch 256, ngf 64) against a
+#      CIFAR-10 resnet18 victim of a few epochs, for about a minute: its curve and queries per second, to
+#      extrapolate the paper's 20M queries (the curve so far is written at each report, so a timeout keeps it);
+#   4. paper_tables.json, paper_tables.md: survey_tables.py --preset=paper for one victim (a few epochs) and one
 #      surrogate row, with seconds per epoch to extrapolate the full preset (its workdir, checkpoints and all,
 #      stays in a temporary folder).
 # --dry_run: the same steps at tiny sizes on any machine (a test runs it on CPU in under 2 minutes).
@@ -67,9 +70,12 @@ if [ "$DRY" = 1 ]; then
   ARCHS=cnn_tiny BATCHES="8" KS=2 K_ARCHS=cnn_tiny PEAK=0 STEPS_N=2
   TABLE_FLAGS="--num_train=128 --budget=128 --num_test=128 --archs=wres16=cnn_tiny --victim_epochs=1
                --surrogate_epochs=1"
+  DATAFREE_FLAGS="--preset=smoke --victim_epochs=1 --num_train=256 --dfme_budget=1000 --report_every=500
+                  --batch_size=8 --ngf=8"
 else
   ARCHS=wrn16_8,wrn22_8,resnet32,resnet18,vgg16 BATCHES="128 512" KS=1,8,32 K_ARCHS=cnn_small,wrn28_2 PEAK=989
   STEPS_N=5 TABLE_FLAGS="--victim_epochs=3 --surrogate_epochs=2"
+  DATAFREE_FLAGS="--preset=paper --data_dir=$DATA_DIR --victim_epochs=3 --dfme_budget=1000000 --report_every=200000"
 fi
 
 for b in $BATCHES; do
@@ -80,6 +86,8 @@ done
 # spend the step compiling.
 step train_k 150 "$PY" benchmarks/train_throughput.py --archs= --k_archs="$K_ARCHS" --ks="$KS" \
   --model_axes=vmap --steps="$STEPS_N" --torch=false --out="$OUT/train_k.json"
+# shellcheck disable=SC2086
+step datafree 120 "$PY" benchmarks/datafree.py $DATAFREE_FLAGS --disguide_budget=0 --out="$OUT/datafree.json"
 LEFT=$((DEADLINE - $(date +%s)))
 if [ "$LEFT" -gt 30 ]; then
   # shellcheck disable=SC2086
