@@ -184,7 +184,7 @@ from conftest import shared_workdir  # noqa: E402
 from experiments_test import _program  # noqa: E402
 
 MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=4", "--num_epochs=20", "--num_bootstrap=20",
-             "--label_examples=400"]
+             "--label_examples=200"]
 LABEL_ONLY = ("gap", "label_augmentation", "label_noise", "label_boundary")
 
 
@@ -218,20 +218,20 @@ def test_mia_on_an_overfit_target(mia_run):
   assert a["label_augmentation"]["auc"] > a["gap"]["auc"] + 0.02, auc
   assert min(a["label_noise"]["auc"], a["label_boundary"]["auc"]) > a["gap"]["auc"] + 0.05, auc
   assert a["gap"]["queries_per_example"] == 1 and a["label_augmentation"]["queries_per_example"] == 5
-  assert 50 < a["label_boundary"]["queries_per_example"] <= 300 and a["label_boundary"]["num_scored"] == 400
+  assert 50 < a["label_boundary"]["queries_per_example"] <= 300 and a["label_boundary"]["num_scored"] == 200
   assert 0.5 < a["label_boundary"]["calibrated_accuracy"] <= 1
   for name in M.REGISTRY:
     lo, hi = a[name]["intervals"]["tpr_at_0.001"]
     assert lo <= a[name]["tpr_at_0.001"] <= hi
   rows = [json.loads(line) for line in open(os.path.join(wd, "results.jsonl"))]   # the rows results.json renders
   assert {r["value"] for r in rows if r["attack"] == "loss" and r["metric"] == "auc"} == {a["loss"]["auc"]}
-  assert {r["queries"] for r in rows if r["attack"] == "gap"} == {400}
+  assert {r["queries"] for r in rows if r["attack"] == "gap"} == {200}
   keep = np.load(os.path.join(wd, "keep.npy"))
   assert keep.shape == (5, 1000) and keep[0].sum() == 500 and (keep[1:].sum(0) == 2).all()
   saved = np.load(os.path.join(wd, "scores.npz"))
   assert saved["score_lira_online"].shape == (1000,) and (saved["is_member"] == keep[0]).all()
   idx = saved["index_label_boundary"]
-  assert saved["score_label_boundary"].shape == idx.shape == (400,) and len(set(idx)) == 400
+  assert saved["score_label_boundary"].shape == idx.shape == (200,) and len(set(idx)) == 200
   assert os.path.getsize(os.path.join(wd, "roc.png")) > 1000
   # The audit of an undefended overfit target proves some epsilon; it never exceeds the perfect attack's bound.
   for name in M.REGISTRY:
