@@ -54,6 +54,7 @@ HSJ_INIT, HSJ_GRADIENT = 0, 1                  # HopSkipJump's start and its gra
 MEMGUARD_PROJECTION, MEMGUARD_CODES = 0, 1     # MemGuard's tie-breaking projection and per-row codes
 MLP_INIT, MLP_BATCHES = 0, 1                   # the attack MLPs' initialisation and batch order
 DI_WALK, DI_REGRESSOR, DI_RESAMPLE = 0, 1, 2    # Dataset Inference: the walks' directions, g, the revealed points
+DI_FIT_PRIVATE, DI_FIT_PUBLIC, DI_TEST_PRIVATE, DI_TEST_PUBLIC = 0, 1, 2, 3   # below DI_WALK: the four walked sets
 IPGUARD_SEEDS, IPGUARD_TARGETS = 3, 4           # IPGuard: the fingerprint's seed points and target classes
 DAWN_MASTER = 5                                # DAWN: the watermark's master secret
 

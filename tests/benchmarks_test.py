@@ -33,16 +33,14 @@ def test_gpu_check_dry_run_measures_every_step(tmp_path, data_dir):
   r = _run(f"--out={out}", f"--data_dir={data_dir}", "--dry_run")
   assert r.returncode == 0, r.stderr
   steps = json.loads((out / "steps.json").read_text())
-  assert set(steps) == {"throughput_b8", "train_k", "datafree", "paper_tables"}, steps   # the GPU run: two batches
+  assert set(steps) == {"throughput_b8", "train_k", "paper_tables"}, steps   # the GPU run: two batches, datafree
   assert all(s["exit_status"] == 0 for s in steps.values()), steps
   rows = json.loads((out / "throughput_b8.json").read_text())
   assert "cnn_tiny" in rows["archs"] and rows["archs"]["cnn_tiny"]["train"]["images_per_sec"] > 0
   assert rows["archs"]["cnn_tiny"]["train"]["tflops_per_sec"] > 0       # the FLOPs are counted
   assert "vmap" in (out / "train_k.json").read_text()
   assert sorted(os.listdir(out)) == sorted(["steps.json", "steps.log", "throughput_b8.json", "train_k.json",
-                                             "datafree.json", "paper_tables.json", "paper_tables.md"])
-  free = json.loads((out / "datafree.json").read_text())
-  assert not free.get("partial") and [c["queries"] for c in free["dfme"]["curve"]][-1] <= 1000
+                                             "paper_tables.json", "paper_tables.md"])
   tables = json.loads((out / "paper_tables.json").read_text())
   victim = tables["tables"]["table1"]["victim"]
   assert victim["epochs_run"] == 1 and victim["seconds_per_epoch"] > 0

@@ -342,8 +342,8 @@ def test_mia_against_a_dp_target_stays_under_the_guarantee(tmp_path):
   from mlpriv_jax.lab import membership
   cfg = train.TrainConfig(num_epochs=4, batch_size=128, learning_rate=2.0, weight_decay=0.0, augment=False,
                           schedule="cosine")
-  game = G.MembershipGame("shapes10", "cnn_tiny_gn", 1000, 4, cfg, dp=dp.DPTarget(epsilon=2.0))
-  audit = G.MembershipAudit(("loss", "lira_online", "rmia_online", "label_noise"), num_bootstrap=0, label_examples=200,
+  game = G.MembershipGame("shapes10", "cnn_tiny_gn", 600, 4, cfg, dp=dp.DPTarget(epsilon=2.0))
+  audit = G.MembershipAudit(("loss", "lira_online", "rmia_online", "label_noise"), num_bootstrap=0, label_examples=100,
                             options=M.MembershipOptions(label_noise=M.LabelNoiseOptions(num_samples=10)))
   res = membership.run(membership.MiaRun(game, audit, num_test=500), workdir=str(tmp_path / "run"),
                        log=lambda *_: None)

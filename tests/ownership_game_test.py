@@ -13,7 +13,7 @@ from mlpriv_jax.oracle import Victim
 from mlpriv_jax.ownership import ipguard as IG
 
 # Dataset Inference end to end is tests/ownership_test.py's; here the game's other two verifiers
-AUDIT = ownership.OwnershipAudit(verifiers=("ipguard", "dawn"), num_independent=2,
+AUDIT = ownership.OwnershipAudit(verifiers=("ipguard", "dawn"), num_independent=1,
                                  ipguard=IG.IPGuardOptions(num_points=30, max_steps=150))
 
 

@@ -177,8 +177,8 @@ def test_dataset_inference_tells_the_victim_from_an_independent_model(shapes):
   large as a model trained on other data of the same distribution (such models are not at p ~ 1: the hard negatives
   that the arena calibrates the verdict on)."""
   ds, m, victim, other = shapes
-  o = DI.DatasetInferenceOptions(num_directions=5, max_steps=30, num_resamples=30, regressor_steps=500)
-  ev = DI.prepare(Victim(m, victim), ds.x_train[:80], ds.y_train[:80], ds.x_test[:80], ds.y_test[:80],
+  o = DI.DatasetInferenceOptions(num_directions=4, max_steps=30, num_resamples=30, regressor_steps=500, chunk=30)
+  ev = DI.prepare(Victim(m, victim), ds.x_train[:60], ds.y_train[:60], ds.x_test[:60], ds.y_test[:60],
                   jax.random.key(14), o)
   suspect = Victim(m, victim)
   own = DI.verify(ev, suspect)

@@ -18,6 +18,7 @@ split in halves: the first trains g on the victim's walks, the second is walked 
 """
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -63,6 +64,12 @@ def _directions(key, image_shape, num_directions: int):
                     NOISE[2] * jax.random.laplace(k[2], shape)])
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _walk_directions(key, index, image_shape, num_directions: int):
+  """f32[n, 3, D, H, W, C]: the directions of the points at `index`, point i's from fold_in(key, i)."""
+  return jax.vmap(lambda i: _directions(jax.random.fold_in(key, i), image_shape, num_directions))(index)
+
+
 @jax.jit
 def _step(x, base, k):
   """The k-th points of every walk and their distances: x f32[n, H, W, C], base f32[n, 3, D, H, W, C] ->
@@ -87,12 +94,11 @@ def blind_walk(oracle: Oracle, x, y, key, options: DatasetInferenceOptions = Dat
   if x.ndim != 4 or len(y) != len(x):
     raise UserError(f"blind_walk takes images [N, H, W, C] and N labels, got {list(x.shape)} and {list(y.shape)}")
   o = options
-  directions = jax.jit(jax.vmap(lambda i: _directions(jax.random.fold_in(key, i), x.shape[1:], o.num_directions)))
   out = np.zeros((len(x), 3, o.num_directions), np.float32)
   start = oracle.queries_used
   for s in range(0, len(x), o.chunk):
     xs, ys = x[s:s + o.chunk], y[s:s + o.chunk]
-    base = directions(jnp.arange(s, s + len(xs)))
+    base = _walk_directions(key, jnp.arange(s, s + len(xs)), tuple(x.shape[1:]), o.num_directions)
     walking = np.ones(out[s:s + len(xs)].shape, bool)
     for k in range(1, o.max_steps + 2):
       images, dist = (np.asarray(a) for a in _step(xs, base, jnp.float32(k)))
@@ -187,8 +193,8 @@ def prepare(victim: Oracle, x_private, y_private, x_public, y_public, key,
   h = n // 2
   k_walk, k_fit, k_test = (streams.derive(key, i) for i in (streams.DI_WALK, streams.DI_REGRESSOR,
                                                             streams.DI_RESAMPLE))
-  d_priv, _ = blind_walk(victim, x_private[:h], y_private[:h], streams.derive(k_walk, 0), options)
-  d_pub, _ = blind_walk(victim, x_public[:h], y_public[:h], streams.derive(k_walk, 1), options)
+  d_priv, _ = blind_walk(victim, x_private[:h], y_private[:h], streams.derive(k_walk, streams.DI_FIT_PRIVATE), options)
+  d_pub, _ = blind_walk(victim, x_public[:h], y_public[:h], streams.derive(k_walk, streams.DI_FIT_PUBLIC), options)
   mean, std = d_priv.mean(axis=(0, 2)), d_priv.std(axis=(0, 2)) + 1e-12
   g = fit_regressor(k_fit, embed(d_priv, mean, std), embed(d_pub, mean, std), options)
   return Evidence(np.asarray(x_private[h:n]), np.asarray(y_private[h:n]), np.asarray(x_public[h:n]),
@@ -200,8 +206,8 @@ def verify(evidence: Evidence, suspect: Oracle) -> dict:
   points, scored by the victim's g. A small p says the suspect knows the victim's private points."""
   e, o = evidence, evidence.options
   k_walk = streams.derive(e.key, streams.DI_WALK)
-  d_priv, q1 = blind_walk(suspect, e.x_private, e.y_private, streams.derive(k_walk, 2), o)
-  d_pub, q2 = blind_walk(suspect, e.x_public, e.y_public, streams.derive(k_walk, 3), o)
+  d_priv, q1 = blind_walk(suspect, e.x_private, e.y_private, streams.derive(k_walk, streams.DI_TEST_PRIVATE), o)
+  d_pub, q2 = blind_walk(suspect, e.x_public, e.y_public, streams.derive(k_walk, streams.DI_TEST_PUBLIC), o)
   g_priv = np.asarray(regressor(e.regressor, embed(d_priv, e.mean, e.std)))
   g_pub = np.asarray(regressor(e.regressor, embed(d_pub, e.mean, e.std)))
   p = p_value(g_priv, g_pub, streams.derive(e.key, streams.DI_RESAMPLE), o)

@@ -64,8 +64,8 @@ def make_fingerprint_fn(logits_fn, options: IPGuardOptions = IPGuardOptions()):
       updates, s = tx.update(jax.grad(total)(x, i, j), s)
       x = jnp.where(done[:, None, None, None], x, jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0))
       return step + 1, x, s, done | (logits_fn(x).argmax(-1) == j)
-    done = logits_fn(x).argmax(-1) == j
-    return jax.lax.while_loop(cond, body, (0, x, tx.init(x), done))[1:4:2]
+    _, x, _, done = jax.lax.while_loop(cond, body, (0, x, tx.init(x), logits_fn(x).argmax(-1) == j))
+    return x, done
   return run
 
 
