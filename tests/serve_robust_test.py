@@ -308,3 +308,38 @@ def test_two_server_processes_on_one_ledger_never_pass_the_budget(tmp_path):
       p.stdin.close()
       p.wait(60)
   assert sum(per_server) == budget and used == [budget, budget] and min(per_server) > 0, per_server
+
+
+def test_behind_dawn_the_ledger_logs_each_keys_triggers_for_the_verifier(tmp_path):
+  """The served watermark: each key's triggers (its own secret's) and the altered labels it got are in the ledger,
+  what DAWN's verification reads (`ownership.dawn.from_ledger`), and survive a restart."""
+  from mlpriv_jax import defences
+  from mlpriv_jax.defences import dawn
+  from mlpriv_jax.ownership import dawn as verify
+  m = models.get_model("cnn_tiny", 10)
+  v = m.init(jax.random.key(0), jnp.zeros((1, *SHAPE)))
+  master = bytes(range(32))
+  service = Service.from_model(m, v, buckets=(1, 8, 64), defence=defences.build("dawn", 0.3, watermark_master=master))
+  path = str(tmp_path / "usage.sqlite")
+  served = serve.Served(service, _ring(), defence="dawn", defence_strength=0.3, ledger=serve.Ledger(path))
+  x = np.asarray(jax.random.randint(jax.random.key(1), (40, *SHAPE), 0, 256), np.uint8)
+  body = {"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32",
+                      "data": (x.astype(np.float32) / 255).ravel().tolist()}]}
+  with serve.BackgroundServer(serve.create_app(served)) as s, httpx.Client(base_url=s.url, timeout=60) as h:
+    got = {}
+    for name, key in (("alice", ALICE), ("bob", BOB)):
+      r = h.post("/v2/models/victim/infer", json=body, headers={"X-API-Key": key})
+      assert r.status_code == 200, r.text
+      got[name] = np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(40, 10)
+  served.ledger.close()
+  ledger = serve.Ledger(path)   # a restart reads the log back
+  for name in ("alice", "bob"):
+    secret = dawn.client_secret(master, dawn.account_bytes(serve.client_key(0, name)))
+    want = verify.evidence(secret, x, got[name], 0.3)
+    logged = verify.from_ledger(ledger, name)
+    assert 3 <= len(logged.x) <= 25   # 12 expected
+    np.testing.assert_array_equal(logged.x, want.x)
+    np.testing.assert_array_equal(logged.labels, want.labels)
+  a, b = verify.from_ledger(ledger, "alice"), verify.from_ledger(ledger, "bob")
+  assert {t.tobytes() for t in a.x} != {t.tobytes() for t in b.x}   # two keys, two sets of triggers
+  ledger.close()

@@ -27,6 +27,12 @@ def evidence(secret, queries, answers, rate: float) -> Evidence:
   return Evidence(x[hit], np.asarray(answers)[hit].argmax(-1).astype(np.int32))
 
 
+def from_ledger(ledger, client: str) -> Evidence:
+  """The triggers a served victim logged for the key named `client` (`serve.Ledger`, behind `--defence=dawn`)."""
+  x, labels = ledger.triggers(client)
+  return Evidence(x, labels)
+
+
 def agreements(ev: Evidence, suspect: Oracle) -> dict:
   """{agreed, triggers, queries}: how many of the triggers' altered labels the suspect gives."""
   if len(ev.x) == 0:

@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mlpriv_jax import streams
+from mlpriv_jax.defences import dawn
 from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.errors import number
 from mlpriv_jax.oracle import Account, BudgetExceeded, QueryError, QueryRefused, Service, answer_for, validate_queries
@@ -197,6 +198,9 @@ class Served:
       except BaseException:
         self.ledger.refund(client.name, len(x))
         raise
+      if self.defence == "dawn":   # the provider's log of the key's watermarked answers (its proof, later)
+        hit = dawn.triggers(account.defence_state.secret, x, self.defence_strength)
+        self.ledger.log_triggers(client.name, dawn.canonical(x[hit]), out[hit].argmax(-1))
       return out, None
     except UserError as e:
       return None, e
