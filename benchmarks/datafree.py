@@ -68,8 +68,10 @@ def main(argv):
   else:
     r = train_presets.smoke()
     dataset, arch, n, cfg = r.dataset, r.arch, r.num_train, r.train
-  n = default(FLAGS.num_train, n, n)
-  cfg = dataclasses.replace(cfg, num_epochs=default(FLAGS.victim_epochs, cfg.num_epochs, cfg.num_epochs))
+  if FLAGS.num_train is not None:
+    n = FLAGS.num_train
+  if FLAGS.victim_epochs is not None:
+    cfg = dataclasses.replace(cfg, num_epochs=FLAGS.victim_epochs)
   ds = data.load_dataset(dataset, FLAGS.data_dir)
   mean, std = data.channel_stats(ds.x_train)
   victim = models.get_model(arch, ds.num_classes, mean=mean, std=std)

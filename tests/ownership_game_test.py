@@ -2,7 +2,6 @@
 a stolen surrogate and the victim itself as positives, and the verdict calibrated on the negatives."""
 
 import jax
-import numpy as np
 import pytest
 
 from mlpriv_jax import defences, train

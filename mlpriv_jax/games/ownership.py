@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax import streams, train
+from mlpriv_jax.defences import dawn as watermark
 from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.oracle import Oracle, Victim
 from mlpriv_jax.ownership import dataset_inference as DI
@@ -101,7 +102,6 @@ def verify(owner: Owner, suspect: Oracle, *, dawn: Optional[DW.Evidence] = None,
 
 def dawn_evidence(master: bytes, account_key, queries, answers, rate: float) -> DW.Evidence:
   """What the provider logged of the client with `account_key`: its triggers among `queries` and their answers."""
-  from mlpriv_jax.defences import dawn as watermark
   return DW.evidence(watermark.client_secret(master, watermark.account_bytes(account_key)), queries, answers, rate)
 
 
