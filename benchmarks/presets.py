@@ -75,14 +75,17 @@ def headline(program: str, workdir: str):
     attacked = {s: h for s, h in rows.items() if h["worst_fidelity"] is not None}
     best = min(attacked, key=lambda s: attacked[s]["worst_fidelity"])
     criterion = {"auc": "AUC", "tpr_at_0.01": "TPR@1%", "tpr_at_0.001": "TPR@0.1%"}[none["criterion"]]
-    return (f"undefended: fidelity {none['worst_fidelity']:.3f} by {none['worst_fidelity_attack']} at "
+    proved = {s: h for s, h in rows.items() if h.get("proof_by") and (s == "none" or h["defence"] == "dawn")}
+    text = (f"undefended: fidelity {none['worst_fidelity']:.3f} by {none['worst_fidelity_attack']} at "
             f"{none['budget']} queries, membership {criterion} {none['worst_tpr']:.3f} by "
             f"{none['worst_tpr_attack']}; lowest worst fidelity {attacked[best]['worst_fidelity']:.3f} behind {best} "
-            f"(accuracy {attacked[best]['accuracy']:.3f})",
-            dict(cells=len(r["cells"]), settings={s: {k: h[k] for k in ("accuracy", "worst_fidelity",
-                                                                       "worst_fidelity_attack", "worst_tpr",
-                                                                       "worst_tpr_attack", "dominated_by")}
-                                                  for s, h in rows.items()}))
+            f"(accuracy {attacked[best]['accuracy']:.3f})")
+    if proved:
+      text += "; theft proven (5% FPR): " + ", ".join(f"{s} {h['proof']:.2f} ({h['proof_by']})"
+                                                       for s, h in proved.items())
+    fields = ("accuracy", "worst_fidelity", "worst_fidelity_attack", "worst_tpr", "worst_tpr_attack", "dominated_by",
+              "proof", "proof_by")
+    return text, dict(cells=len(r["cells"]), settings={s: {k: h.get(k) for k in fields} for s, h in rows.items()})
   if program == "survey_tables":
     r = read("tables.json")["tables"]
     parts = []

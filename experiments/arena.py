@@ -39,6 +39,10 @@ flags.DEFINE_string("surrogate_init", None, "A pretrained extractor (a model art
 flags.DEFINE_enum("surrogate_tune", None, ["head", "last_block"], "What trains on the pretrained extractor: its "
                   "new head (CloudLeak's; the default) or also its last block, from the extractor's weights.")
 flags.DEFINE_string("dp_epsilons", None, "Epsilons of the DP-SGD victims ('' for none).")
+flags.DEFINE_string("ownership", None, "The owner's verifiers run on every surrogate, comma-separated "
+                    "(dataset_inference, ipguard, dawn; '' for none): the ownership family.")
+flags.DEFINE_integer("num_independent", None, "The ownership family's negatives: independent models of the victim's "
+                     "recipe on disjoint data.")
 flags.DEFINE_integer("num_examples", None, "The membership universe (the victim trains on half).")
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
 flags.DEFINE_boolean("monitor", None, "Measure PRADA's queries-to-flag on each extraction stream.")
@@ -79,6 +83,7 @@ def main(argv):
       surrogates=("extraction.surrogates", _names), surrogate_init=("extraction.surrogate_init", os.path.abspath),
       surrogate_tune="extraction.surrogate_tune",
       dp_epsilons=("dp_epsilons", floats("--dp_epsilons")),
+      ownership=("ownership.verifiers", _names), num_independent="ownership.num_independent",
       num_examples="game.num_examples", num_shadows="game.num_shadows", monitor="monitor", seed="game.seed"))
   if common.given("surrogate_init"):   # each surrogate from scratch and on the extractor, side by side
     names = cfg.extraction.surrogates

@@ -192,6 +192,9 @@ def _tiny_config(**change):
   from mlpriv_jax.arena import run
   from mlpriv_jax.games.extraction import ExtractionAudit
   from mlpriv_jax.games.membership import MembershipAudit, MembershipGame
+  from mlpriv_jax.games.ownership import OwnershipAudit
+  from mlpriv_jax.ownership import dataset_inference as DI
+  from mlpriv_jax.ownership import ipguard as IG
   cfg = run.ArenaConfig(
       game=MembershipGame("shapes10", "cnn_tiny", 800, 2,   # the victim: ~50% on shapes10
                           train.TrainConfig(num_epochs=20, batch_size=32, learning_rate=0.05, schedule="cosine",
@@ -202,7 +205,11 @@ def _tiny_config(**change):
                                  query_set="figures20",   # fidelity ~0.45 at 400 (chance 0.16)
                                  surrogate=train.TrainConfig(num_epochs=12, batch_size=16, learning_rate=0.05,
                                                              schedule="cosine", augment=False)),
-      defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,))),
+      defences=(("label", ()), ("mad_argmax", (0.5,)), ("memguard", (1.0,)), ("dawn", (0.1,))),
+      ownership=OwnershipAudit(("dataset_inference", "ipguard", "dawn"), num_points=20, num_independent=2,
+                               dataset_inference=DI.DatasetInferenceOptions(num_directions=2, max_steps=10,
+                                                                            num_revealed=5, num_resamples=20),
+                               ipguard=IG.IPGuardOptions(num_points=20, max_steps=100)),
       num_test=200, num_guard=50, dp_epsilons=(8.0,),
       dp_game=MembershipGame("shapes10", "cnn_tiny_gn", 200, 2,
                              train.TrainConfig(num_epochs=2, batch_size=50, learning_rate=1.0, schedule="cosine",
@@ -234,42 +241,50 @@ def test_small_arena_end_to_end_resumes_and_collates(small_arena):
   lines = list(lines)
   cells = C.load_cells(wd)
   fam = {f: [c for c in cells if c["family"] == f] for f in C.FAMILIES}
-  # 5 settings (none, label, mad_argmax@0.5, memguard@1, dpsgd@8): utility for each; membership for the 4 that
-  # address it (mad_argmax is extraction-only), and behind label and memguard the 2 score attacks calibrated on
-  # defended shadows too; extraction (2 attacks x 2 budgets) for all 5
-  assert len(fam["utility"]) == 5 and len(fam["membership"]) == 4 * 3 + 2 * 2
+  # 6 settings (none, label, mad_argmax@0.5, memguard@1, dawn@0.1, dpsgd@8): utility for each; membership for the
+  # 4 that address it (mad_argmax and DAWN are extraction-only), and behind label and memguard the 2 score attacks
+  # calibrated on defended shadows too; extraction (2 attacks x 2 budgets) for all 6; ownership for each surrogate
+  # of the main victim and the 2 independent models
+  assert len(fam["utility"]) == 6 and len(fam["membership"]) == 4 * 3 + 2 * 2
   assert {c["attack"] for c in fam["membership"] if c["setting"] == "memguard@1"} == {
       "loss", "lira_offline", "gap", "loss_aware", "lira_offline_aware"}
-  assert len(fam["extraction"]) == 5 * 2 * 2
+  assert len(fam["extraction"]) == 6 * 2 * 2
   assert len(fam["monitor"]) == 3   # knockoff_random, top1, benign
-  assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership"}
+  assert {s["what"] for s in doc["skipped"]} == {"mad_argmax@0.5 x membership", "dawn@0.1 x membership",
+                                                 "dpsgd x ownership"}
+  _check_ownership(wd, cells, doc)
   # Top-1 behind the label-keeping defences trains the label API's surrogate: the same cells, to the last digit
   fidelity = {(c["attack"], c["setting"], c["budget"]): c["metrics"]["fidelity"] for c in fam["extraction"]}
   for b in (200, 400):
     for setting in ("mad_argmax@0.5", "memguard@1", "label"):
       assert fidelity["top1", setting, b] == fidelity["knockoff_random", "label", b], (setting, b)
   rows = {r["setting"]: r for r in doc["headline"]}
-  assert set(rows) == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8"}
+  assert set(rows) == {"none", "label", "mad_argmax@0.5", "memguard@1", "dawn@0.1", "dpsgd@8"}
   assert rows["none"]["accuracy"] > 0.4                                 # a victim worth attacking (10 classes)
   assert rows["label"]["accuracy"] == rows["none"]["accuracy"]          # the label output keeps every top-1
   assert rows["none"]["worst_fidelity"] > 0.3                           # the undefended victim is extracted
   assert any("left" in line for line in lines)                          # progress with the time left
   assert doc["provenance"]["compute_runs"] == 1
-  # a killed run: cells deleted (one of a shared KnockoffNets training, one of a membership setting's run) or
-  # damaged are recomputed alone; their finished siblings are not rewritten, and the progress counts only them
-  gone = [C.key("membership", "gap", "label"), C.key("extraction", "knockoff_random", "label", None, 200, "cnn_tiny")]
+  # a killed run: cells deleted (one of a shared KnockoffNets training, one of a membership setting's run, a lost
+  # proof: its surrogate is trained again) or damaged are recomputed alone; their finished siblings are not
+  # rewritten, and the progress counts only them
+  gone = [C.key("membership", "gap", "label"), C.key("extraction", "knockoff_random", "label", None, 200, "cnn_tiny"),
+          C.key("ownership", "knockoff_random", "dawn", 0.1, 200, "cnn_tiny")]
   damaged = C.key("membership", "loss", "none")
   was = {k: C.read_cell(wd, k)["metrics"] for k in (*gone, damaged)}
+  was_stolen = C.read_cell(wd, gone[-1]._replace(family="extraction"))["metrics"]
   for k in gone:
     os.remove(C.cell_path(wd, k))
   with open(C.cell_path(wd, damaged), "w") as f:
     f.write("[1, 2]")
+  redone = (*gone, damaged, gone[-1]._replace(family="extraction"))   # a lost proof's surrogate is trained again
   others = {n: os.stat(os.path.join(wd, "cells", n)).st_mtime_ns for n in os.listdir(os.path.join(wd, "cells"))
-            if n.endswith(".json") and n not in {k.name + ".json" for k in (*gone, damaged)}}
+            if n.endswith(".json") and n not in {k.name + ".json" for k in redone}}
   lines.clear()
   doc = run.run(_tiny_config(), workdir=wd, log=lines.append)
-  assert any("3 to compute" in line for line in lines) and any("set aside" in line for line in lines)
-  assert [line[:5] for line in lines if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
+  assert any("5 to compute" in line for line in lines) and any("set aside" in line for line in lines)
+  assert [line[:5] for line in lines if line.startswith("[")] == [f"[{i}/5]" for i in range(1, 6)]
+  assert C.read_cell(wd, gone[-1]._replace(family="extraction"))["metrics"] == was_stolen
   assert not any("memguard: defence classifier" in line for line in lines)   # no defence built that had no cell
   for k in (*gone, damaged):
     assert C.read_cell(wd, k)["metrics"] == was[k], k                    # recomputed exactly
@@ -284,6 +299,48 @@ def test_small_arena_end_to_end_resumes_and_collates(small_arena):
   assert json.load(open(os.path.join(wd, "arena.json")))["headline"] == json.loads(before)["headline"]
   assert os.path.getsize(os.path.join(wd, "report.html")) > 50000
 
+
+
+def _check_ownership(wd, cells, doc):
+  """Every surrogate of the main victim is a positive with its own ownership cell, the independent models the
+  negatives; DAWN reads exactly the triggers the thief's account was given (the watermarked answers among its
+  queries up to the budget), only behind DAWN; the headline names the verifier that proves the theft."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from mlpriv_jax import data, streams
+  from mlpriv_jax.arena import proof
+  from mlpriv_jax.defences import dawn as W
+  cfg = _tiny_config()
+  name = lambda c: f"{c['attack']} {c['setting']} {c['budget']}"
+  ext = {name(c) for c in cells if c["family"] == "extraction" and c["defence"] != "dpsgd"}
+  own = {name(c): c["metrics"] for c in cells if c["family"] == "ownership"}
+  assert set(own) == ext | {"independent none None"} and len(ext) == 5 * 2 * 2
+  assert sorted(c["surrogate"] for c in cells if c["attack"] == proof.NEGATIVE) == ["independent0", "independent1"]
+  for n, m in own.items():
+    assert 0 <= m["dataset_inference_p_value"] <= 1 and m["ipguard_points"] == 20, n
+    assert ("dawn_triggers" in m) == ("dawn@" in n), n
+  # DAWN's evidence is the thief's own: the triggers of its account's secret among its first B pool queries
+  root = jax.random.key(cfg.game.seed)
+  master = np.asarray(jax.random.bits(streams.derive(streams.branch(root, streams.DEFENDER), streams.OWNERSHIP,
+                                                     streams.DAWN_MASTER), (32,), jnp.uint8)).tobytes()
+  secret = W.client_secret(master, W.account_bytes(streams.account(root, streams.EXTRACTION_CLIENT)))
+  pool = data.load_dataset("figures20", None, seed=cfg.game.seed + 1)
+  kx = streams.derive(streams.branch(root, streams.ATTACKER), streams.EXTRACTION)
+  idx = np.asarray(jax.random.permutation(streams.derive(kx, streams.KNOCKOFF_QUERIES), len(pool.x_train))[:400])
+  for b in (200, 400):
+    hits = int(W.triggers(secret, W.canonical(pool.x_train[idx[:b]]), 0.1).sum())
+    for a in ("knockoff_random", "top1"):
+      m = own[f"{a} dawn@0.1 {b}"]
+      assert m["dawn_triggers"] == hits > 0 and m["dawn_queries"] == hits, (a, b, m)
+      assert {k for k in m if k.startswith("dawn_null_agreed_")} == {"dawn_null_agreed_0", "dawn_null_agreed_1"}
+  verdicts = scoring.ownership_verdicts(cells)
+  assert set(verdicts["dawn@0.1"][400]) == {"dataset_inference", "ipguard", "dawn"}
+  assert "dawn" not in verdicts["none"][400] and len(verdicts["none"][400]["ipguard"]["p_values"]) == 2
+  for r in doc["headline"]:
+    if r["setting"] != "dpsgd@8":
+      assert r["proof_by"] in cfg.ownership.verifiers and 0 <= r["proof"] <= 1, r
+  assert "Ownership: theft proven after the fact" in open(os.path.join(wd, "report.md")).read()
 
 
 @pytest.mark.slow
@@ -342,13 +399,14 @@ def _served_row_equals_label_row(wd, endpoint) -> int:
   with pytest.MonkeyPatch.context() as mp:   # keeps the arena's clients, to read their counts
     mp.setattr(serve, "connect", lambda *a, **k: clients.append(connect(*a, **k)) or clients[-1])
     doc = run.run(_tiny_config(), workdir=wd, endpoint=endpoint, log=lines.append)
-  assert any("8 to compute" in line for line in lines)                  # utility, 3 membership, 2 x 2 extraction
+  # utility, 3 membership, 2 x 2 extraction and their proofs
+  assert any("12 to compute" in line for line in lines), lines
   cells = C.load_cells(wd)
   label = {k: v for k, v in _setting_cells(cells, "label").items()
            if not (k[1] or "").endswith("_aware")}   # a served victim's defence is unknown: no aware attack
-  assert _setting_cells(cells, "served") == label and len(label) == 8
-  assert {r["setting"] for r in doc["headline"]} == {"none", "label", "mad_argmax@0.5", "memguard@1", "dpsgd@8",
-                                                     "served"}
+  assert _setting_cells(cells, "served") == label and len(label) == 12
+  assert {r["setting"] for r in doc["headline"]} == {"none", "label", "mad_argmax@0.5", "memguard@1", "dawn@0.1",
+                                                     "dpsgd@8", "served"}
   return sum(c.queries_used for c in clients)
 
 
@@ -369,6 +427,7 @@ def test_the_arena_runs_data_free_attacks_and_pretrained_surrogates(tmp_path):
   base = _tiny_config()
   cfg = _tiny_config(**{
       "membership.attacks": ("loss",), "defences": (("label", ()),), "dp_epsilons": (), "game.train.num_epochs": 4,
+      "ownership.verifiers": ("ipguard",), "ownership.num_independent": 1,
       "extraction": ExtractionAudit(
           ("knockoff_random", "dfme", "disguide"), budgets=(192,), surrogates=("cnn_tiny", "cnn_tiny+pretrained"),
           query_set="figures20", surrogate=base.extraction.surrogate, surrogate_init=init,
@@ -390,6 +449,11 @@ def test_the_arena_runs_data_free_attacks_and_pretrained_surrogates(tmp_path):
       "benign", "dfme", "disguide", "knockoff_random"]   # one stream per attack, whatever the surrogates
   reach = {(r["setting"], r["attack"], r["surrogate"]) for r in doc["budget_to_90"]}
   assert ("none", "knockoff_random", "cnn_tiny+pretrained") in reach
+  # the owner verifies DisGUIDE's two students by their soft vote; a refused attack left nothing to verify
+  own = {(c["attack"], c["setting"], c["surrogate"]): c for c in C.load_cells(wd) if c["family"] == "ownership"}
+  assert own[("disguide", "none", "cnn_tiny")]["metrics"]["ipguard_points"] == 20
+  assert own[("dfme", "label", "cnn_tiny")]["metrics"] == {} and own[("dfme", "label", "cnn_tiny")]["info"][
+      "note"].startswith("refused")
 
 
 def test_arena_served_victim_bad_input(tmp_path):
@@ -413,7 +477,10 @@ def test_arena_served_victim_bad_input(tmp_path):
     ({"extraction.budgets": (0,)}, "budget must be an integer >= 1"),
     ({"extraction.budgets": (2.5,)}, "budget must be an integer >= 1"),
     ({"dp_epsilons": (-1.0,)}, "a DP epsilon must be a finite number > 0"),
-    ({"membership.options.label_noise.num_samples": 0}, "label_noise num_samples must be an integer >= 1")])
+    ({"membership.options.label_noise.num_samples": 0}, "label_noise num_samples must be an integer >= 1"),
+    ({"ownership.verifiers": ("radioactive",)}, "unknown ownership verifier 'radioactive'"),
+    ({"ownership.num_independent": 0}, "num_independent must be an integer >= 1"),
+    ({"extraction.attacks": ()}, "the ownership verifiers judge the extraction attacks' surrogates")])
 def test_arena_bad_input(tmp_path, change, match):
   from mlpriv_jax.arena import run
   with pytest.raises(UserError, match=match) as e:

@@ -2,7 +2,8 @@
 
 A cell is one measurement of one (family, attack, defence, strength, budget, surrogate, seed):
 
-  family     "utility" (the defence's cost to benign users; no attack), "extraction", "membership", "monitor"
+  family     "utility" (the defence's cost to benign users; no attack), "extraction", "membership", "monitor",
+             "ownership" (the owner's verifiers on an extraction cell's surrogate, or on an independent model)
   attack     a registry name (None for utility cells; "benign" for a monitor's benign stream)
   defence    a defence registry name, "dpsgd" (a victim trained with DP-SGD; strength = its epsilon), or "served"
              (the victim as served at --victim_url, behind whatever defence the server runs)
@@ -27,7 +28,7 @@ from mlpriv_jax import results
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.utils import write_json
 
-FAMILIES = ("utility", "extraction", "membership", "monitor")
+FAMILIES = ("utility", "extraction", "membership", "monitor", "ownership")
 DPSGD = "dpsgd"   # the pseudo-defence of a DP-SGD-trained victim (strength: epsilon)
 SERVED = "served"   # the pseudo-defence of the victim queried over HTTP (the server's own defence, unknown here)
 

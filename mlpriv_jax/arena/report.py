@@ -16,6 +16,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from mlpriv_jax import results
 from mlpriv_jax.arena import scoring
 from mlpriv_jax.plots import _pyplot
@@ -71,15 +73,18 @@ def headline_table(rows: Sequence[dict]) -> List[List[str]]:
   naive = {leak: any(r["naive_" + leak + "_attack"] != r[leak + "_attack"] for r in rows)
            for leak in ("worst_fidelity", "worst_tpr")}
   side = lambda r, leak: [r["naive_" + leak], r["naive_" + leak + "_attack"]] if naive[leak] else []
+  proved = any(r["proof_by"] for r in rows)
   return _table(["defence", "accuracy", "utility cost",
                  *(["naive worst fidelity", "(attack)"] if naive["worst_fidelity"] else []),
                  f"worst fidelity @ {budget} queries", "(attack)",
                  *([f"naive worst {criterion}", "(attack)"] if naive["worst_tpr"] else []),
-                 f"worst {criterion}", "(attack)", *auc, "audited eps >=", "dominated by"],
+                 f"worst {criterion}", "(attack)", *auc, "audited eps >=", "dominated by",
+                 *(["theft proven (5% FPR)", "(by)"] if proved else [])],
                 [[r["setting"], r["accuracy"], r["utility_cost"], *side(r, "worst_fidelity"),
                   r["worst_fidelity"], r["worst_fidelity_attack"], *side(r, "worst_tpr"),
                   r["worst_tpr"], r["worst_tpr_attack"], *([r["worst_auc"]] if auc else []),
-                  r["epsilon_lower_bound"], ", ".join(r["dominated_by"]) or "-"] for r in rows])
+                  r["epsilon_lower_bound"], ", ".join(r["dominated_by"]) or "-",
+                  *([r["proof"], r["proof_by"]] if proved else [])] for r in rows])
 
 
 def pivot_tables(cells: Sequence[dict]) -> List[tuple]:
@@ -115,6 +120,26 @@ def utility_table(cells: Sequence[dict]) -> List[List[str]]:
   return _table(["defence", "accuracy", "label flips", "mean L1", "mean KL", "s / 1,000 queries"],
                 [[c["setting"], m(c, "accuracy"), m(c, "label_flip_rate"), m(c, "l1"), m(c, "kl"),
                   m(c, "seconds_per_1000_queries")] for c in rows])
+
+
+OWNERSHIP_NOTE = ("After the theft: each verifier on every surrogate of a setting at a budget (every attack and "
+                  "architecture), against independent models of the victim's recipe trained on disjoint data. "
+                  "Detection: the share of surrogates whose p-value is below every negative's (at 1% and 5% FPR: "
+                  "with few negatives, below the smallest); p < 0.05 read as a significance level beside it; DAWN "
+                  "applies only where the thief was answered through DAWN.")
+
+
+def ownership_table(cells: Sequence[dict]) -> List[List[str]]:
+  """One row per (setting, budget, verifier): detection rates, the median p-value, the queries per suspect."""
+  rows = []
+  for s, by in scoring.ownership_verdicts(cells).items():
+    for b, verdict in by.items():
+      for v, r in verdict.items():
+        rows.append([s, b, v, len(r["p_values"]), r.get("tpr_at_0.01"), r.get("tpr_at_0.05"), r.get("tpr_p<0.05"),
+                     float(np.median(r["p_values"])), r.get("fpr_p<0.05"), r["queries"]])
+  rows.sort(key=lambda r: (r[0] != "none", r[0], r[1], r[2]))
+  return _table(["defence", "budget", "verifier", "surrogates", "detected @1% FPR", "detected @5% FPR",
+                 "p < 0.05", "median p", "negatives p < 0.05", "queries / suspect"], rows)
 
 
 MONITOR_NOTE = ("PRADA (Juuti et al. 2019) watching each attack's queries to the undefended victim, 50 at a time; "
@@ -337,6 +362,9 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
   monitor = monitor_table(cells)
   if len(monitor) > 1:
     md += ["## PRADA monitor", "", MONITOR_NOTE, "", _md(monitor), ""]
+  proofs = ownership_table(cells)
+  if len(proofs) > 1:
+    md += ["## Ownership: theft proven after the fact", "", OWNERSHIP_NOTE, "", _md(proofs), ""]
   if skipped_lines:
     md += ["## Skipped", "", *skipped_lines, ""]
   md += ["## Plots", ""] + [f"![{cap}]({name})" for name, (cap, _) in figs.items()] + [""]
@@ -354,6 +382,9 @@ def collate(workdir: str, cells: Sequence[dict], *, config: dict, provenance: di
              _html_table(reach_table)]
   if len(monitor) > 1:
     body += ["<h2>PRADA monitor</h2>", f"<p>{html.escape(MONITOR_NOTE)}</p>", _html_table(monitor)]
+  if len(proofs) > 1:
+    body += ["<h2>Ownership: theft proven after the fact</h2>", f"<p>{html.escape(OWNERSHIP_NOTE)}</p>",
+             _html_table(proofs)]
   if skipped:
     body += ["<h2>Skipped</h2><ul>"] + [f"<li>{html.escape(s['what'])}: {html.escape(s['why'])}</li>"
                                         for s in skipped] + ["</ul>"]

@@ -34,11 +34,13 @@ from mlpriv_jax import data, defences, results, streams, train
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.arena import cells as C
 from mlpriv_jax.arena import lockstep
+from mlpriv_jax.arena import proof
 from mlpriv_jax.arena import report
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError, number
 from mlpriv_jax.games import extraction, membership, utility
+from mlpriv_jax.games.ownership import OwnershipAudit
 from mlpriv_jax.oracle import Service, Victim, query_all
 from mlpriv_jax.utils import write_json
 
@@ -59,11 +61,15 @@ class ArenaConfig:
   monitor: bool = True                         # PRADA's queries-to-flag on each extraction stream
   aware: bool = True                           # also the membership score attacks calibrated on shadows answered
                                                # through each setting's defence (named <attack>_aware)
+  ownership: OwnershipAudit = OwnershipAudit()  # the owner's verifiers on every surrogate (none: no such family)
 
   def validate(self, pool_size: Optional[int] = None):
     self.game.validate(self.membership.attacks)
     self.membership.validate(self.game)
     self.extraction.validate(pool_size)
+    self.ownership.validate()
+    if self.ownership.verifiers and not self.extraction.attacks:
+      raise UserError("the ownership verifiers judge the extraction attacks' surrogates; the arena runs none")
     for e in self.dp_epsilons:
       number(e, "a DP epsilon", above=0)
     for e in self.dp_epsilons:   # every DP game's recipe (a DP epsilon that no noise reaches, ...)
@@ -103,6 +109,9 @@ def skipped_of(cfg: ArenaConfig) -> list:
     if cfg.membership.attacks and defences.MEMBERSHIP not in threats:
       skipped.append(dict(what=f"{defences.label(name, strength)} x membership",
                           why=f"{name} defends against {' and '.join(sorted(threats))} only"))
+  if cfg.ownership.verifiers and cfg.dp_epsilons:
+    skipped.append(dict(what="dpsgd x ownership", why="a DP-SGD victim is another model, with its own owner's "
+                        "evidence and negatives: the ownership family verifies the arena's main victim"))
   return skipped
 
 
@@ -215,6 +224,9 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, progress: _
   games = [(None, cfg.game)] + [(e, dp_game(cfg, e)) for e in cfg.dp_epsilons]
   planned = _plan(cfg, settings)
   todo = C.missing(workdir, planned, log)
+  # a surrogate whose ownership cell is missing is trained again (the proof is made before its extraction cell)
+  todo += [k._replace(family="extraction") for k in todo if k.family == "ownership" and k.attack != proof.NEGATIVE
+           and k._replace(family="extraction") not in todo]
   log(f"arena: {len(planned)} cells, {len(todo)} to compute; {len(settings)} defence settings + "
       f"{len(cfg.dp_epsilons)} DP-SGD victims")
   if not todo:
@@ -245,6 +257,9 @@ def _plan(cfg: ArenaConfig, settings) -> list:
       keys += [C.key("extraction", a, d, s, b, g, seed) for a in x.attacks for g in x.surrogates for b in x.budgets]
   if cfg.monitor and x.attacks:
     keys += [C.key("monitor", a, "none", None, max(x.budgets), None, seed) for a in (*x.attacks, "benign")]
+  if cfg.ownership.verifiers:   # every surrogate of the main victim, and the owner's negatives
+    keys += [proof.key_of(k) for k in keys if k.family == "extraction" and k.defence != C.DPSGD]
+    keys += proof.negative_keys(cfg.ownership, seed)
   return keys
 
 
@@ -325,7 +340,15 @@ def _victim_cells(cfg, workdir, trained: membership.TrainedGame, settings, pool,
       progress(k, f"accuracy {m['accuracy']:.3f}")
 
   _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progress)
-  _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress)
+  prover = None
+  if any(k.family == "ownership" for k in todo) and g == 0:   # the main victim's owner
+    n = cfg.ownership.num_points
+    prover = proof.Prover(cfg.ownership, workdir, trained, (held_out[:n], ds.y_test[cfg.num_test:][:n]), key_defence,
+                          account=streams.account(root, streams.EXTRACTION_CLIENT, g),
+                          master=lambda: kits["dawn"].watermark_master, todo=todo, progress=progress, log=log)
+  _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress, prover)
+  if prover is not None:
+    prover.negatives   # their cells, even where every surrogate was proved before
 
 
 def _fields(k: C.CellKey) -> dict:
@@ -386,7 +409,7 @@ def _membership_cells(cfg, workdir, trained, settings, oracle, at, todo, progres
     t0 = time.time()
 
 
-def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress) -> None:
+def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, todo, progress, prover) -> None:
   x, seed, ds = cfg.extraction, cfg.game.seed, trained.dataset
   ext_settings = [(d, s) for d, s in settings if defences.EXTRACTION in _threats(d)]
   if pool is None or not ext_settings:
@@ -401,7 +424,7 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
                                   victim_data=ds.name)
     if any(a in TOGETHER for a in x.attacks):
       _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo,
-                         progress, monitor=cfg.monitor and main)
+                         progress, prover, monitor=cfg.monitor and main)
     for attack in x.attacks:
       keys = {(d, s, b): C.key("extraction", attack, d, s, b, arch, seed) for d, s in ext_settings for b in x.budgets}
       watch = cfg.monitor and main and C.key("monitor", attack, "none", None, top, None, seed) in todo
@@ -440,10 +463,18 @@ def _extraction_cells(cfg, workdir, trained, settings, pool, oracle, ev, at, tod
             rows = [dict(r, **_fields(k), budget=b, surrogate=arch) for r in extraction.at_budget(judged, b)]
             if not rows:   # the attack measured nothing within this budget (its first round is larger)
               note = info["note"] if res.extra.get("refused") else "no checkpoint of the attack within this budget"
+              if prover is not None:
+                prover.nothing(k, note)
               C.write_cell(workdir, k, {m: None for m in extraction.METRICS}, seconds=seconds,
                            info=dict(info, note=note))
               progress(k, note)
               continue
+            if prover is not None and prover.wanted(k):   # the proof first: a surrogate is kept with neither or both
+              q = rows[0]["queries"]
+              state = next(st for n, st in res.snapshots if n == q)
+              prover.prove(k, model, train.variables_of(state),
+                           **dict(zip(("images", "answers"), proof.transfer_until(res.images, res.answers,
+                                                                                  res.queries_used, q))))
             cell = C.write_cell(workdir, k, rows, seconds=seconds, info=info)
             progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}"
                      + (f" (as {run_with})" if "run_with" in info else ""))
@@ -479,7 +510,7 @@ TOGETHER = ("knockoff_random", "top1")
 
 
 def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, arch, kx, account, todo, progress,
-                       monitor: bool) -> None:
+                       prover, monitor: bool) -> None:
   """KnockoffNets-random and Top-1 against every setting at once: the same B queries, answered once per setting
   (each attack's own account would draw the same answers: the same stream, the same queries in the same calls),
   one surrogate per (attack, setting) with a cell still to compute, all trained together from the same
@@ -521,6 +552,9 @@ def _knockoff_together(cfg, workdir, surrogate, ev, pool, oracle, ext_settings, 
       state = jax.tree.map(lambda v, i=i: v[i], r.state)
       rows = [results.row(metric=m, value=v, family="extraction", queries=b, budget=b, surrogate=k.surrogate,
                           **_fields(k)) for m, v in extraction.evaluate(surrogate, state, ev).items()]
+      if prover is not None:   # the proof first: a surrogate is kept with neither or both
+        d, s = lanes[i][1:]
+        prover.prove(k, surrogate, train.variables_of(state), images=images[:b], answers=answers[(d, s)][:b])
       cell = C.write_cell(workdir, k, rows, seconds=seconds)
       progress(k, f"fidelity {cell['metrics']['fidelity']:.3f}")
   for a in watch:

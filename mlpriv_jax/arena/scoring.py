@@ -15,15 +15,21 @@ For each defence setting (a defence at a strength, or a DP-SGD victim at an epsi
   resolve;
 * the audited epsilon: the largest lower bound any membership attack's scores prove;
 * dominance: a setting is dominated when another keeps at least its utility and leaks no more in every family the
-  first was attacked in (strictly better somewhere).
+  first was attacked in (strictly better somewhere);
+* theft proven by: with the ownership family, the verifier that flags the most of the setting's surrogates at the
+  largest budget, and that share (the detection rate at 5% false positives on the independent models).
 """
 
 from typing import Dict, List, Optional, Sequence
 
+from mlpriv_jax.arena.proof import NEGATIVE
+from mlpriv_jax.games import ownership as O
 from mlpriv_jax.games.extraction import split_surrogate
 
 TPR_LOW = "tpr_at_0.001"
 UTILITY = "accuracy"
+PROOF_FPRS = (0.01, 0.05)   # the ownership family's false-positive rates on the negatives
+PROOF_AT = "tpr_at_0.05"
 
 
 def _by(cells: Sequence[dict], family: str) -> List[dict]:
@@ -73,6 +79,7 @@ def headline(cells: Sequence[dict]) -> List[dict]:
   settings: Dict[str, List[dict]] = {}
   for c in cells:
     settings.setdefault(c["setting"], []).append(c)
+  verdicts = ownership_verdicts(cells)
   order = sorted(settings, key=lambda s: (s != "none", list(settings).index(s)))
   budget = largest_budget(cells)
   criterion = membership_criterion(cells)
@@ -89,7 +96,11 @@ def headline(cells: Sequence[dict]) -> List[dict]:
               if c["metrics"].get("epsilon_lower_bound") is not None]
     flags = [c["metrics"]["queries_to_flag"] for c in _by(mine, "monitor")
              if c["attack"] != "benign" and c["metrics"].get("queries_to_flag") is not None]
+    proofs = verdicts.get(s, {}).get(budget, {})
+    best = max((v for v in proofs if proofs[v][PROOF_AT] is not None), key=lambda v: proofs[v][PROOF_AT],
+               default=None)
     rows.append(dict(
+        proof=proofs[best][PROOF_AT] if best else None, proof_by=best,
         setting=s, defence=first["defence"], strength=first["strength"], accuracy=acc,
         utility_cost=None if acc is None or base is None else base - acc,
         budget=budget, worst_fidelity=we["metrics"]["fidelity"] if we else None,
@@ -108,6 +119,19 @@ def headline(cells: Sequence[dict]) -> List[dict]:
     r["dominated_by"] = [o["setting"] for o in rows if o is not r and dominates(o, r)]
     r["dominated"] = bool(r["dominated_by"])
   return rows
+
+
+def ownership_verdicts(cells: Sequence[dict]) -> Dict[str, Dict[int, dict]]:
+  """{setting: {budget: {verifier: games.ownership.judge(...)}}}: each setting's surrogates at each budget (every
+  attack and architecture) as positives, the independent models' cells as negatives."""
+  own = _by(cells, "ownership")
+  negatives = [O.unflatten(c["metrics"]) for c in own if c["attack"] == NEGATIVE]
+  groups: Dict[str, Dict[int, list]] = {}
+  for c in own:
+    if c["attack"] != NEGATIVE:
+      groups.setdefault(c["setting"], {}).setdefault(c["budget"], []).append(O.unflatten(c["metrics"]))
+  audit = O.OwnershipAudit(fprs=PROOF_FPRS)
+  return {s: {b: O.judge(pos, negatives, audit) for b, pos in sorted(by.items())} for s, by in groups.items()}
 
 
 def ranking_changes(rows: Sequence[dict]) -> List[str]:

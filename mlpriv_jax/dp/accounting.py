@@ -8,6 +8,7 @@ and Renyi DP ('rdp'; Mironov 2017, with the conversion of Canonne, Kamath & Stei
 """
 
 import contextlib
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -75,11 +76,13 @@ def compute_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, d
   return float(acct.compose(dpsgd_event(noise_multiplier, sampling_rate, steps)).get_epsilon(delta))
 
 
+@functools.lru_cache(maxsize=256)   # a pure function of its arguments, and seconds to minutes of accounting
 def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, delta: float, *,
                     accountant: str = "pld") -> float:
   """The smallest noise multiplier (within 1e-6) whose epsilon at `delta` is <= target_epsilon.
 
-  dp-accounting's `calibrate_dp_mechanism` (Brent's method) on the same event `compute_epsilon` accounts.
+  dp-accounting's `calibrate_dp_mechanism` (Brent's method) on the same event `compute_epsilon` accounts. Memoised
+  in the process: the arena asks for one victim's noise when it checks its config and again when it trains it.
   """
   check_setting(sampling_rate, steps, delta)
   if not target_epsilon > 0 or math.isinf(target_epsilon):

@@ -18,7 +18,7 @@ Every query to a suspect is the verifier's, counted apart from any attacker's.
 """
 
 import dataclasses
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from mlpriv_jax import streams, train
 from mlpriv_jax.defences import dawn as watermark
 from mlpriv_jax.errors import UserError, integer
-from mlpriv_jax.oracle import Oracle, Victim
+from mlpriv_jax.oracle import Oracle, Service, Victim
 from mlpriv_jax.ownership import dataset_inference as DI
 from mlpriv_jax.ownership import dawn as DW
 from mlpriv_jax.ownership import ipguard as IG
@@ -87,16 +87,58 @@ def prepare(audit: OwnershipAudit, model, variables, private, public, key) -> Ow
 def verify(owner: Owner, suspect: Oracle, *, dawn: Optional[DW.Evidence] = None,
            negatives: Sequence[Oracle] = ()) -> Dict[str, dict]:
   """{verifier: raw counts} of one suspect: Dataset Inference's p-value and statistic; IPGuard's matches; DAWN's
-  agreements with `dawn` (the suspect's client's triggers; None: not answered through DAWN), and the `negatives`'
-  mean agreement with them (`null_rate`). Each with the queries it sent the suspect."""
+  agreements with `dawn` (the suspect's client's triggers; None: not answered through DAWN) and each of the
+  `negatives`' agreements with the same triggers (`null_agreed`). Each with the queries it sent the suspect."""
   out = {}
   if owner.dataset_inference is not None:
     out["dataset_inference"] = DI.verify(owner.dataset_inference, suspect)
   if owner.fingerprint is not None:
     out["ipguard"] = IG.matches(owner.fingerprint, suspect)
   if dawn is not None:
-    null = [DW.agreements(dawn, n)["agreed"] / max(len(dawn.x), 1) for n in negatives]
-    out["dawn"] = dict(DW.agreements(dawn, suspect), null_rate=float(np.mean(null)) if null else 0.0)
+    out["dawn"] = dict(DW.agreements(dawn, suspect), null_agreed=[DW.agreements(dawn, n)["agreed"] for n in negatives])
+  return out
+
+
+def suspects(model, input_shape) -> Callable:
+  """variables -> a Victim answering as that surrogate of `model` (one model, or an ensemble: K models stacked on a
+  leading axis, DisGUIDE's students, answering with their soft vote); every suspect of one kind shares one compiled
+  service (`Service.with_variables`)."""
+  from mlpriv_jax.games.extraction import members
+  services = {}
+
+  def one(v, x):
+    return model.apply(v, x, train=False)[0]
+
+  def vote(v, x):
+    return jax.numpy.log(jax.nn.softmax(jax.vmap(lambda w: one(w, x))(v)).mean(0))
+
+  def make(variables) -> Victim:
+    k = members(model, variables, input_shape)
+    if k not in services:
+      services[k] = Service(one if k is None else vote, variables, model.num_classes, input_shape)
+    return Victim.of(services[k].with_variables(variables))
+  return make
+
+
+FIELDS = {"dataset_inference": ("p_value", "statistic", "queries"), "ipguard": ("matched", "points", "queries"),
+          "dawn": ("agreed", "triggers", "queries")}
+
+
+def flatten(raw: Dict[str, dict]) -> Dict[str, float]:
+  """{`<verifier>_<field>`: number}: a suspect's raw counts as the metrics of a results row (DAWN's negatives'
+  agreements as `dawn_null_agreed_<j>`); `unflatten` reads them back."""
+  out = {f"{v}_{f}": r[f] for v, r in raw.items() for f in FIELDS[v]}
+  if "dawn" in raw:
+    out.update({f"dawn_null_agreed_{j}": a for j, a in enumerate(raw["dawn"]["null_agreed"])})
+  return out
+
+
+def unflatten(metrics: Dict[str, float]) -> Dict[str, dict]:
+  out = {v: {f: metrics[f"{v}_{f}"] for f in fields} for v, fields in FIELDS.items()
+         if all(metrics.get(f"{v}_{f}") is not None for f in fields)}
+  if "dawn" in out:
+    nulls = sorted((int(k.rsplit("_", 1)[1]), a) for k, a in metrics.items() if k.startswith("dawn_null_agreed_"))
+    out["dawn"]["null_agreed"] = [a for _, a in nulls]
   return out
 
 
@@ -105,23 +147,30 @@ def dawn_evidence(master: bytes, account_key, queries, answers, rate: float) -> 
   return DW.evidence(watermark.client_secret(master, watermark.account_bytes(account_key)), queries, answers, rate)
 
 
-def independent(trained, audit: OwnershipAudit, log=print) -> List[dict]:
-  """The negatives: `num_independent` models of the game's architecture and recipe, model j trained on the j-th
+def independent(trained, audit: OwnershipAudit, *, workdir: Optional[str] = None, log=print) -> List[dict]:
+  """The negatives of a game: `num_independent` models of its architecture and recipe, model j trained on the j-th
   block of N / 2 training images after the game's universe of N (no model of the game saw them)."""
-  game, ds = trained.game, trained.dataset
-  half, start = game.num_examples // 2, game.num_examples
-  need = start + audit.num_independent * half
+  game = trained.game
+  return train_independent(trained.model, game.train, trained.dataset, game.num_examples, game.num_examples // 2,
+                           audit.num_independent, jax.random.key(game.seed), workdir=workdir, log=log)
+
+
+def train_independent(model, recipe: train.TrainConfig, ds, start: int, size: int, k: int, key, *,
+                      workdir: Optional[str] = None, log=print) -> List[dict]:
+  """k models of `model` and `recipe`, model j trained on training images start + j * size ... (+ size), all at once
+  (`train_k`, from `derive(key, INDEPENDENT)`; checkpointed in `workdir` when given, so a killed run resumes)."""
+  need = start + k * size
   if len(ds.x_train) < need:
-    raise UserError(f"{audit.num_independent} independent models of {half} images need {need} training images "
-                    f"after the game's; {ds.name} has {len(ds.x_train)}")
-  out = []
-  for j in range(audit.num_independent):
-    lo = start + j * half
-    key = streams.derive(jax.random.key(game.seed), streams.INDEPENDENT, j)
-    state = train.train(trained.model, game.train, ds.x_train[lo:lo + half], ds.y_train[lo:lo + half], key).state
-    out.append(train.variables_of(state))
-    log(f"ownership: independent model {j} trained on images {lo}..{lo + half - 1}")
-  return out
+    raise UserError(f"{k} independent models of {size} images need {need} training images after the victim's; "
+                    f"{ds.name} has {len(ds.x_train)}")
+  keep = np.zeros((k, k * size), bool)
+  for j in range(k):
+    keep[j, j * size:(j + 1) * size] = True
+  state = train.train_k(model, recipe, ds.x_train[start:need], ds.y_train[start:need], keep,
+                        streams.derive(key, streams.INDEPENDENT), workdir=workdir,
+                        meta=dict(role="ownership negatives", dataset=ds.name, start=start, size=size)).state
+  log(f"ownership: {k} independent models trained on {size} images each, images {start}..{need - 1}")
+  return [train.variables_of(jax.tree.map(lambda v, j=j: v[j], state)) for j in range(k)]
 
 
 def judge(positives: Sequence[Dict[str, dict]], negatives: Sequence[Dict[str, dict]],
@@ -142,9 +191,71 @@ def judge(positives: Sequence[Dict[str, dict]], negatives: Sequence[Dict[str, di
       q = float(np.mean([r["matched"] / r["points"] for r in neg])) if neg else 0.0
       p_pos = [verdicts.binomial_p(r["matched"], r["points"], q) for r in pos]
       p_neg = [verdicts.binomial_p(r["matched"], r["points"], q) for r in neg]
-    else:
-      p_pos = [verdicts.binomial_p(r["agreed"], r["triggers"], r["null_rate"]) for r in pos]
-      p_neg = []
+    else:   # the negatives on each positive's triggers, each at the others' rate (leave one out)
+      p_pos = [verdicts.binomial_p(r["agreed"], r["triggers"], _rate(r["null_agreed"], r["triggers"])) for r in pos]
+      p_neg = [verdicts.binomial_p(a, r["triggers"], _rate(r["null_agreed"][:j] + r["null_agreed"][j + 1:],
+                                                           r["triggers"]))
+               for r in pos for j, a in enumerate(r["null_agreed"]) if len(r["null_agreed"]) > 1]
     out[v] = dict(p_values=p_pos, negative_p_values=p_neg, queries=float(np.mean([r["queries"] for r in pos])),
                   **verdicts.detection(p_pos, p_neg, audit.fprs))
   return out
+
+
+def _rate(agreed: Sequence[int], triggers: int) -> float:
+  """The negatives' mean agreement rate with `triggers` altered labels (0 without negatives)."""
+  return float(np.mean(agreed)) / max(triggers, 1) if len(agreed) else 0.0
+
+
+def verify_artifact(artifact: str, suspect: Oracle, audit: OwnershipAudit, *, data_dir: Optional[str] = None,
+                    dawn: Optional[DW.Evidence] = None, workdir: Optional[str] = None, alpha: float = 0.01,
+                    log=print) -> dict:
+  """The owner's report on one suspect: the victim is the model artifact at `artifact` (one that records its
+  training data and members: `mia.py`'s target, the arena's victim), `suspect` any Oracle (a served model, a
+  model in process); `dawn`: what the provider logged of the client under suspicion (`dawn.from_ledger`).
+
+  The negatives (IPGuard's and DAWN's null rates) are `audit.num_independent` models of the victim's recipe trained
+  on the training images after its last member (checkpointed in `workdir`). Returns {victim, suspect queries,
+  verifiers: {name: raw counts, p_value, stolen (p < alpha)}}."""
+  from mlpriv_jax.games import victims
+  audit.validate()
+  v = victims.load(artifact, data_dir)
+  model, ds, info, recipe = v.model, v.dataset, v.meta["data"], v.meta.get("recipe")
+  members = np.asarray(info.get("member_indices") or np.arange(info.get("num_train_used") or 0), np.int64)
+  if not len(members) or not isinstance(recipe, dict):
+    raise UserError(f"{v.meta['artifact']} records neither its training members nor its recipe (the owner's "
+                    "evidence is its training points and its negatives are trained by its recipe): verify the "
+                    "artifact of a victim trained by train.py, mia.py or the arena")
+  shape = v.input_shape
+  if (tuple(suspect.input_shape), suspect.num_classes) != (shape, model.num_classes):
+    raise UserError(f"the suspect takes {tuple(suspect.input_shape)} with {suspect.num_classes} classes; the victim "
+                    f"{shape} with {model.num_classes}: not a copy of it")
+  if "dawn" in audit.verifiers and dawn is None:
+    raise UserError("the dawn verifier reads the provider's log of the suspected client: give its ledger and name")
+  n = audit.num_points
+  if len(ds.x_test) < n or len(members) < n:
+    raise UserError(f"dataset inference uses {n} private and {n} public points; {v.meta['artifact']} has "
+                    f"{len(members)} members and {ds.name} {len(ds.x_test)} test images")
+  private = ds.x_train[members], ds.y_train[members]
+  public = ds.x_test[-n:], ds.y_test[-n:]   # unseen by the victim
+  key = jax.random.key(int(info.get("seed", 0)))
+  owner = prepare(audit, model, v.variables, private, public, key)
+  negatives = []
+  if {"ipguard", "dawn"} & set(audit.verifiers):
+    variables_k = train_independent(model, train.TrainConfig(**recipe), ds, int(members.max()) + 1, len(members),
+                                    audit.num_independent, key, workdir=workdir, log=log)
+    make = suspects(model, shape)
+    negatives = [make(w) for w in variables_k]
+  start = suspect.queries_used
+  raw = verify(owner, suspect, dawn=dawn if "dawn" in audit.verifiers else None, negatives=negatives)
+  null_matched = [IG.matches(owner.fingerprint, n)["matched"] for n in negatives] if "ipguard" in raw else []
+  out = {}
+  for name, r in raw.items():
+    if name == "dataset_inference":
+      p = r["p_value"]
+    elif name == "ipguard":
+      p = verdicts.binomial_p(r["matched"], r["points"], float(np.mean(null_matched)) / r["points"])
+    else:
+      p = verdicts.binomial_p(r["agreed"], r["triggers"], _rate(r["null_agreed"], r["triggers"]))
+    out[name] = dict(r, p_value=float(p), stolen=bool(p < alpha))
+  return dict(victim=v.meta["artifact"], alpha=alpha, suspect_queries=suspect.queries_used - start, verifiers=out,
+              negatives=len(negatives))

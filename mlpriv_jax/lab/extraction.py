@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import jax
 
 from mlpriv_jax import config as configs
-from mlpriv_jax import data, defences, plots, results, streams
+from mlpriv_jax import data, defences, models, plots, results, streams, train
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.errors import UserError, integer
@@ -133,6 +133,12 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
              victim_url=victim_url, wall_seconds=time.time() - t_start, curve=curve,
              survey_cells=dict(accuracy=E.survey_cell(last["accuracy"], last["accuracy_ratio"]),
                                fidelity=E.survey_cell(last["fidelity"], last["fidelity"])))
+  variables = train.variables_of(res.state) if res.state is not None else None
+  if variables is not None and surrogate.spec is not None and G.members(surrogate, variables, v.input_shape) is None:
+    # the thief's model, as an artifact (what experiments/verify.py takes as --suspect)
+    models.save_model(os.path.join(workdir, "surrogate"), surrogate, variables, input_shape=v.input_shape,
+                      meta=dict(role=f"surrogate stolen by {attack}", queries=res.queries_used,
+                                victim=os.path.abspath(v.meta["artifact"])))
   write_json(os.path.join(workdir, "results.json"), out)
   results.write_jsonl(os.path.join(workdir, "results.jsonl"), rows)
   plots.extraction_curve(os.path.join(workdir, "curve.png"), curve,

@@ -18,13 +18,14 @@ def binomial_p(successes: int, trials: int, null_rate: float) -> float:
 def detection(positives, negatives, fprs=(0.01, 0.05)) -> dict:
   """{'tpr_at_<f>': ...}: the fraction of positives whose p-value is below the threshold that flags at most a
   fraction f of the negatives (the largest p-value t with mean(negatives <= t) <= f; with few negatives a small f
-  allows none of them: t below the smallest). Also each f as a significance level ('tpr_p<f', 'fpr_p<f')."""
+  allows none of them: t below the smallest; no negatives: None). Also each f as a significance level ('tpr_p<f',
+  'fpr_p<f')."""
   pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
   out = {}
   for f in fprs:
     allowed = int(np.floor(f * len(neg)))
     t = np.sort(neg)[allowed] if allowed < len(neg) else np.inf   # flag p < t: at most `allowed` negatives
-    out[f"tpr_at_{f:g}"] = float(np.mean(pos < t)) if len(pos) else None
+    out[f"tpr_at_{f:g}"] = float(np.mean(pos < t)) if len(pos) and len(neg) else None   # no negatives: no rate
     out[f"tpr_p<{f:g}"] = float(np.mean(pos < f)) if len(pos) else None
     out[f"fpr_p<{f:g}"] = float(np.mean(neg < f)) if len(neg) else None
   return out

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional
 
 from mlpriv_jax.errors import UserError
 
-PROGRAMS = ("train", "defend", "extract", "mia", "arena", "survey_tables")
+PROGRAMS = ("train", "defend", "extract", "mia", "arena", "survey_tables", "verify")
 NAMES = ("smoke", "cpu", "paper")   # every program's presets
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
