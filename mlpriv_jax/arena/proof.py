@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from mlpriv_jax.arena import cells as C
+from mlpriv_jax.errors import UserError
 from mlpriv_jax.games import ownership
 
 NEGATIVE = "independent"   # the attack name of the negatives' cells
@@ -43,6 +44,9 @@ class Prover:
     self.account, self.master, self.todo, self.progress, self.log = account, master, todo, progress, log
     self._owner = self._negatives = None
     self._suspects = {}
+    if "dataset_inference" in audit.verifiers and len(public[0]) < audit.num_points:
+      raise UserError(f"dataset inference walks {audit.num_points} public points: the test images after the arena's "
+                      f"num_test; {trained.dataset.name} has {len(public[0])} of them")
 
   def wanted(self, k: C.CellKey) -> bool:
     return key_of(k) in self.todo
