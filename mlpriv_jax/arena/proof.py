@@ -8,7 +8,7 @@ distribution (`games.ownership.independent`, checkpointed in `<workdir>/ownershi
 `independent`, surrogate `independent<j>`). DAWN verifies only the surrogates stolen through a DAWN setting: its
 evidence is the triggers among the queries the attacker's account sent up to the surrogate's snapshot, the labels
 it was given, and the negatives' agreements with them. The verdicts (p-values, detection at a false-positive rate
-on the negatives) are made at collation (`scoring.ownership`).
+on the negatives) are made at collation (`scoring.ownership_verdicts`).
 """
 
 import os
@@ -99,7 +99,6 @@ class Prover:
     cell = C.write_cell(self.workdir, ok, ownership.flatten(raw), seconds=time.time() - t0)
     self.todo.discard(ok)
     self.progress(ok, _summary(cell["metrics"]))
-
 
   def nothing(self, k: C.CellKey, note: str) -> None:
     """The ownership cell of an extraction key that left no surrogate (`note` says why): nothing to verify."""

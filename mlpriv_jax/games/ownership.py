@@ -247,15 +247,10 @@ def verify_artifact(artifact: str, suspect: Oracle, audit: OwnershipAudit, *, da
     negatives = [make(w) for w in variables_k]
   start = suspect.queries_used
   raw = verify(owner, suspect, dawn=dawn if "dawn" in audit.verifiers else None, negatives=negatives)
-  null_matched = [IG.matches(owner.fingerprint, n)["matched"] for n in negatives] if "ipguard" in raw else []
-  out = {}
-  for name, r in raw.items():
-    if name == "dataset_inference":
-      p = r["p_value"]
-    elif name == "ipguard":
-      p = verdicts.binomial_p(r["matched"], r["points"], float(np.mean(null_matched)) / r["points"])
-    else:
-      p = verdicts.binomial_p(r["agreed"], r["triggers"], _rate(r["null_agreed"], r["triggers"]))
-    out[name] = dict(r, p_value=float(p), stolen=bool(p < alpha))
+  # the negatives' own counts against the same fingerprint, read by `judge` as in the arena
+  nulls = [verify(owner._replace(dataset_inference=None), n) for n in negatives]
+  verdict = judge([raw], nulls, audit)
+  out = {name: dict(r, p_value=float(verdict[name]["p_values"][0]), stolen=bool(verdict[name]["p_values"][0] < alpha))
+         for name, r in raw.items()}
   return dict(victim=v.meta["artifact"], alpha=alpha, suspect_queries=suspect.queries_used - start, verifiers=out,
               negatives=len(negatives))
