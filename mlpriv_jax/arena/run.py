@@ -65,7 +65,8 @@ class ArenaConfig:
 
   def validate(self, pool_size: Optional[int] = None):
     self.game.validate(self.membership.attacks)
-    self.membership.validate(self.game)
+    if self.membership.attacks:   # none: an arena of extraction (and ownership) alone
+      self.membership.validate(self.game)
     self.extraction.validate(pool_size)
     self.ownership.validate()
     if self.ownership.verifiers and not self.extraction.attacks:

@@ -128,6 +128,8 @@ def membership_keep(key, num_examples: int, num_shadows: int):
   target_keep = np.zeros(num_examples, bool)
   half = np.asarray(jax.random.permutation(streams.derive(key, streams.TARGET_HALF), num_examples))
   target_keep[half[: num_examples // 2]] = True
+  if not num_shadows:   # a game without shadows: the arena's extraction and ownership families alone
+    return target_keep, np.zeros((0, num_examples), bool)
   shadow_keep = np.asarray(train.balanced_keep(streams.derive(key, streams.KEEP), num_shadows, num_examples))
   return target_keep, shadow_keep
 
