@@ -13,6 +13,11 @@ Each key has its own budget (examples; --budget_per_key unless the keys file giv
 `mlpriv_jax.serve.app`. Each key's usage is kept in an SQLite ledger (--ledger, default beside the keys file): a
 restart continues every count, and several servers on one ledger share it exactly. The server is ready once every
 batch bucket is compiled; stop it with Ctrl-C.
+
+Behind DAWN's watermark (`--defence=dawn --strength=0.005 --dawn_key_file=dawn_key.json`, the file made once with
+`python -c "import json, secrets; print(json.dumps({'secret': secrets.token_hex(32)}))" > dawn_key.json`), each
+key's watermarked answers are logged in the ledger: `experiments/verify.py --ledger=... --client=<key name>` later
+tests a suspect model against them.
 """
 
 import os
@@ -41,6 +46,8 @@ flags.DEFINE_integer("seed", 0, "Root seed of the defence and of every key's str
 flags.DEFINE_boolean("access_log", True, "Log one line per request (never a key).")
 flags.DEFINE_string("ledger", None, "SQLite file of every key's usage, kept across restarts and shared by servers on "
                     "it (default: <keys_file>.usage.sqlite).")
+flags.DEFINE_string("dawn_key_file", None, 'DAWN\'s master secret, JSON {"secret": "<hex, >= 16 bytes>"} (with '
+                    "--defence=dawn; keep it private).")
 flags.DEFINE_float("header_timeout", 10.0, "Seconds a connection may take to send a request's headers.")
 flags.DEFINE_float("body_timeout", 30.0, "Seconds a request's body may take to arrive (408 after).")
 FLAGS = flags.FLAGS
@@ -64,7 +71,7 @@ def main(argv):
                          monitor=FLAGS.monitor, prada_delta=FLAGS.prada_delta, on_detect=FLAGS.on_detect,
                          disclose_defence=FLAGS.disclose_defence, max_body_bytes=int(FLAGS.max_body_mb * 2**20),
                          data_dir=FLAGS.data_dir, seed=FLAGS.seed, ledger=FLAGS.ledger,
-                         body_timeout=FLAGS.body_timeout, log=common.log)
+                         body_timeout=FLAGS.body_timeout, dawn_key_file=FLAGS.dawn_key_file, log=common.log)
   host, port = sock.getsockname()[:2]
   common.log(f"listening on http://{host}:{port} (model {FLAGS.model_name!r}; ready at /v2/health/ready once "
              f"compiled)")

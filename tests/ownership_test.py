@@ -107,6 +107,8 @@ def test_dawn_triggers_at_its_rate_per_client_and_alters_only_them():
   ta, tb = dawn_defence.triggers(a, x, 0.05), dawn_defence.triggers(b, x, 0.05)
   assert 140 < ta.sum() < 260 and 140 < tb.sum() < 260   # 200 expected; 5 sd either side
   assert (ta & tb).sum() < 30                             # two clients' triggers are independent (10 expected)
+  # a float query triggers as the 8-bit image it encodes
+  np.testing.assert_array_equal(dawn_defence.triggers(a, x.astype(np.float32) / 255, 0.05), ta)
   # through the service: only triggers change, by a swap that moves the top-1; the rest is bit-equal
   probs = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(6), (4000, 10))))
   d = defences.build("dawn", 0.05, watermark_master=MASTER)
@@ -121,6 +123,31 @@ def test_dawn_triggers_at_its_rate_per_client_and_alters_only_them():
   np.testing.assert_array_equal(np.asarray(both[0]), out[:64])
 
 
+def test_dawn_key_file_holds_a_secret_of_at_least_16_bytes(tmp_path):
+  """The served watermark's master secret comes from the provider's key file, refused at startup unless it holds
+  16 bytes or more of hex (and asked for by --defence=dawn alone)."""
+  from mlpriv_jax.lab import serving
+  path = tmp_path / "dawn.json"
+  for text, match in (('{"secret": "00112233445566778899aabbccddeeff"}', None),
+                      ('{"key": "00112233445566778899aabbccddeeff"}', "holds no secret"),
+                      ('{"secret": ""}', "holds no secret"), ('["00"]', "holds no secret"),
+                      ('{"secret": "00112233445566778899aabbccddee"}', "the secret is 15 bytes; DAWN needs at least 16"),
+                      ('{"secret": "not hex at all, not hex at all"}', "not hexadecimal"), ('{"secret": ', "is not JSON")):
+    path.write_text(text)
+    if match is None:
+      assert dawn_defence.read_master(str(path)) == bytes(range(0, 256, 17))
+    else:
+      with pytest.raises(UserError, match=match):
+        dawn_defence.read_master(str(path))
+  with pytest.raises(UserError, match="no such file"):
+    dawn_defence.read_master(str(tmp_path / "missing.json"))
+  # refused before the artifact or the keys are read
+  with pytest.raises(UserError, match="--defence=dawn needs --dawn_key_file"):
+    serving.build(victim="nowhere", keys_file="nowhere", defence="dawn", strength=0.005)
+  with pytest.raises(UserError, match="--defence=round2 takes none"):
+    serving.build(victim="nowhere", keys_file="nowhere", defence="round2", dawn_key_file=str(path))
+
+
 @pytest.fixture(scope="module")
 def shapes():
   """A cnn_tiny victim on 300 shapes10 images (overfit, confident) and an independent one on 300 others."""
@@ -132,33 +159,6 @@ def shapes():
   other = train.variables_of(train.train(m, cfg, ds.x_train[300:600], ds.y_train[300:600],
                                          jax.random.key(8)).state)
   return ds, m, victim, other
-
-
-def test_dawn_proves_the_theft_of_the_client_that_stole(shapes):
-  """A surrogate trained on one client's watermarked answers agrees with that client's altered labels, an
-  independent model does not; each client's account is keyed by its own key, float queries trigger as their bytes."""
-  ds, m, victim, other = shapes
-  kit = defences.assemble(["dawn"], m, jax.random.key(9))
-  service_defence = defences.build("dawn", 0.1, **kit._asdict())
-  thief = Victim(m, victim, defence=service_defence, key=jax.random.key(10))
-  other_client = Victim(m, victim, defence=service_defence, key=jax.random.key(11))
-  x = ds.x_test[:600]
-  answers = np.concatenate([thief.query(x[s:s + 300]) for s in range(0, 600, 300)])
-  np.testing.assert_array_equal(other_client.query(x[:200].astype(np.float32) / 255), other_client.query(x[:200]))
-  secret = dawn_defence.client_secret(kit.watermark_master, dawn_defence.account_bytes(jax.random.key(10)))
-  ev = DW.evidence(secret, x, answers, 0.1)
-  assert 35 < len(ev.x) < 85   # 60 expected
-  other_secret = dawn_defence.client_secret(kit.watermark_master, dawn_defence.account_bytes(jax.random.key(11)))
-  wrong = DW.evidence(other_secret, x, answers, 0.1)   # another client's triggers: the thief got honest answers
-  assert np.mean(wrong.labels == np.asarray(train.predict(m, victim, wrong.x)).argmax(-1)) > 0.8
-  cfg = train.TrainConfig(num_epochs=60, batch_size=32, learning_rate=0.05, momentum=0.9, schedule="cosine",
-                          augment=False)
-  stolen = train.variables_of(train.train(m, cfg, x, answers, jax.random.key(12)).state)
-  got = {n: DW.agreements(ev, Victim(m, v)) for n, v in (("stolen", stolen), ("independent", other))}
-  assert got["stolen"]["queries"] == len(ev.x)
-  q = got["independent"]["agreed"] / len(ev.x)
-  assert got["stolen"]["agreed"] > 3 * got["independent"]["agreed"], got
-  assert verdicts.binomial_p(got["stolen"]["agreed"], len(ev.x), q) < 1e-6
 
 
 def test_ipguard_fingerprint_crosses_the_boundary_and_tells_copies_from_independent_models(shapes):
@@ -196,3 +196,12 @@ def test_detection_rates_by_hand():
   assert d["tpr_p<0.01"] == pytest.approx(1 / 3) and d["fpr_p<0.25"] == pytest.approx(0.5)
   assert verdicts.binomial_p(10, 10, 0.5) == pytest.approx(1 / 1024)
   assert verdicts.binomial_p(0, 10, 0.5) == 1.0 and verdicts.binomial_p(3, 0, 0.1) == 1.0
+
+
+def test_dawn_triggers_needed_by_hand():
+  """A suspect agreeing with every trigger against a null rate floored at 1 / (n + 1): p = (n + 1)^-n, so 3 triggers
+  reach 5% (1/64) and 4 reach 1% (1/625); against a null rate of 0.5, all n agree with p = 2^-n: 7 for 1%."""
+  assert DW.triggers_needed(1.0, 0.0, 0.05) == 3 and DW.triggers_needed(1.0, 0.0, 0.01) == 4
+  assert DW.triggers_needed(1.0, 0.5, 0.01) == 7
+  with pytest.raises(ValueError, match="no more than the null rate"):
+    DW.triggers_needed(0.1, 0.1, 0.05)

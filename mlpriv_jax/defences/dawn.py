@@ -17,6 +17,7 @@ for the verification (`ownership.dawn`).
 import functools
 import hashlib
 import hmac
+import json
 from typing import NamedTuple
 
 import jax
@@ -27,6 +28,8 @@ from mlpriv_jax.defences.base import Defence
 from mlpriv_jax.errors import UserError
 
 SECRET_BYTES = 32
+MIN_MASTER_BYTES = 16
+KEY_FILE_FORM = '{"secret": "<hex, at least 16 bytes>"}'
 
 
 class DawnState(NamedTuple):
@@ -89,12 +92,36 @@ def _mark(secret, x, top1, *, rate: float, num_classes: int):
   return mask.reshape(np.shape(top1)), cls.reshape(np.shape(top1))
 
 
+def read_master(path: str) -> bytes:
+  """The provider's master secret from a DAWN key file, JSON {"secret": "<hex>"} of at least 16 bytes (make one with
+  `python -c "import json, secrets; print(json.dumps({'secret': secrets.token_hex(32)}))"`). Whoever holds it can
+  tell which of a client's answers are watermarked, so it is the provider's alone, never derived from a seed."""
+  try:
+    with open(path) as f:
+      doc = json.load(f)
+  except FileNotFoundError:
+    raise UserError(f"DAWN key file {path}: no such file (it holds {KEY_FILE_FORM})") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"DAWN key file {path} is not JSON {KEY_FILE_FORM}: {e}") from None
+  secret = doc.get("secret") if isinstance(doc, dict) else None
+  if not isinstance(secret, str) or not secret:
+    raise UserError(f"DAWN key file {path} holds no secret: it must be {KEY_FILE_FORM}")
+  try:
+    master = bytes.fromhex(secret)
+  except ValueError:
+    raise UserError(f"DAWN key file {path}: the secret is not hexadecimal ({KEY_FILE_FORM})") from None
+  if len(master) < MIN_MASTER_BYTES:
+    raise UserError(f"DAWN key file {path}: the secret is {len(master)} bytes; DAWN needs at least "
+                    f"{MIN_MASTER_BYTES} (e.g. secrets.token_hex(32))")
+  return master
+
+
 def dawn(rate: float, master: bytes) -> Defence:
   """The watermark at `rate` (the fraction of each client's queries altered), keyed by `master`."""
   if not 0 < rate < 1:
     raise UserError(f"dawn's rate must lie in (0, 1), got {rate}")
-  if not isinstance(master, (bytes, bytearray)) or len(master) < 16:
-    raise UserError("dawn needs a master secret of at least 16 bytes")
+  if not isinstance(master, (bytes, bytearray)) or len(master) < MIN_MASTER_BYTES:
+    raise UserError(f"dawn needs a master secret of at least {MIN_MASTER_BYTES} bytes")
   master = bytes(master)
 
   def apply(x, probs, state, key):

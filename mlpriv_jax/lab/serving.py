@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import jax
 
 from mlpriv_jax import defences, models, streams
+from mlpriv_jax.defences import dawn
 from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.games import victims
 from mlpriv_jax.oracle import BUCKETS, Service
@@ -19,9 +20,11 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
           prada_delta: float = 0.9, on_detect: str = "refuse", disclose_defence: bool = False,
           max_body_bytes: int = 4 << 20, buckets=BUCKETS, data_dir: Optional[str] = None, num_guard: int = 500,
           guard_steps: int = 500, seed: int = 0, ledger: Optional[str] = None, body_timeout: float = 30.0,
-          log: Callable = print):
+          dawn_key_file: Optional[str] = None, log: Callable = print):
   """The `serve.Served` state of the artifact at `victim` (checked in full before anything is compiled).
 
+  dawn_key_file: DAWN's master secret (`defences.dawn.read_master`), which `--defence=dawn` requires: each key's
+  watermark is keyed by it, never by the public seed.
   ledger: the SQLite file of every key's usage (default: `<keys_file>.usage.sqlite`, beside the keys file), so
   that a restart, or another server on the same file, continues each key's count."""
   from mlpriv_jax import serve
@@ -35,6 +38,14 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
   if spec.strength is not None and strength is None:
     raise UserError(f"--defence={defence} needs --strength ({spec.strength}, {spec.valid_text})")
   strength = strength if spec.strength is not None else None
+  master = None
+  if "master" in spec.needs:
+    if not dawn_key_file:
+      raise UserError(f"--defence={defence} needs --dawn_key_file, the watermark's master secret: JSON "
+                      f"{dawn.KEY_FILE_FORM}")
+    master = dawn.read_master(dawn_key_file)
+  elif dawn_key_file:
+    raise UserError(f"--dawn_key_file is DAWN's secret; --defence={defence} takes none")
   keyring = serve.load_keys(keys_file, budget_per_key)
   ledger = serve.Ledger(ledger or default_ledger(keys_file))
   monitor_factory = None
@@ -55,6 +66,8 @@ def build(*, victim: str, keys_file: str, defence: str = "none", strength: Optio
                     f"shape is {list(input_shape)}")
   kit = defences.assemble([defence], model, key, variables=variables, input_shape=input_shape, members=members,
                           nonmembers=nonmembers, guard_steps=guard_steps, log=log)
+  if master is not None:
+    kit = kit._replace(watermark_master=master)
   d = defences.build(defence, strength, **kit._asdict())
   service = Service.from_model(model, variables, input_shape=input_shape, defence=d, buckets=buckets,
                                max_traces=len(buckets))

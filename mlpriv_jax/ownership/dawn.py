@@ -12,6 +12,7 @@ import numpy as np
 
 from mlpriv_jax.defences.dawn import canonical, triggers
 from mlpriv_jax.oracle import Oracle, query_all
+from mlpriv_jax.ownership import verdicts
 
 
 class Evidence(NamedTuple):
@@ -40,3 +41,15 @@ def agreements(ev: Evidence, suspect: Oracle) -> dict:
   start = suspect.queries_used
   agreed = int((query_all(suspect, ev.x).argmax(-1) == ev.labels).sum())
   return dict(agreed=agreed, triggers=len(ev.x), queries=suspect.queries_used - start)
+
+
+def triggers_needed(agreement: float, null_rate: float, alpha: float, most: int = 100_000) -> int:
+  """The fewest logged triggers n at which a suspect agreeing with a fraction `agreement` of them is claimed stolen,
+  P[Bin(n, q) >= ceil(agreement n)] < alpha, q = `null_rate` (floored as in `verdicts.binomial_p`); the queries it
+  takes at watermark rate r are n / r. Raises ValueError where no n up to `most` suffices."""
+  if agreement <= null_rate:
+    raise ValueError(f"an agreement of {agreement:g} is no more than the null rate {null_rate:g}: never stolen")
+  for n in range(1, most + 1):
+    if verdicts.binomial_p(int(np.ceil(agreement * n - 1e-9)), n, null_rate) < alpha:
+      return n
+  raise ValueError(f"an agreement of {agreement:g} against a null rate of {null_rate:g} never reaches {alpha:g}")

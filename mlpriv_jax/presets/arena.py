@@ -9,6 +9,9 @@ from mlpriv_jax.attacks import extraction as E
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.games.extraction import ExtractionAudit
 from mlpriv_jax.games.membership import MembershipAudit, MembershipGame
+from mlpriv_jax.games.ownership import OwnershipAudit
+from mlpriv_jax.ownership import dataset_inference as DI
+from mlpriv_jax.ownership import ipguard as IG
 from mlpriv_jax.train import TrainConfig
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -31,7 +34,9 @@ def smoke() -> ArenaConfig:
   """Embedded data: shapes10's cnn_small victim behind six defence settings and a DP-SGD victim at epsilon 8, every
   attack of both families, budgets 250 and 1,000. The label-only attacks score 160 candidates: about 80 non-members,
   too few to read a TPR at 1% FPR, so the headline ranks membership by AUC whatever the draw (at 200 candidates the
-  non-members fell either side of the 100 that 1% FPR needs, and the criterion flipped with the seed).
+  non-members fell either side of the 100 that 1% FPR needs, and the criterion flipped with the seed). The
+  ownership family is off unless --ownership names its verifiers; then Dataset Inference walks 100 points (5
+  directions per norm, 30 steps), IPGuard fingerprints 50, and 4 independent models are the negatives.
 
   Evidence:
     command: python experiments/arena.py --preset=smoke --workdir=runs/arena
@@ -56,7 +61,11 @@ def smoke() -> ArenaConfig:
                 ("memguard", (1.0,))),
       dp_epsilons=(8.0,),
       dp_game=MembershipGame("shapes10", "cnn_tiny_gn", 2000, 4, _dp(num_epochs=30, batch_size=256)),
-      num_test=500, num_guard=200)
+      num_test=500, num_guard=200,
+      # the ownership family's scale, off unless --ownership names its verifiers
+      ownership=OwnershipAudit(num_points=100, num_independent=4,
+                               dataset_inference=DI.DatasetInferenceOptions(num_directions=5, max_steps=30),
+                               ipguard=IG.IPGuardOptions(num_points=50, max_steps=300)))
 
 
 def cpu() -> ArenaConfig:
