@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from mlpriv_jax import data, defences, models, train
 from mlpriv_jax.defences import dawn as dawn_defence
@@ -62,6 +63,38 @@ def test_blind_walk_distances_and_queries_by_hand():
   np.testing.assert_array_equal(d3, d)
 
 
+def test_blind_walk_distances_of_a_linear_model_are_its_closed_form_distances_to_the_boundary():
+  """A binary linear suspect, label 1 iff w.x + b > 0, at margin m = w.x + b > 0: along direction delta with
+  w.delta < 0 its boundary is t* = m / -(w.delta) steps away, so the walk flips at k = ceil(t*) and its feature is
+  ceil(t*) ||delta||_p (wherever the walk stays inside [0, 1]); a direction with w.delta >= 0 never flips."""
+  x = np.full((3, 32, 32, 3), 0.5, np.float32)   # three points, each walking its own directions
+  w = np.asarray(jax.random.normal(jax.random.key(7), (32 * 32 * 3,)), np.float64)
+  margin = 0.3
+  b = margin - float(x[0].reshape(-1).astype(np.float64) @ w)
+  linear = _Constant(lambda q: (q.reshape(len(q), -1).astype(np.float64) @ w + b > 0).astype(int))
+  o = DI.DatasetInferenceOptions(num_directions=6, max_steps=50)
+  key = jax.random.key(8)
+  d, _ = DI.blind_walk(linear, x, np.ones(3, int), key, o)
+  checked = 0
+  for i in range(3):
+    base = np.asarray(DI._directions(jax.random.fold_in(key, i), (32, 32, 3), o.num_directions), np.float64)
+    for n in range(3):
+      for j in range(o.num_directions):
+        delta = base[n, j]
+        slope = float(delta.ravel() @ w)
+        if slope >= 0:
+          continue
+        t = margin / -slope
+        k = int(np.ceil(t))
+        if k > o.max_steps or np.abs(k * delta).max() >= 0.49 or abs(t - round(t)) < 1e-3:
+          continue   # clipped at [0, 1], never flipped, or on a step's edge (float rounding decides)
+        size = [np.abs(delta).max(), np.sqrt((delta ** 2).sum()), np.abs(delta).sum()][n]
+        np.testing.assert_allclose(d[i, n, j], k * size, rtol=1e-4)
+        assert t * size <= d[i, n, j] * (1 + 1e-4) < (t + 1) * size
+        checked += 1
+  assert checked >= 10, checked
+
+
 def test_blind_walk_stops_each_walk_when_its_label_flips():
   """A suspect whose label flips once the image's mean moves by more than 0.002: every walk stops at its own k."""
   x, y = _points(4)
@@ -89,6 +122,20 @@ def test_p_value_is_small_when_public_scores_higher_and_not_otherwise():
     DI.p_value(np.zeros(5), np.zeros(5), key, o)
 
 
+def test_p_value_of_one_draw_of_every_point_is_welchs_one_sided_test():
+  """With m = n and one draw, the p-value is scipy's one-sided Welch test, and that is Welch's t and
+  Welch-Satterthwaite's degrees of freedom worked by hand."""
+  r = np.random.default_rng(2)
+  priv, pub = r.normal(0, 1, 12), r.normal(0.7, 2, 12)
+  o = DI.DatasetInferenceOptions(num_revealed=12, num_resamples=1)
+  p = DI.p_value(priv, pub, jax.random.key(5), o)
+  want = scipy.stats.ttest_ind(pub, priv, equal_var=False, alternative="greater").pvalue
+  va, vb = pub.var(ddof=1) / 12, priv.var(ddof=1) / 12
+  t = (pub.mean() - priv.mean()) / np.sqrt(va + vb)
+  df = (va + vb) ** 2 / (va ** 2 / 11 + vb ** 2 / 11)
+  assert p == pytest.approx(want, rel=1e-12) and p == pytest.approx(scipy.stats.t.sf(t, df), rel=1e-9)
+
+
 def test_regressor_separates_what_it_is_trained_on():
   r = np.random.default_rng(1)
   priv, pub = r.normal(0, 1, (40, 30)).astype(np.float32), r.normal(0.8, 1, (40, 30)).astype(np.float32)
@@ -107,6 +154,9 @@ def test_dawn_triggers_at_its_rate_per_client_and_alters_only_them():
   ta, tb = dawn_defence.triggers(a, x, 0.05), dawn_defence.triggers(b, x, 0.05)
   assert 140 < ta.sum() < 260 and 140 < tb.sum() < 260   # 200 expected; 5 sd either side
   assert (ta & tb).sum() < 30                             # two clients' triggers are independent (10 expected)
+  # a pure function of (secret, query bytes): the same triggers in any batch split
+  np.testing.assert_array_equal(np.concatenate([dawn_defence.triggers(a, x[:1234], 0.05),
+                                                dawn_defence.triggers(a, x[1234:], 0.05)]), ta)
   # a float query triggers as the 8-bit image it encodes
   np.testing.assert_array_equal(dawn_defence.triggers(a, x.astype(np.float32) / 255, 0.05), ta)
   # through the service: only triggers change, by a swap that moves the top-1; the rest is bit-equal
@@ -117,6 +167,9 @@ def test_dawn_triggers_at_its_rate_per_client_and_alters_only_them():
   np.testing.assert_array_equal(out[~ta], probs[~ta])
   assert np.all(out[ta].argmax(-1) != probs[ta].argmax(-1))
   np.testing.assert_allclose(np.sort(out, -1), np.sort(probs, -1))   # a permutation of each answer
+  halves = [np.asarray(d.apply(jnp.asarray(x[s:s + 700], jnp.float32) / 255, jnp.asarray(probs[s:s + 700]),
+                               dawn_defence.DawnState(jnp.asarray(a)), None)[0]) for s in (0, 700)]
+  np.testing.assert_array_equal(np.concatenate(halves), out[:1400])   # and answers alike in any batch split
   # vmapped over clients (the shape a vmapped account takes)
   both = jax.vmap(lambda s: d.apply(jnp.asarray(x[:64], jnp.float32) / 255, jnp.asarray(probs[:64]), s, None)[0])(
       dawn_defence.DawnState(jnp.asarray(np.stack([a, b]))))
