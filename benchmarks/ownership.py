@@ -34,7 +34,8 @@ flags.DEFINE_integer("surrogate_epochs", 30, "Epochs of each surrogate on its tr
 flags.DEFINE_integer("num_independent", 4, "Independent models per seed (the negatives).")
 flags.DEFINE_integer("num_points", 100, "Dataset Inference's private and public points (half fit g, half are walked "
                      "through each suspect; the paper's code takes 1,000).")
-flags.DEFINE_string("verifiers", "dataset_inference,ipguard,dawn", "The owner's verifiers.")
+flags.DEFINE_string("verifiers", "dataset_inference,ipguard,dawn", "The owner's verifiers (Dataset Inference among "
+                    "them).")
 flags.DEFINE_float("dawn_rate", 0.0, "DAWN's fraction of watermarked answers: a third thief through it (0: none).")
 flags.DEFINE_string("workdir", None, "Where the arenas' workdirs go (<workdir>/seed<s>); a rerun resumes them.")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
@@ -77,6 +78,8 @@ def main(argv):
 
   log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
   t_start = time.time()
+  if "dataset_inference" not in FLAGS.verifiers.split(","):
+    raise app.UsageError("the benchmark's figure is Dataset Inference's: --verifiers must include dataset_inference")
   seeds = [int(s) for s in FLAGS.seeds.split(",")]
   budgets = [int(b) for b in FLAGS.budgets.split(",")]
   root = FLAGS.workdir or os.path.join(REPO, "runs", "ownership_bench")
