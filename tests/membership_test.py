@@ -183,8 +183,8 @@ def test_shokri_learns_per_class_rules():
 from conftest import shared_workdir  # noqa: E402
 from experiments_test import _program  # noqa: E402
 
-MIA_SMALL = ["--preset=smoke", "--num_examples=1000", "--num_shadows=4", "--num_epochs=20", "--num_bootstrap=20",
-             "--label_examples=200"]
+MIA_SMALL = ["--preset=smoke", "--arch=cnn_tiny", "--num_examples=1000", "--num_shadows=4", "--num_epochs=60",
+             "--num_bootstrap=20", "--label_examples=200", "--noise_sigma=0.02"]
 LABEL_ONLY = ("gap", "label_augmentation", "label_noise", "label_boundary")
 
 
