@@ -120,9 +120,8 @@ def test_served_dawn_names_the_key_that_stole(tmp_path):
   steals with one API key and trains a surrogate that fits its answers; from the server's ledger, the owner calls
   the surrogate stolen through that key, and neither the same surrogate through another key that also queried (its
   triggers are other images) nor an independent model through the thief's key. At 5% of 600 queries (30 triggers
-  expected) so that a CPU surrogate fits them in a test; DAWN's 0.5% is measured by benchmarks/ownership.py."""
+  expected) so that a CPU surrogate fits them in a test; DAWN's 0.5% is measured by benchmarks/dawn_fit.py."""
   import json
-  import secrets
 
   from mlpriv_jax import data, models, serve
   from mlpriv_jax.lab import serving, training
@@ -133,7 +132,7 @@ def test_served_dawn_names_the_key_that_stole(tmp_path):
   training.run(training.TrainRun(dataset="shapes10", arch="cnn_tiny", num_train=500, train=recipe), workdir=victim,
                run_config=dict(preset="smoke"), log=lambda *_: None)
   key_file, keys = str(tmp_path / "dawn_key.json"), str(tmp_path / "keys.json")
-  json.dump(dict(secret=secrets.token_hex(32)), open(key_file, "w"))
+  json.dump(dict(secret=bytes(range(7, 39)).hex()), open(key_file, "w"))   # fixed: the triggers are reproducible
   clients = dict(thief="sk-thief-0123456789abcdef", honest="sk-honest-0123456789abcdef")
   json.dump(dict(clients=[dict(name=n, key=k) for n, k in clients.items()]), open(keys, "w"))
   ledger = str(tmp_path / "usage.sqlite")
