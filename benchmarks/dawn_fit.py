@@ -34,7 +34,7 @@ def main(argv):
   import numpy as np
 
   from mlpriv_jax import data, defences, models, train
-  from mlpriv_jax.defences import dawn as D
+  from mlpriv_jax.games import ownership
   from mlpriv_jax.oracle import Victim, query_all
   from mlpriv_jax.ownership import dawn as DW
   from mlpriv_jax.ownership import verdicts
@@ -52,7 +52,7 @@ def main(argv):
   api = Victim(m, victim, defence=defences.build("dawn", FLAGS.rate, watermark_master=master), key=account)
   pool = ds.x_train[2000:2000 + FLAGS.budget]
   answers = query_all(api, pool)
-  ev = DW.evidence(D.client_secret(master, D.account_bytes(account)), pool, answers, FLAGS.rate)
+  ev = ownership.dawn_evidence(master, account, pool, answers, FLAGS.rate)
   n = len(ev.x)
   null = DW.agreements(ev, Victim(m, other))["agreed"]
   q = null / max(n, 1)
