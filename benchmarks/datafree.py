@@ -13,6 +13,9 @@ extrapolates. DFME reports the student's accuracy and fidelity every `--report_e
 first budget at which the student's accuracy reaches half the victim's. DisGUIDE runs `--disguide_budget` queries
 (0: skipped); the baseline spends the same queries on uniform noise images, labelled with the victim's top-1
 (`top1` on a pool of noise), and takes the same number of SGD steps (1 + replay_steps per batch of queries).
+Every curve point says how many of the victim's classes its answers covered since the point before; the white-box
+reach check (`--reach_steps`) asks whether the generator could cover them given the victim's own gradient, which
+separates a starved estimator (more queries help) from a victim that answers synthetic images with a few classes.
 """
 
 import dataclasses
@@ -37,9 +40,47 @@ flags.DEFINE_integer("disguide_budget", None, "DisGUIDE's queries and the noise 
 flags.DEFINE_integer("batch_size", None, "Generated images per step, both attacks (default: smoke 64, paper 256).")
 flags.DEFINE_integer("ngf", None, "The generator's width (default: smoke 32, paper 64).")
 flags.DEFINE_integer("report_every", None, "Queries between DFME's measurements (default: smoke 50,000; paper 1M).")
+flags.DEFINE_integer("reach_steps", 300, "Steps of the white-box reach check (0: skipped): how many of the "
+                     "victim's classes a generator reaches with the victim's own gradient.")
 flags.DEFINE_integer("seed", 0, "The attacks' seed (the victim is trained with seed 0).")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
 FLAGS = flags.FLAGS
+
+
+def generator_reach(victim, v_vars, image_shape, *, steps, batch_size, ngf, key, objective):
+  """How many of the victim's classes DFME's generator reaches when it is given the victim's own gradient (white-box,
+  no estimator, no student): Adam (1e-3) on the generator for `steps` steps, maximising either the entropy of the
+  victim's mean vote over the batch ('entropy': the most a class-blind disagreement signal can ask for) or each
+  image's log-probability of a class fixed by its index in the batch ('targeted'). Returns the victim's top-1
+  counts on 10 fresh batches from the trained generator."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from mlpriv_jax.attacks.extraction.datafree import Generator, to_images
+
+  gen, tx = Generator(256, ngf, image_shape), optax.adam(1e-3)
+  params = gen.init(key, jnp.zeros((2, 256)))["params"]
+  opt = tx.init(params)
+  probs = lambda p, k: jax.nn.softmax(victim.apply(
+      v_vars, to_images(gen.apply({"params": p}, jax.random.normal(k, (batch_size, 256)))), train=False)[0])
+
+  def loss(p, k):
+    pv = probs(p, k)
+    if objective == "targeted":
+      return -jnp.log(pv[jnp.arange(batch_size), jnp.arange(batch_size) % pv.shape[-1]] + 1e-12).mean()
+    vote = pv.mean(0) + 1e-6
+    return (vote * jnp.log(vote)).sum()
+
+  @jax.jit
+  def step(p, opt, k):
+    updates, opt = tx.update(jax.grad(loss)(p, k), opt, p)
+    return optax.apply_updates(p, updates), opt
+  for i in range(steps):
+    params, opt = step(params, opt, jax.random.fold_in(key, i))
+  top1 = np.concatenate([np.asarray(probs(params, jax.random.fold_in(key, steps + j))).argmax(-1) for j in range(10)])
+  return np.bincount(top1, minlength=victim.num_classes)
 
 
 def main(argv):
@@ -90,9 +131,11 @@ def main(argv):
   def progress(queries, state, record):
     m = G.evaluate(student_model, state, ev)
     curve.append(dict(queries=queries, accuracy=m["accuracy"], fidelity=m["fidelity"],
-                      seconds=round(record["seconds"], 1)))
+                      answered_classes=record["answered_classes"],
+                      top_class_share=round(record["top_class_share"], 3), seconds=round(record["seconds"], 1)))
     log(f"dfme {queries} queries: accuracy {m['accuracy']:.3f} ({m['accuracy_ratio']:.2f}x), fidelity "
-        f"{m['fidelity']:.3f}; {record['seconds']:.0f} s, about {record['seconds_left']:.0f} s left")
+        f"{m['fidelity']:.3f}, the victim answered {record['answered_classes']} classes (the top one "
+        f"{record['top_class_share']:.0%}); {record['seconds']:.0f} s, about {record['seconds_left']:.0f} s left")
     if FLAGS.out:   # the curve so far, in case the run is stopped (a GPU step's timeout)
       from mlpriv_jax.utils import write_json
       write_json(FLAGS.out, dict(partial=True, victim_accuracy=ev.victim_accuracy, dfme=dict(curve=curve)))
@@ -129,12 +172,28 @@ def main(argv):
                  surrogate=student(), key=key, config=base_cfg)
     timing["noise_baseline_seconds"] = time.time() - t0
     base_m = G.evaluate(student(), base.state, ev)
+    noise_top1 = np.bincount(np.asarray(train.predict(victim, v_vars, noise)).argmax(-1), minlength=ds.num_classes)
+    dg_seen = [r["answered_classes"] for r in dg.extra["history"]]
     log(f"disguide {disguide_budget} queries: accuracy {dg_m['accuracy']:.3f}, fidelity {dg_m['fidelity']:.3f}; "
         f"uniform noise: accuracy {base_m['accuracy']:.3f}, fidelity {base_m['fidelity']:.3f}")
     summary += (f"; DisGUIDE at {disguide_budget}: fidelity {dg_m['fidelity']:.3f} against {base_m['fidelity']:.3f} "
                 f"from uniform noise")
-    out.update(disguide=dict(options=dataclasses.asdict(od), budget=disguide_budget, **dg_m),
-               noise_baseline=dict(budget=disguide_budget, epochs=base_cfg.num_epochs, **base_m))
+    out.update(disguide=dict(options=dataclasses.asdict(od), budget=disguide_budget, answered_classes=max(dg_seen),
+                             **dg_m),
+               noise_baseline=dict(budget=disguide_budget, epochs=base_cfg.num_epochs, victim_top1=noise_top1.tolist(),
+                                   **base_m))
+
+  if FLAGS.reach_steps:   # does the generator reach the victim's classes when the victim's gradient is given?
+    reach = {}
+    for objective in ("entropy", "targeted"):
+      counts = generator_reach(victim, v_vars, ds.image_shape, steps=FLAGS.reach_steps, batch_size=batch_size,
+                               ngf=ngf, key=streams.derive(key, 10), objective=objective)
+      reach[objective] = dict(classes=int((counts > 0).sum()), victim_top1=counts.tolist())
+      log(f"white-box generator, {objective}: the victim answers {reach[objective]['classes']} classes {counts}")
+    summary += (f"; a white-box generator ({FLAGS.reach_steps} steps) reaches {reach['entropy']['classes']} of the "
+                f"victim's {ds.num_classes} classes maximising the vote's entropy, {reach['targeted']['classes']} "
+                f"with targeted classes")
+    out.update(white_box_reach=dict(steps=FLAGS.reach_steps, **reach))
 
   out = dict(what=f"data-free extraction of {ds.name}'s {arch} (accuracy {ev.victim_accuracy:.3f}), no pool",
              summary=summary,

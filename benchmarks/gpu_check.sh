@@ -88,7 +88,7 @@ step train_k 150 "$PY" benchmarks/train_throughput.py --archs= --k_archs="$K_ARC
   --model_axes=vmap --steps="$STEPS_N" --torch=false --out="$OUT/train_k.json"
 if [ -n "$DATAFREE_FLAGS" ]; then
   # shellcheck disable=SC2086
-  step datafree 120 "$PY" benchmarks/datafree.py $DATAFREE_FLAGS --disguide_budget=0 --out="$OUT/datafree.json"
+  step datafree 120 "$PY" benchmarks/datafree.py $DATAFREE_FLAGS --disguide_budget=0 --reach_steps=0 --out="$OUT/datafree.json"
 fi
 LEFT=$((DEADLINE - $(date +%s)))
 if [ "$LEFT" -gt 30 ]; then

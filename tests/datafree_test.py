@@ -85,6 +85,10 @@ def test_every_victim_forward_is_counted_as_the_original_counts_it(victim):
   assert [q for q, _ in res.snapshots] == [144, 288] and res.extra["iterations"] == 4
   assert res.images.shape[1:] == SHAPE and np.all((res.images >= 0) & (res.images <= 1))
   assert [r["queries"] for r in res.extra["history"]][-1] == 288
+  # a record every iteration here (report_every 100 < 2 x 72): the first covers the first 72 answers, all kept
+  first = res.answers[:72].argmax(-1)
+  assert res.extra["history"][0]["answered_classes"] == len(np.unique(first))
+  assert res.extra["history"][0]["top_class_share"] == pytest.approx(np.bincount(first).max() / 72)
 
 
 def test_data_free_bad_input(victim):

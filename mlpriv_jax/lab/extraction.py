@@ -116,7 +116,8 @@ def run(cfg: ExtractRun, *, victim: str, workdir: str, data_dir: Optional[str] =
 
   def progress(queries, state, record):   # a data-free attack's report: the evaluator's fidelity, the time left
     log(f"  {queries} queries ({record['iterations']} iterations): fidelity "
-        f"{G.evaluate(surrogate, state, ev)['fidelity']:.4f}, student loss {record['student_loss']:.4f}; "
+        f"{G.evaluate(surrogate, state, ev)['fidelity']:.4f}, student loss {record['student_loss']:.4f}, the "
+        f"victim answered {record['answered_classes']} classes (the top one {record['top_class_share']:.0%}); "
         f"{record['seconds']:.0f} s, about {record['seconds_left']:.0f} s left")
   res = E.run(attack, oracle, images, budget=budget, surrogate=surrogate, key=key, config=x.surrogate,
               options=x.options.of(attack), checkpoints=x.budgets, progress=progress, **extra)

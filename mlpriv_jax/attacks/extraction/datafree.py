@@ -137,7 +137,9 @@ class DataFreeResult(NamedTuple):
 class _Progress:
   """What both data-free loops keep of a run: the first `keep` queries and answers, the history, the snapshots at
   the checkpoints (query counts, down to whole iterations) and at the end, and the caller's reports every
-  `report_every` queries."""
+  `report_every` queries. Each record also says which classes the victim's top-1 answers covered since the record
+  before (`answered_classes`, `top_class_share`): a generator stuck in a few of the victim's classes teaches the
+  student nothing of the others, whatever the budget."""
 
   def __init__(self, oracle: Oracle, n: int, cost: int, checkpoints: Sequence[int], report_every: int, keep: int,
                progress: Optional[Callable]):
@@ -146,12 +148,15 @@ class _Progress:
     self.every = max(1, report_every // cost)
     self.used0, self.t0 = oracle.queries_used, time.time()
     self.snapshots, self.history, self.images, self.answers = [], [], [], []
+    self.top1 = np.zeros(oracle.num_classes, np.int64)   # the victim's top-1 answers since the last record
 
   @property
   def queries(self) -> int:
     return self.oracle.queries_used - self.used0
 
-  def kept(self, images, answers) -> None:
+  def answered(self, images, answers) -> None:
+    """Every batch the victim answered: its top-1 counted, the batch kept while fewer than `keep` are held."""
+    self.top1 += np.bincount(np.asarray(answers).argmax(-1), minlength=len(self.top1))
     held = sum(map(len, self.images))
     if held < self.keep:
       self.images.append(images[:self.keep - held])
@@ -165,7 +170,10 @@ class _Progress:
     seconds = time.time() - self.t0
     record = dict(iterations=done, queries=self.queries, generator_loss=float(generator_loss),
                   student_loss=float(student_loss), seconds=seconds,
-                  seconds_left=seconds / max(done, 1) * (self.n - done))
+                  seconds_left=seconds / max(done, 1) * (self.n - done),
+                  answered_classes=int((self.top1 > 0).sum()),
+                  top_class_share=float(self.top1.max() / max(self.top1.sum(), 1)))
+    self.top1[:] = 0
     self.history.append(record)
     if (done in self.snap_at or last) and (not self.snapshots or self.snapshots[-1][0] != self.queries):
       self.snapshots.append((self.queries, state))
@@ -265,7 +273,7 @@ def dfme(oracle: Oracle, budget: int, key, student: Model, *, options, checkpoin
     if run.queries == len(images) and np.all((a == 0) | (a == 1)):
       raise NeedsProbabilities("dfme needs the victim's probabilities (it recovers logits from them); this victim "
                                "answers labels only (one-hot): use a hard-label attack")
-    run.kept(images, a)
+    run.answered(images, a)
     return a
 
   done = 0
@@ -398,7 +406,7 @@ def disguide(oracle: Oracle, budget: int, key, student: Model, *, options, check
                  f"students of iteration {i - 1} are kept")
     else:
       answers = np.asarray(oracle.query(images), np.float32)
-      run.kept(images, answers)
+      run.answered(images, answers)
       take = np.arange(head, head + len(images)) % capacity
       buffer_x[take], buffer_y[take] = images, answers.argmax(-1)
       head, filled = (head + len(images)) % capacity, min(capacity, filled + len(images))
