@@ -49,6 +49,17 @@ def define_dp_flags(what: str = "the model") -> None:
   flags.DEFINE_enum("dp_accountant", "pld", ["pld", "rdp"], "DP-SGD: dp-accounting's accountant.")
 
 
+def define_host_flags() -> None:
+  """A multi-process launch (`mlpriv_jax.hosts`): under SLURM or Open MPI nothing to give; elsewhere the three
+  flags name the coordinator and this process."""
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a launch of several processes "
+                      "(127.0.0.1:<port> on one machine); not needed under SLURM or Open MPI.")
+  flags.DEFINE_integer("num_processes", None, "Processes of the launch (each trains its share of the K models).")
+  flags.DEFINE_integer("process_id", None, "This process, in [0, --num_processes): 0 writes the results.")
+  flags.DEFINE_float("coordinator_timeout", 300, "Seconds a process waits for the coordinator (and process 0 for "
+                     "the others) before it stops with an error.")
+
+
 def define_endpoint_flags(what: str) -> None:
   """--victim_url and how to read the model served there (`serve.Endpoint`): {what} is what the URL is for."""
   flags.DEFINE_string("victim_url", None, what)
@@ -141,6 +152,10 @@ def run(main):
     from mlpriv_jax.errors import UserError
     logging.set_verbosity(logging.WARNING)  # hides JAX's "no TPU found" INFO line
     try:
+      if "num_processes" in FLAGS:   # before anything touches a JAX backend
+        from mlpriv_jax import hosts
+        hosts.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         timeout_s=FLAGS.coordinator_timeout)
       return main(argv)
     except (UserError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr, flush=True)

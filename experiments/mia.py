@@ -53,6 +53,7 @@ from experiments import common  # noqa: E402
 common.define_base("mia", workdir_help="Output folder; a rerun resumes the training from its checkpoints.")
 common.define_train_flags("the target and every shadow (one recipe)")
 common.define_dp_flags("the target and every shadow (one recipe, as an attacker who knows it)")
+common.define_host_flags()
 common.define_endpoint_flags("Attack the target served at this URL (experiments/serve.py --victim=<this workdir>, "
                              "or the same model behind any Open Inference Protocol v2 server) instead of the "
                              "in-process one.")

@@ -29,6 +29,7 @@ from experiments import common  # noqa: E402
 common.define_base("train")
 common.define_train_flags()
 common.define_dp_flags()
+common.define_host_flags()
 flags.DEFINE_string("dataset", None, "Dataset name (shapes10, patterns20, cifar10, cifar10_jpeg, cifar100, ...).")
 flags.DEFINE_string("arch", None, "Architecture (wrn16_8, wrn22_8, resnet32, resnet18, vgg16, cnn_small, ...).")
 flags.DEFINE_integer("num_models", 1, "Train this many models at once (train_k).")

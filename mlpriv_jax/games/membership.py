@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpriv_jax import data, defences, models, results, streams, train
+from mlpriv_jax import data, defences, hosts, models, results, streams, train
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError, integer
 from mlpriv_jax.oracle import Oracle, Service, Victim, query_all
@@ -155,7 +155,10 @@ def dp_recipe(game: MembershipGame):
 
 def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, log: Callable = print) -> TrainedGame:
   """Trains (or resumes, from `workdir`) the target and shadows on `ds`; writes keep.npy and the target's artifact
-  (`<workdir>/target/`, its members recorded). recipe: `dp_recipe(game)` if already computed."""
+  (`<workdir>/target/`, its members recorded). recipe: `dp_recipe(game)` if already computed.
+
+  Under a multi-process launch (`hosts`) each process trains its chunks of the K + 1 models; process 0 then reads
+  them all and returns the game, the others return None (they write only their chunks' checkpoints)."""
   n = game.num_examples
   x = ds.x_train[:n]
   mean, std = data.channel_stats(x) if game.dp is None else (models.CIFAR_MEAN, models.CIFAR_STD)   # public under DP
@@ -163,15 +166,25 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
   key = jax.random.key(game.seed)
   target_keep, shadow_keep = membership_keep(key, n, game.num_shadows)
   keep = np.concatenate([target_keep[None], shadow_keep])  # row 0: the target
-  atomic_write(os.path.join(workdir, "keep.npy"), lambda f: np.save(f, keep))
+  if hosts.writer():
+    atomic_write(os.path.join(workdir, "keep.npy"), lambda f: np.save(f, keep))
   dp_config, dp_record = recipe or dp_recipe(game)
   if dp_record is not None:
     from mlpriv_jax import dp
     log(dp.describe(dp_record))
-  res = train.train_k(model, game.train, x, ds.y_train[:n], keep, streams.derive(key, streams.TRAIN),
-                      chunk_size=game.chunk_size, workdir=os.path.join(workdir, "models"), meta=dict(dataset=ds.name),
-                      dp=dp_config, on_epoch_end=lambda r: log(f"  epoch {r['epoch']} models {r['models']} "
-                                                                 f"loss {r['train_loss']:.3f}"))
+  ckpt = os.path.join(workdir, "models")
+  chunk = hosts.chunk_size(len(keep), game.chunk_size, ckpt)
+  fit = lambda index, count: train.train_k(
+      model, game.train, x, ds.y_train[:n], keep, streams.derive(key, streams.TRAIN), chunk_size=chunk,
+      workdir=ckpt, meta=dict(dataset=ds.name), dp=dp_config, process_index=index, process_count=count,
+      on_epoch_end=lambda r: log(f"  epoch {r['epoch']} models {r['models']} loss {r['train_loss']:.3f}"))
+  if hosts.count() > 1:   # each process its chunks, then process 0 alone reads them all
+    res = fit(hosts.index(), hosts.count())
+    log(f"process {hosts.index()} of {hosts.count()}: trained models {_spans(res.model_ids)}")
+    hosts.barrier("membership models trained")
+    if not hosts.writer():
+      return None
+  res = fit(0, 1)
   trained = TrainedGame(game, ds, model, train.variables_of(res.state), target_keep, shadow_keep, dp_record)
   target_dir = os.path.join(workdir, "target")
   if not os.path.exists(os.path.join(target_dir, models.artifact.FILE)):
@@ -182,6 +195,17 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
     meta["data"]["member_indices"] = np.flatnonzero(target_keep).tolist()
     models.save_model(target_dir, model, trained.target_variables, input_shape=ds.image_shape, meta=meta)
   return trained
+
+
+def _spans(ids) -> str:
+  """'0-4, 9-11' for the model ids (0, 1, 2, 3, 4, 9, 10, 11)."""
+  ids, out = sorted(ids), []
+  for i in ids:
+    if out and out[-1][1] == i - 1:
+      out[-1][1] = i
+    else:
+      out.append([i, i])
+  return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in out) or "none"
 
 
 def population_points(ds: data.Dataset, candidates, num: int, source: str = "test"):

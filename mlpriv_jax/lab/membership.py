@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax import config as configs
-from mlpriv_jax import defences, plots, results, streams, train
+from mlpriv_jax import defences, hosts, plots, results, streams, train
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.attacks import membership as M
 from mlpriv_jax.errors import UserError, integer
@@ -84,12 +84,15 @@ def run(cfg: MiaRun, *, workdir: str, data_dir: Optional[str] = None, run_config
                     f"{cfg.num_defence_examples}")
   recipe = G.dp_recipe(game)   # an unreachable epsilon fails here, before anything is written
   # The workdir holds the trained game: other attacks and defences against it are reruns of this workdir.
-  wd.claim(workdir, "mia", dict(run_config or {}, game=configs.as_dict(game), run=configs.as_dict(cfg)),
-           identity=("game",))
+  record = dict(run_config or {}, game=configs.as_dict(game), run=configs.as_dict(cfg))
+  hosts.agree("mia", record)   # a multi-process launch: one config on every process, before anything is written
+  hosts.on_writer("the workdir's claim", lambda: wd.claim(workdir, "mia", record, identity=("game",)))
   log(f"mia: {game.arch} on {game.dataset}, N = {n} (target on {n // 2}), {game.num_shadows} shadows, "
       f"{game.train.num_epochs} epochs; attacks {', '.join(audit.attacks)}; defence {cfg.defence}"
       + (f"; DP-SGD to epsilon {game.dp.epsilon:g}" if game.dp is not None else ""))
   trained = G.setup(game, ds, workdir, recipe=recipe, log=log)
+  if trained is None:   # another process of a multi-process launch: its models are trained and checkpointed
+    return {}
   t_train = time.time() - t_start
   x, y, model = trained.x, trained.y, trained.model
   target_keep, target_vars = trained.target_keep, trained.target_variables

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from mlpriv_jax import data, models, results, streams, train
+from mlpriv_jax import data, hosts, models, results, streams, train
 from mlpriv_jax.errors import UserError, integer, number
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.utils import append_jsonl, write_json
@@ -103,14 +103,20 @@ def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_conf
                 num_train=len(x_train), num_classes=ds.num_classes, mean=mean, std=std,
                 image_shape=list(ds.image_shape), train_config=dataclasses.asdict(config), dp=dp_record)
   # what the run is; the normalisation and the image shape follow from it
-  wd.claim(workdir, "train", record, identity=[k for k in record if k not in ("mean", "std", "image_shape")])
+  if hosts.count() > 1 and num_models == 1:
+    raise UserError(f"a launch of {hosts.count()} processes splits K models (--num_models > 1); one model trains "
+                    f"on one process")
+  hosts.agree("train", record)
+  hosts.on_writer("the workdir's claim", lambda: wd.claim(
+      workdir, "train", record, identity=[k for k in record if k not in ("mean", "std", "image_shape")]))
   log(f"{model.name}: {num_params:,} parameters; {ds.name} ({ds.source}): {len(x_train)} train, "
       f"{len(ds.x_test)} test images; {config.num_epochs} epochs on {jax.default_backend()}")
 
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
   def on_epoch_end(record):
-    append_jsonl(metrics_path, record)
+    if hosts.writer():   # the others of a multi-process launch only log
+      append_jsonl(metrics_path, record)
     acc = record.get("test_accuracy")
     acc = f"{np.mean(acc):.4f}" if acc is not None else "-"
     log(f"epoch {record['epoch']:4d}/{config.num_epochs} models {record['models']} "
@@ -128,10 +134,19 @@ def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_conf
                       meta=model_meta(ds, config, seed=seed, num_train=len(x_train), test_accuracy=test_accuracy,
                                       dp=dp_record))
   else:
+    chunk = hosts.chunk_size(num_models, cfg.chunk_size, workdir)
+    fit = lambda index, count: train.train_k(
+        model, config, x_train, y_train, keep, streams.derive(key, streams.TRAIN), chunk_size=chunk,
+        workdir=workdir, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
+        model_axis=cfg.model_axis, dp=dp_config, process_index=index, process_count=count)
+    if hosts.count() > 1:   # each process its chunks, then process 0 alone reads them all
+      mine = fit(hosts.index(), hosts.count()).model_ids
+      log(f"process {hosts.index()} of {hosts.count()}: trained models {list(mine)}")
+      hosts.barrier("train models trained")
+      if not hosts.writer():
+        return {}
     wd.save_npy(os.path.join(workdir, "keep.npy"), keep)
-    result = train.train_k(model, config, x_train, y_train, keep, streams.derive(key, streams.TRAIN),
-                           chunk_size=cfg.chunk_size, workdir=workdir, eval_data=eval_data,
-                           on_epoch_end=on_epoch_end, meta=meta, model_axis=cfg.model_axis, dp=dp_config)
+    result = fit(0, 1)
     test_accuracy = [float(a) for a in train.evaluate(model, result.state, *eval_data, num_models=num_models,
                                                       model_axis=cfg.model_axis)]
     variables = train.variables_of(result.state)
