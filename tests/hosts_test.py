@@ -110,3 +110,27 @@ def test_a_launch_that_cannot_run_stops_every_process_with_one_line(tmp_path):
   # half a launch's flags
   r = program("mia", *GAME, f"--workdir={tmp_path / 'c'}", "--num_processes=2", timeout=120)
   assert r.returncode == 2 and "missing --coordinator_address, --process_id" in r.stderr, r.stderr
+
+
+def test_train_program_splits_its_k_models_over_two_processes(tmp_path):
+  """train.py --num_models=3 as 2 processes (chunks of 2 and 1) writes the same 3 model artifacts and accuracies as
+  one process; process 1 writes no results."""
+  import jax
+  from mlpriv_jax import models
+  tiny = ("--preset=smoke", "--arch=cnn_tiny", "--num_train=128", "--num_epochs=1", "--batch_size=32",
+          "--num_models=3")
+  port, env = free_port(), dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "train.py"), *tiny,
+                             f"--workdir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
+                             "--num_processes=2", f"--process_id={i}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
+  codes, out = _finish(procs)
+  assert codes == [0, 0], out
+  assert "process 1 of 2: trained models [2]" in out[1] and "results in" not in out[1]
+  r = program("train", *tiny, f"--workdir={tmp_path / 'one'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  two, one = (json.load(open(tmp_path / w / "results.json")) for w in ("two", "one"))
+  assert two["test_accuracy"] == one["test_accuracy"]
+  for k in range(3):
+    a, b = (models.load_model(str(tmp_path / w / f"model_{k}"))[1] for w in ("two", "one"))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
