@@ -29,15 +29,16 @@ import numpy as np
 
 from mlpriv_jax.errors import UserError
 
-_ENV_LAUNCHERS = (("SLURM", "SLURM_JOB_ID", "SLURM_NTASKS"), ("Open MPI", "OMPI_MCA_orte_hnp_uri",
-                                                              "OMPI_COMM_WORLD_SIZE"))
+# What JAX's own cluster detection reads (jax/_src/clusters/slurm_cluster.py, ompi_cluster.py), the task count last.
+_ENV_LAUNCHERS = (("SLURM", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")),
+                  ("Open MPI", ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")))
 
 
 def launcher() -> Optional[str]:
-  """'SLURM' or 'Open MPI' when this process is one of several launched by it (what `jax.distributed` detects
-  itself), else None."""
-  for name, marker, size in _ENV_LAUNCHERS:
-    if os.environ.get(marker) and int(os.environ.get(size, "1") or 1) > 1:
+  """'SLURM' or 'Open MPI' when this process is one task of several of a launch by it (an `srun` step, an `mpirun`:
+  what `jax.distributed` detects itself), else None (a shell inside an allocation is one process)."""
+  for name, needed in _ENV_LAUNCHERS:
+    if all(os.environ.get(v) for v in needed) and os.environ[needed[-1]].isdigit() and int(os.environ[needed[-1]]) > 1:
       return name
   return None
 

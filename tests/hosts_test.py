@@ -14,7 +14,6 @@ import pytest
 
 from conftest import REPO, free_port, program, shared_workdir
 
-pytestmark = pytest.mark.slow
 # A small game: 4 models (the target and 3 shadows) in 2 chunks of 2 when 2 processes share it.
 GAME = ("--preset=smoke", "--arch=cnn_tiny", "--num_examples=128", "--num_shadows=3", "--num_epochs=3",
         "--batch_size=32", "--attack=loss,lira_online", "--num_bootstrap=10", "--num_test=100")
@@ -60,6 +59,7 @@ def _assert_same(workdir, reference):
     np.testing.assert_array_equal(got_scores[k], want_scores[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_models_of_one(one_process, tmp_path):
   """Each process trains one chunk of 2 models; process 0 reads both and writes results.json and scores.npz equal,
   bit for bit, to the one-process run's (a model's keys depend on its index only, and on XLA:CPU a vmapped chunk of
@@ -73,6 +73,7 @@ def test_two_processes_train_the_models_of_one(one_process, tmp_path):
   _assert_same(tmp_path / "w", one_process)
 
 
+@pytest.mark.slow
 def test_a_killed_process_is_resumed_by_one_process(one_process, tmp_path):
   """Process 1 killed (SIGKILL) once its chunk has checkpointed an epoch, then the launch torn down (JAX stops every
   process of a job when one dies); a rerun on 1 process adopts the workdir's chunks of 2, trains only what is
@@ -94,6 +95,7 @@ def test_a_killed_process_is_resumed_by_one_process(one_process, tmp_path):
   _assert_same(w, one_process)
 
 
+@pytest.mark.slow
 def test_a_launch_that_cannot_run_stops_every_process_with_one_line(tmp_path):
   # processes with different configs: refused on both, naming the field, before any training
   codes, out = _finish(_launch(tmp_path / "a", 2, [(), ("--num_shadows=5",)]), timeout=120)
@@ -112,6 +114,7 @@ def test_a_launch_that_cannot_run_stops_every_process_with_one_line(tmp_path):
   assert r.returncode == 2 and "missing --coordinator_address, --process_id" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_train_program_splits_its_k_models_over_two_processes(tmp_path):
   """train.py --num_models=3 as 2 processes (chunks of 2 and 1) writes the same 3 model artifacts and accuracies as
   one process; process 1 writes no results."""
@@ -134,3 +137,24 @@ def test_train_program_splits_its_k_models_over_two_processes(tmp_path):
   for k in range(3):
     a, b = (models.load_model(str(tmp_path / w / f"model_{k}"))[1] for w in ("two", "one"))
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+SLURM_STEP = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="node[1-2]", SLURM_PROCID="1", SLURM_LOCALID="0",
+                  SLURM_NTASKS="2")
+
+
+@pytest.mark.parametrize("env, want", [
+    (SLURM_STEP, "SLURM"),
+    (dict(SLURM_STEP, SLURM_NTASKS="1"), None),                                   # one task: nothing to join
+    ({k: v for k, v in SLURM_STEP.items() if k != "SLURM_STEP_NODELIST"}, None),  # a shell in an allocation
+    (dict(OMPI_MCA_orte_hnp_uri="1.2:tcp://10.0.0.1:5000", OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="4"),
+     "Open MPI"),
+    ({}, None)])
+def test_a_launcher_is_detected_only_for_a_step_of_several_tasks(monkeypatch, env, want):
+  from mlpriv_jax import hosts
+  for k in list(os.environ):
+    if k.startswith(("SLURM_", "OMPI_")):
+      monkeypatch.delenv(k)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  assert hosts.launcher() == want
