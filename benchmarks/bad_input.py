@@ -109,6 +109,7 @@ def cases(fx):
       ("mia", "half a multi-process launch", [w, "--num_processes=2"]),
       ("mia", "process id out of range", [w, "--coordinator_address=127.0.0.1:1", "--num_processes=2",
                                           "--process_id=2"]),
+      ("mia", "NaN coordinator timeout", [w, "--coordinator_timeout=nan"]),
       ("mia", "a coordinator that never answers", [w, "--coordinator_address=127.0.0.1:1", "--num_processes=2",
                                                    "--process_id=1", "--coordinator_timeout=2"]),
       ("arena", "unknown name", [w, "--defences=shield"]),

@@ -69,12 +69,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   (JAX's own detection), anything else is a single process (nothing to join, returns 1). Must run before anything
   touches a JAX backend. A process other than the coordinator waits at most `timeout_s` for it, then fails with one
   line; the coordinator waits as long for the others (a process that never comes stops it with JAX's own error)."""
+  if not (timeout_s > 0 and math.isfinite(timeout_s)):   # NaN fails here too
+    raise UserError(f"--coordinator_timeout must be a number of seconds > 0, got {timeout_s:g}")
+  seconds = max(1, math.ceil(timeout_s))
   given = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
   if all(v is None for v in given.values()):
-    found = launcher()
-    if found is None:
+    if launcher() is None:
       return 1
-    jax.distributed.initialize(initialization_timeout=int(timeout_s))
+    jax.distributed.initialize(initialization_timeout=seconds)
     return jax.process_count()
   missing = [f"--{k}" for k, v in given.items() if v is None]
   if missing:
@@ -83,13 +85,11 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   if num_processes < 1 or not 0 <= process_id < num_processes:
     raise UserError(f"need --num_processes >= 1 and 0 <= --process_id < --num_processes, got --process_id="
                     f"{process_id} with --num_processes={num_processes}")
-  if timeout_s <= 0:
-    raise UserError(f"--coordinator_timeout must be > 0 seconds, got {timeout_s:g}")
   if num_processes == 1:
     return 1
   if process_id != 0:
     _wait_for(coordinator_address, timeout_s)
-  jax.distributed.initialize(coordinator_address, num_processes, process_id, initialization_timeout=int(timeout_s),
+  jax.distributed.initialize(coordinator_address, num_processes, process_id, initialization_timeout=seconds,
                              cluster_detection_method="deactivate")
   return jax.process_count()
 

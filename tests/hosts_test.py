@@ -109,6 +109,9 @@ def test_a_launch_that_cannot_run_stops_every_process_with_one_line(tmp_path):
               "--num_processes=2", "--process_id=1", "--coordinator_timeout=3", timeout=120)
   assert r.returncode == 2 and "no coordinator answered at 127.0.0.1:" in r.stderr and "within 3 s" in r.stderr
   assert time.time() - t0 < 60
+  # a timeout that is not a number of seconds
+  r = program("mia", *GAME, f"--workdir={tmp_path / 'd'}", "--coordinator_timeout=nan", timeout=120)
+  assert r.returncode == 2 and "--coordinator_timeout must be a number of seconds > 0, got nan" in r.stderr, r.stderr
   # half a launch's flags
   r = program("mia", *GAME, f"--workdir={tmp_path / 'c'}", "--num_processes=2", timeout=120)
   assert r.returncode == 2 and "missing --coordinator_address, --process_id" in r.stderr, r.stderr
