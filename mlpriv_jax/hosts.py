@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax.errors import UserError
+from mlpriv_jax.workdir import flatten
 
 # What JAX's own cluster detection reads (jax/_src/clusters/slurm_cluster.py, ompi_cluster.py), the task count last.
 _ENV_LAUNCHERS = (("SLURM", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")),
@@ -132,12 +133,6 @@ def on_writer(name: str, fn) -> None:
     raise error
 
 
-def _flat(d, prefix=""):
-  if isinstance(d, dict) and d:
-    return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-  return {prefix[:-1]: d}
-
-
 def agree(what: str, config: dict) -> None:
   """Refuses, on every process, a launch whose processes run different configs, naming the fields that differ.
 
@@ -146,7 +141,7 @@ def agree(what: str, config: dict) -> None:
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
-  fields = _flat(json.loads(json.dumps(config, sort_keys=True, default=str)))
+  fields = flatten(json.loads(json.dumps(config, sort_keys=True, default=str)))
   names = sorted(fields)
   digest = lambda text: np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)[0]
   mine = np.array([digest(json.dumps(names))] + [digest(json.dumps(fields[k])) for k in names], np.int64)
@@ -182,3 +177,27 @@ def chunk_size(num_models: int, given: Optional[int], checkpoints: Optional[str]
   if jax.process_count() == 1:
     return None
   return math.ceil(num_models / jax.process_count())
+
+
+def fan_out(fit, what: str, log=print):
+  """Trains K models split over the processes: `fit(process_index, process_count)` (a `train.train_k` call with those
+  arguments) on this process's chunks, a barrier, then on process 0 `fit(0, 1)` reads every chunk back and its
+  result is returned; the other processes return None. A single process just calls `fit(0, 1)`."""
+  if jax.process_count() > 1:
+    mine = fit(index(), count()).model_ids
+    log(f"process {index()} of {count()}: trained models {_spans(mine)}")
+    barrier(f"{what} models trained")
+    if not writer():
+      return None
+  return fit(0, 1)
+
+
+def _spans(ids) -> str:
+  """'0-4, 9-11' for the model ids (0, 1, 2, 3, 4, 9, 10, 11)."""
+  out = []
+  for i in sorted(ids):
+    if out and out[-1][1] == i - 1:
+      out[-1][1] = i
+    else:
+      out.append([i, i])
+  return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in out) or "none"

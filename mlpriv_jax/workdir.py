@@ -39,11 +39,12 @@ def _artifact_here(workdir: str) -> bool:
              if os.path.isdir(os.path.join(workdir, d)))
 
 
-def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+  """{dotted field: value} of a nested dict (an empty dict is a value)."""
   if isinstance(d, dict) and d:
     out = {}
     for k, v in d.items():
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     return out
   return {prefix[:-1]: d}
 
@@ -51,8 +52,8 @@ def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
 def differences(old: dict, new: dict, keys: Optional[Sequence[str]] = None) -> Dict[str, tuple]:
   """{dotted field: (old value, new value)} where the two configs differ (on `keys`, or on every key)."""
   keys = sorted(set(old) | set(new)) if keys is None else keys
-  a = _flat({k: old.get(k) for k in keys})
-  b = _flat({k: new.get(k) for k in keys})
+  a = flatten({k: old.get(k) for k in keys})
+  b = flatten({k: new.get(k) for k in keys})
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

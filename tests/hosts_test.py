@@ -132,7 +132,7 @@ def test_train_program_splits_its_k_models_over_two_processes(tmp_path):
                             stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
   codes, out = _finish(procs)
   assert codes == [0, 0], out
-  assert "process 1 of 2: trained models [2]" in out[1] and "results in" not in out[1]
+  assert "process 1 of 2: trained models 2\n" in out[1] and "results in" not in out[1]
   r = program("train", *tiny, f"--workdir={tmp_path / 'one'}")
   assert r.returncode == 0, r.stderr[-2000:]
   two, one = (json.load(open(tmp_path / w / "results.json")) for w in ("two", "one"))

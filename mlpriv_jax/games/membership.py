@@ -178,13 +178,9 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
       model, game.train, x, ds.y_train[:n], keep, streams.derive(key, streams.TRAIN), chunk_size=chunk,
       workdir=ckpt, meta=dict(dataset=ds.name), dp=dp_config, process_index=index, process_count=count,
       on_epoch_end=lambda r: log(f"  epoch {r['epoch']} models {r['models']} loss {r['train_loss']:.3f}"))
-  if hosts.count() > 1:   # each process its chunks, then process 0 alone reads them all
-    res = fit(hosts.index(), hosts.count())
-    log(f"process {hosts.index()} of {hosts.count()}: trained models {_spans(res.model_ids)}")
-    hosts.barrier("membership models trained")
-    if not hosts.writer():
-      return None
-  res = fit(0, 1)
+  res = hosts.fan_out(fit, "membership", log)   # each process its chunks, then process 0 alone reads them all
+  if res is None:
+    return None
   trained = TrainedGame(game, ds, model, train.variables_of(res.state), target_keep, shadow_keep, dp_record)
   target_dir = os.path.join(workdir, "target")
   if not os.path.exists(os.path.join(target_dir, models.artifact.FILE)):
@@ -195,17 +191,6 @@ def setup(game: MembershipGame, ds: data.Dataset, workdir: str, *, recipe=None, 
     meta["data"]["member_indices"] = np.flatnonzero(target_keep).tolist()
     models.save_model(target_dir, model, trained.target_variables, input_shape=ds.image_shape, meta=meta)
   return trained
-
-
-def _spans(ids) -> str:
-  """'0-4, 9-11' for the model ids (0, 1, 2, 3, 4, 9, 10, 11)."""
-  ids, out = sorted(ids), []
-  for i in ids:
-    if out and out[-1][1] == i - 1:
-      out[-1][1] = i
-    else:
-      out.append([i, i])
-  return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in out) or "none"
 
 
 def population_points(ds: data.Dataset, candidates, num: int, source: str = "test"):

@@ -139,14 +139,10 @@ def run(cfg: TrainRun, *, workdir: str, data_dir: Optional[str] = None, run_conf
         model, config, x_train, y_train, keep, streams.derive(key, streams.TRAIN), chunk_size=chunk,
         workdir=workdir, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
         model_axis=cfg.model_axis, dp=dp_config, process_index=index, process_count=count)
-    if hosts.count() > 1:   # each process its chunks, then process 0 alone reads them all
-      mine = fit(hosts.index(), hosts.count()).model_ids
-      log(f"process {hosts.index()} of {hosts.count()}: trained models {list(mine)}")
-      hosts.barrier("train models trained")
-      if not hosts.writer():
-        return {}
+    result = hosts.fan_out(fit, "train", log)   # each process its chunks, then process 0 alone reads them all
+    if result is None:
+      return {}
     wd.save_npy(os.path.join(workdir, "keep.npy"), keep)
-    result = fit(0, 1)
     test_accuracy = [float(a) for a in train.evaluate(model, result.state, *eval_data, num_models=num_models,
                                                       model_axis=cfg.model_axis)]
     variables = train.variables_of(result.state)
