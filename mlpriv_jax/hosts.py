@@ -136,8 +136,8 @@ def on_writer(name: str, fn) -> None:
 def agree(what: str, config: dict) -> None:
   """Refuses, on every process, a launch whose processes run different configs, naming the fields that differ.
 
-  Each process hashes each field of its (JSON) config; process 0's hashes are gathered to all, and every process
-  compares its own with them, so all fail together, before any training."""
+  Each process hashes each field of its (JSON) config; every process's hashes are gathered to all, and each
+  compares them with process 0's, so all fail together, before any training."""
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
