@@ -11,7 +11,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 TRAIN_FLAGS = ("num_epochs", "batch_size", "learning_rate", "momentum", "nesterov", "weight_decay", "schedule",
-               "milestones_epochs", "lr_decay_factor", "augment", "warmup_epochs")
+               "milestones_epochs", "lr_decay_factor", "augment", "warmup_epochs", "label_smoothing")
 
 
 def define_base(program: str, *, workdir_help: str = "Output folder; a rerun with the same folder resumes.") -> None:
@@ -37,6 +37,7 @@ def define_train_flags(what: str = "the model") -> None:
   flags.DEFINE_float("lr_decay_factor", None, "Multistep decay factor.")
   flags.DEFINE_boolean("augment", None, "Reflect-pad-4 crop and horizontal flip while training.")
   flags.DEFINE_float("warmup_epochs", None, "Linear learning-rate warm-up from 0, in epochs.")
+  flags.DEFINE_float("label_smoothing", None, "Train against (1 - e) y + e / C (0: the labels as they are).")
 
 
 def define_dp_flags(what: str = "the model") -> None:

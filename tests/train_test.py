@@ -84,6 +84,44 @@ def test_cross_entropy_golden_values():
                              -(0.5 * np.log(0.7) + 0.5 * np.log(0.2) + np.log(0.5)) / 2, rtol=1e-6)
 
 
+def test_label_smoothing_is_the_cross_entropy_against_the_smoothed_targets():
+  """(1 - e) y + e / C written out as a target distribution, for hard and soft labels (Szegedy et al. 2016)."""
+  logits = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]))
+  e, c = 0.1, 3
+  onehot = np.eye(c)[[0, 2]]
+  soft = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+  for labels, dense in ((jnp.array([0, 2]), onehot), (jnp.asarray(soft), soft)):
+    target = (1 - e) * dense + e / c
+    want = -(target * np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]))).sum(-1).mean()
+    np.testing.assert_allclose(train.cross_entropy(logits, labels, label_smoothing=e), want, rtol=1e-6)
+
+
+def test_label_smoothing_changes_the_training_and_refuses_a_gradient_of_its_own(shapes, model):
+  x, y = _small(shapes)
+  plain = train.train(model, CFG, x, y, jax.random.key(0))
+  smooth = train.train(model, dataclasses.replace(CFG, label_smoothing=0.2), x, y, jax.random.key(0))
+  assert not np.allclose(jax.tree.leaves(plain.state.params)[0], jax.tree.leaves(smooth.state.params)[0])
+  with pytest.raises(ValueError, match="label_smoothing applies to the plain cross-entropy step"):
+    train.train(model, dataclasses.replace(CFG, label_smoothing=0.2), x, y, jax.random.key(0),
+                grad_fn=train.make_grad_fn(model))
+  with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+    dataclasses.replace(CFG, label_smoothing=1.0).validate()
+
+
+def test_checkpoints_only_as_often_as_asked_and_always_at_the_end(shapes, model, tmp_path):
+  """checkpoint_every_s: no checkpoint until that long has passed, one after the last epoch whatever it is, and
+  the same model as checkpointing every epoch (the interval changes what is saved, not what is trained)."""
+  x, y = _small(shapes)
+  cfg = dataclasses.replace(CFG, num_epochs=3)
+  path = str(tmp_path / "ckpt.msgpack")
+  seen = []
+  sparse = train.train(model, cfg, x, y, jax.random.key(1), ckpt_path=path, checkpoint_every_s=1e9,
+                       on_epoch_end=lambda r: seen.append(os.path.exists(path)))
+  assert seen == [False, False, True] and checkpoint.load_meta(path)["epoch"] == 3
+  every = train.train(model, cfg, x, y, jax.random.key(1), ckpt_path=str(tmp_path / "every.msgpack"))
+  chex.assert_trees_all_equal(sparse.state.params, every.state.params)
+
+
 @pytest.mark.slow
 def test_small_cnn_learns_shapes10_well_above_chance(shapes):
   x, y, xt, yt = shapes

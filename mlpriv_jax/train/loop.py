@@ -38,6 +38,7 @@ returns all K.
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -53,9 +54,9 @@ from mlpriv_jax import streams
 from mlpriv_jax.errors import UserError
 from mlpriv_jax.models import Model, with_conv_impl
 from mlpriv_jax.train import checkpoint, dpsgd
-from mlpriv_jax.train.step import (TrainConfig, TrainState, fresh_train_state, learning_rates, make_optimizer,
-                                   make_predict_fn, make_train_step_fn, resolve_model_axis, variables_of,
-                                   with_pretrained)
+from mlpriv_jax.train.step import (TrainConfig, TrainState, cross_entropy, fresh_train_state, learning_rates,
+                                   make_grad_fn, make_optimizer, make_predict_fn, make_train_step_fn,
+                                   resolve_model_axis, variables_of, with_pretrained)
 
 MIN_BUCKET = 256
 
@@ -173,7 +174,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
             on_epoch_end: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None,
             model_axis: str = "auto", grad_fn: Optional[Callable] = None, mesh=None,
             process_index: int = 0, process_count: int = 1, dp: Optional[dpsgd.DPConfig] = None,
-            key_ids=None) -> TrainResult:
+            key_ids=None, checkpoint_every_s: float = 0.0) -> TrainResult:
   """Trains K models of one architecture at once, model k on images[keep[k]].
 
   Args:
@@ -187,6 +188,9 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
       when unrolled.
     workdir: if given, a checkpoint per chunk is written after every epoch and a
       rerun resumes from it.
+    checkpoint_every_s: with a workdir (ckpt_path), checkpoint at the end of an epoch only once this many seconds
+      have passed since the last one, and after the last epoch (0: every epoch). A resume redoes at most that
+      much work; the results do not depend on it (an epoch is a function of the state and its index).
     eval_data: optional (images, labels) evaluated after every epoch.
     on_epoch_end: called with each epoch's record (for progress lines).
     meta: extra metadata stored in (and checked against) the checkpoints.
@@ -237,7 +241,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
     r = _run(model, config, (data[0], chunk_labels, images.shape[0]), keep[start:stop], key, key_ids[start:stop],
              vmapped=True, ckpt_path=path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
              model_axis=model_axis, steps=steps, grad_fn=grad_fn, mesh=mesh, per_model_labels=labels.ndim == 3,
-             dp=dp)
+             dp=dp, checkpoint_every_s=checkpoint_every_s)
     states.append(r.state)
     history.extend(r.history)
     compile_s += r.compile_seconds
@@ -250,7 +254,7 @@ def train_k(model: Model, config: TrainConfig, images, labels, keep, key, *,
 def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, model_index: int = 0,
           steps_per_epoch: Optional[int] = None, ckpt_path: Optional[str] = None, eval_data=None,
           on_epoch_end=None, meta: Optional[dict] = None, grad_fn: Optional[Callable] = None,
-          dp: Optional[dpsgd.DPConfig] = None) -> TrainResult:
+          dp: Optional[dpsgd.DPConfig] = None, checkpoint_every_s: float = 0.0) -> TrainResult:
   """Trains one model (the un-vmapped path); same arguments as `train_k`.
 
   keep: optional bool[N]; model_index: the k whose keys this model uses;
@@ -267,7 +271,7 @@ def train(model: Model, config: TrainConfig, images, labels, key, *, keep=None, 
   data = _device_data(images, labels, None)
   return _run(model, config, (*data, images.shape[0]), keep, key, np.array([model_index]), vmapped=False,
               ckpt_path=ckpt_path, eval_data=eval_data, on_epoch_end=on_epoch_end, meta=meta,
-              steps=steps_per_epoch, grad_fn=grad_fn, dp=dp)
+              steps=steps_per_epoch, grad_fn=grad_fn, dp=dp, checkpoint_every_s=checkpoint_every_s)
 
 
 def _device_data(images, labels, mesh):
@@ -288,7 +292,8 @@ def _shard(tree, mesh):
 
 
 def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_data, on_epoch_end, meta,
-         model_axis="vmap", steps=None, grad_fn=None, mesh=None, per_model_labels=False, dp=None) -> TrainResult:
+         model_axis="vmap", steps=None, grad_fn=None, mesh=None, per_model_labels=False, dp=None,
+         checkpoint_every_s=0.0) -> TrainResult:
   images_d, labels_d, num_examples = data
   num_models = keep.shape[0]
   steps = steps or math.ceil(int(keep.sum(1).max()) / config.batch_size)
@@ -299,6 +304,12 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
       raise UserError("DP-SGD trains on hard labels int[N] with its own gradient (no grad_fn, no soft labels)")
     grad_fn = FUNCTIONS.get(("dp_grad", model.module, dp, config.batch_size, config.augment),
                             lambda: dpsgd.make_dp_grad_fn(model, dp, config.batch_size, augment=config.augment))
+  if config.label_smoothing:
+    if grad_fn is not None or dp is not None:
+      raise UserError("label_smoothing applies to the plain cross-entropy step (no grad_fn, no DP-SGD)")
+    smoothed = functools.partial(cross_entropy, label_smoothing=config.label_smoothing)
+    grad_fn = FUNCTIONS.get(("smoothed_grad", model.module, config.label_smoothing, config.augment),
+                            lambda: make_grad_fn(model, smoothed, augment=config.augment))
   tx = make_optimizer(config)
   lrs = learning_rates(config, steps)
   image_shape = tuple(images_d.shape[1:])
@@ -355,7 +366,7 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
     first_epoch, history = saved_meta["epoch"], saved_meta["history"]
 
   counts = jnp.asarray(keep.sum(1).astype(np.int32))
-  compile_s, busy_s, seen = 0.0, 0.0, 0
+  compile_s, busy_s, seen, last_save = 0.0, 0.0, 0, time.perf_counter()
   for epoch in range(first_epoch, config.num_epochs):
     order = order_fn(model_keys, keep_d, epoch) if dp is None else None   # [K, N_bucket]; DP samples per step
     t_epoch = time.perf_counter()
@@ -387,8 +398,9 @@ def _run(model, config, data, keep, key, model_ids, *, vmapped, ckpt_path, eval_
       acc = evaluate(model, state, *eval_data, num_models=num_models if vmapped else None, model_axis=model_axis)
       record["test_accuracy"] = acc.tolist() if vmapped else float(acc)
     history.append(record)
-    if ckpt_path:
+    if ckpt_path and (epoch + 1 == config.num_epochs or time.perf_counter() - last_save >= checkpoint_every_s):
       checkpoint.save(ckpt_path, state, dict(meta, epoch=epoch + 1, history=history))
+      last_save = time.perf_counter()
     if on_epoch_end:
       on_epoch_end(record)
   return TrainResult(state, history, compile_s, seen / busy_s if busy_s > 0 else float("nan"),

@@ -50,6 +50,7 @@ class TrainConfig:
   lr_decay_factor: float = 0.2
   augment: bool = True
   warmup_epochs: float = 0.0  # linear warm-up from 0; the schedule runs after it
+  label_smoothing: float = 0.0  # targets (1 - e) y + e / C (Szegedy et al. 2016, Sec. 7), hard or soft labels
 
   def validate(self):
     if self.num_epochs < 1:
@@ -62,6 +63,8 @@ class TrainConfig:
       raise UserError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
     if not 0 <= self.warmup_epochs < self.num_epochs:
       raise UserError(f"warmup_epochs must be in [0, num_epochs), got {self.warmup_epochs}")
+    if not 0 <= self.label_smoothing < 1:
+      raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
     if self.schedule not in ("multistep", "cosine", "constant"):
       raise UserError(f"unknown schedule {self.schedule!r}; known: multistep, cosine, constant")
     return self
@@ -154,17 +157,20 @@ def variables_of(state: TrainState):
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def cross_entropy(logits, labels, mask=None):
+def cross_entropy(logits, labels, mask=None, label_smoothing: float = 0.0):
   """Mean cross-entropy; labels are int[N] (hard) or f32[N, C] probabilities (soft); mask: bool[N] rows kept.
 
   Soft labels give the KnockoffNets loss, the cross-entropy against the victim's
-  probability vectors (Orekondy et al. 2019, section 4.2).
+  probability vectors (Orekondy et al. 2019, section 4.2). label_smoothing e trains against
+  (1 - e) y + e / C (Szegedy et al. 2016, "Rethinking the Inception Architecture", Sec. 7).
   """
   logp = jax.nn.log_softmax(logits)
   if labels.ndim == 1:
     per_example = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
   else:
     per_example = -(labels * logp).sum(-1)
+  if label_smoothing:   # -sum((1 - e) y + e / C) log p = (1 - e) CE(y) + e mean_c(-log p)
+    per_example = (1 - label_smoothing) * per_example - label_smoothing * logp.mean(-1)
   if mask is None:
     return per_example.mean()
   return jnp.where(mask, per_example, 0.0).sum() / jnp.maximum(mask.sum(), 1)
