@@ -2,7 +2,8 @@ r"""The survey's Tables 1-2: KnockoffNets (random) surrogates of a WRN-16 and a 
 
   python experiments/survey_tables.py --preset=smoke --workdir=runs/tables        # embedded data, CPU
   python experiments/survey_tables.py --preset=cpu --data_dir=../shared/data --workdir=runs/tables_cpu
-  python experiments/survey_tables.py --preset=paper --workdir=runs/tables_paper  # GPU
+  python experiments/survey_tables.py --preset=paper --workdir=runs/tables_paper  # GPU, the survey's recipe
+  python experiments/survey_tables.py --preset=gpu --workdir=runs/tables_gpu      # GPU, a recipe for one window
 
 For each table: train the victim (or reuse its checkpoint in the workdir), write it as the artifact
 <workdir>/victim_<name>/, query it once with B random images of the pool, train a surrogate of each architecture
@@ -12,7 +13,8 @@ finished victims and rows.
 
 Presets (`mlpriv_jax.presets.survey_tables`, each with its measured wall and tables): smoke (embedded data, narrow
 stand-ins for the five architectures), cpu (real CIFAR-10 victims, CIFAR-100 queries, B = 10,000), paper (the
-survey's scale and architectures, for a GPU).
+survey's scale and architectures, for a GPU), gpu (the paper's scale with a few-epoch bfloat16 recipe, the tables in
+one lent GPU window: benchmarks/gpu_check.sh).
 """
 
 import os
@@ -47,7 +49,7 @@ def main(argv):
                                            "archs") if common.given(k)}
   archs = dict(cfg.archs, **tables.parse_archs(FLAGS.archs or []))
   if FLAGS.res18_imagenet_stem:
-    archs["res18_imagenet"] = "resnet18_imagenet" if FLAGS.preset == "paper" else "resnet18_imagenet_narrow"
+    archs["res18_imagenet"] = "resnet18_imagenet" if FLAGS.preset in ("paper", "gpu") else "resnet18_imagenet_narrow"
     cfg = configs.replace(cfg, dict(rows=(*cfg.rows, "res18_imagenet")))
   change = dict(archs=tuple(archs.items()))
   if common.given("victim_epochs"):

@@ -27,21 +27,41 @@ def test_gpu_check_without_its_data_says_what_is_missing(tmp_path):
   assert r.returncode == 2 and "--out" in r.stderr
 
 
+def test_gpu_check_refuses_a_damaged_data_file_before_training(tmp_path):
+  for name in ("cifar10_jpeg.npz", "cifar100_jpeg.npz"):
+    (tmp_path / name).write_bytes(b"PK\x03\x04 not a whole zip")
+  r = _run(f"--out={tmp_path / 'o'}", f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'w'}", "--dry_run")
+  assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert "cifar10_jpeg.npz is damaged" in r.stderr
+  assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
 @pytest.mark.slow
-def test_gpu_check_dry_run_measures_every_step(tmp_path, data_dir):
-  out = tmp_path / "out"
-  r = _run(f"--out={out}", f"--data_dir={data_dir}", "--dry_run")
-  assert r.returncode == 0, r.stderr
-  steps = json.loads((out / "steps.json").read_text())
-  assert set(steps) == {"throughput_b8", "train_k", "paper_tables"}, steps   # the GPU run: two batches, datafree
+def test_gpu_check_dry_run_runs_both_commands_and_the_second_resumes_the_first(tmp_path, data_dir):
+  """The lent machine's two commands at tiny sizes: the first writes table1 (victim and five rows) into the
+  workdir, the second finds it, reuses it unchanged and adds table2; every benchmark step runs in each."""
+  work = tmp_path / "work"
+  first = _run(f"--out={tmp_path / 'o1'}", f"--data_dir={data_dir}", f"--workdir={work}", "--dry_run")
+  assert first.returncode == 0, first.stderr
+  assert "starting from scratch with table1" in first.stderr
+  steps = json.loads((tmp_path / "o1" / "steps.json").read_text())
+  assert set(steps) == {"tables_table1", "loop_overhead", "throughput_b8", "train_k"}, steps
   assert all(s["exit_status"] == 0 for s in steps.values()), steps
-  rows = json.loads((out / "throughput_b8.json").read_text())
-  assert "cnn_tiny" in rows["archs"] and rows["archs"]["cnn_tiny"]["train"]["images_per_sec"] > 0
-  assert rows["archs"]["cnn_tiny"]["train"]["tflops_per_sec"] > 0       # the FLOPs are counted
-  assert "vmap" in (out / "train_k.json").read_text()
-  assert sorted(os.listdir(out)) == sorted(["steps.json", "steps.log", "throughput_b8.json", "train_k.json",
-                                             "paper_tables.json", "paper_tables.md"])
-  tables = json.loads((out / "paper_tables.json").read_text())
-  victim = tables["tables"]["table1"]["victim"]
-  assert victim["epochs_run"] == 1 and victim["seconds_per_epoch"] > 0
-  assert set(tables["tables"]["table1"]["rows"]) == {"wres16"}
+  t1 = json.loads((tmp_path / "o1" / "tables.json").read_text())
+  assert set(t1["tables"]) == {"table1"} and len(t1["tables"]["table1"]["rows"]) == 5
+  assert t1["tables"]["table1"]["victim"]["epochs_run"] == 1
+  loop = json.loads((tmp_path / "o1" / "loop_overhead.json").read_text())
+  assert loop["figures"]["loop"]["images_per_sec"] > 0 and loop["setup"]["dtype"] == "bfloat16"
+  assert len(os.listdir(tmp_path / "o1")) <= 8
+
+  second = _run(f"--out={tmp_path / 'o2'}", f"--data_dir={data_dir}", f"--workdir={work}", "--dry_run")
+  assert second.returncode == 0, second.stderr
+  assert "second command: table1 is in" in second.stderr
+  steps = json.loads((tmp_path / "o2" / "steps.json").read_text())
+  assert steps["tables_table1_table2"]["exit_status"] == 0, steps
+  t2 = json.loads((tmp_path / "o2" / "tables.json").read_text())
+  assert t2["tables"]["table1"] == t1["tables"]["table1"]           # reused, not trained again
+  assert len(t2["tables"]["table2"]["rows"]) == 5 and t2["tables"]["table2"]["victim"]["epochs_run"] == 1
+  md = (tmp_path / "o2" / "tables.md").read_text()
+  assert "## table1" in md and "## table2" in md
+  assert os.listdir(work / "jax_cache"), "the compiled programs are cached for the second command"

@@ -13,7 +13,7 @@ from conftest import REPO
 from mlpriv_jax import config, presets
 from mlpriv_jax.errors import UserError
 
-ALL = [(program, name) for program in presets.PROGRAMS for name in presets.NAMES]
+ALL = [(program, name) for program in presets.PROGRAMS for name in presets.presets(program)]
 
 
 @pytest.mark.parametrize("program,name", ALL)
@@ -87,3 +87,31 @@ def test_options_records_hold_one_record_per_registered_attack():
       assert hints[name] is attack.options and isinstance(options().of(name), attack.options), name
   with pytest.raises(UserError, match="no options for attack 'lira'"):
     M.MembershipOptions().of("lira")
+
+
+def test_the_gpu_tables_recipe_is_what_its_docstring_states():
+  """survey_tables' gpu preset lists its recipe line by line (`victim.batch_size: 512`); each line is the config's
+  value, and every field that differs from the paper preset's is listed (nothing changed silently)."""
+  from mlpriv_jax.presets import survey_tables
+  doc = inspect.getdoc(survey_tables.gpu)
+  block = doc.split("Recipe (", 1)[1].split("\n\n", 1)[0]
+  stated = dict(re.findall(r"^  ([\w.]+): (.+)$", block, re.M))
+  cfg, paper = survey_tables.gpu(), survey_tables.paper()
+  assert len(stated) >= 10, stated
+
+  def value(c, path):
+    for part in path.split("."):
+      c = getattr(c, part)
+    return c
+
+  for path, text in stated.items():
+    got = value(cfg, path)
+    assert str(got) == text or (isinstance(got, (int, float)) and float(text) == got), (path, text, got)
+  differs = {f"{part}.{f}" for part in ("victim", "surrogate") for f in config.as_dict(getattr(cfg, part))
+             if value(cfg, f"{part}.{f}") != value(paper, f"{part}.{f}")}
+  differs |= {f for f in ("dtype", "checkpoint_every_s", "lr_by_arch", "budget", "num_train", "archs", "query_set")
+              if getattr(cfg, f) != getattr(paper, f)}
+  unstated = differs - set(stated) - {f"{p}.{f}" for p in ("victim", "surrogate")
+                                      for f in ("milestones_epochs", "lr_decay_factor")}   # unused by cosine
+  assert not unstated, unstated
+  assert (cfg.budget, cfg.num_train, cfg.query_set, cfg.archs) == (50000, 0, "cifar100", paper.archs)

@@ -82,6 +82,8 @@ class TablesRun:
   tables: Tuple[str, ...] = ("table1", "table2")
   lr_by_arch: Tuple[Tuple[str, float], ...] = ()   # an architecture's own peak learning rate, victim and surrogate
   seed: int = 0
+  dtype: str = "float32"                   # every model's compute dtype (parameters stay float32)
+  checkpoint_every_s: float = 0.0          # a victim's checkpoint once this long after the last (0: every epoch)
 
   def validate(self):
     archs = dict(self.archs)
@@ -94,6 +96,9 @@ class TablesRun:
     integer(self.num_test, "num_test", at_least=0)
     for a in archs.values():
       models.canonical_name(a)
+    if self.dtype not in models.DTYPES:
+      raise UserError(f"unknown compute dtype {self.dtype!r}; known: {', '.join(models.DTYPES)}")
+    number(self.checkpoint_every_s, "checkpoint_every_s", at_least=0)
     for a, lr in self.lr_by_arch:
       models.canonical_name(a)
       number(lr, f"the learning rate of {a}", above=0)
@@ -136,7 +141,7 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
     if table not in cfg.tables:
       continue
     entry = out["tables"].setdefault(table, {"rows": {}})
-    victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std)
+    victim_model = models.get_model(archs[victim_name], ds.num_classes, mean=mean, std=std, dtype=cfg.dtype)
     log(f"{table}: victim {victim_name} = {victim_model.name} on {ds.name} ({len(x_train)} images)")
     t0, trained = time.time(), []   # epochs trained by this run (none when its checkpoint is complete)
 
@@ -147,7 +152,7 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
     vcfg = for_arch(victim_config, archs[victim_name])
     vres = train.train(victim_model, vcfg, x_train, y_train, streams.derive(key, streams.TRAIN, t),
                        ckpt_path=os.path.join(workdir, f"victim_{victim_name}.msgpack"), meta=dict(dataset=ds.name),
-                       on_epoch_end=on_epoch_end)
+                       on_epoch_end=on_epoch_end, checkpoint_every_s=cfg.checkpoint_every_s)
     variables = train.variables_of(vres.state)
     victim_top1 = np.asarray(train.predict(victim_model, variables, xt).argmax(-1))
     victim_acc = float((victim_top1 == yt).mean())
@@ -170,7 +175,7 @@ def run(cfg: TablesRun, *, workdir: str, data_dir: Optional[str] = None, run_con
       if name in entry["rows"]:
         continue
       r = list(archs).index(name)   # the row's key: its place among all rows, whichever rows this run asks for
-      sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std)
+      sur = models.get_model(archs[name], ds.num_classes, mean=pool_mean, std=pool_std, dtype=cfg.dtype)
       t0 = time.time()
       state = E.train_surrogate(sur, for_arch(surrogate_config, archs[name]), pool.x_train[idx], answers,
                                 streams.derive(attack, streams.KNOCKOFF_TRAIN, r)).state

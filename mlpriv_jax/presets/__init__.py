@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional
 from mlpriv_jax.errors import UserError
 
 PROGRAMS = ("train", "defend", "extract", "mia", "arena", "survey_tables", "verify")
-NAMES = ("smoke", "cpu", "paper")   # every program's presets
+NAMES = ("smoke", "cpu", "paper", "gpu")   # every preset name; a program has smoke, cpu, paper and maybe more
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
