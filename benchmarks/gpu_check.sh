@@ -57,6 +57,7 @@ for name in ("cifar10_jpeg.npz", "cifar100_jpeg.npz"):
 EOF
 
 mkdir -p "$OUT" "$WORKDIR"
+WORKDIR=$(cd "$WORKDIR" && pwd)
 export MLPRIV_CACHE_DIR="${MLPRIV_CACHE_DIR:-$WORKDIR/cache}"
 export JAX_COMPILATION_CACHE_DIR="$WORKDIR/jax_cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 START=$(date +%s)
