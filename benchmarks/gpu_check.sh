@@ -11,9 +11,10 @@
 #      adds the VGG-16 victim and table2's. The decoded data and JAX's compiled programs are cached in the workdir,
 #      so the second command pays for neither again. A second command that finds no first one says so and starts
 #      from scratch; a command killed at its limit keeps every victim and row it finished (tables.json).
-#   2. with the time left, in order: loop_overhead.json (wrn16_8 at batch 512 in bfloat16: an epoch of 50,000
-#      images against steps x the bare step's time), throughput_b512.json (every survey architecture, bf16, MFU),
-#      train_k.json (the vmapped model axis, K = 1, 8, 32), datafree.json (DFME's paper recipe for about a minute).
+#   2. with the time left, in order, each once over the two commands (the second runs what the first did not
+#      finish): loop_overhead.json (wrn16_8 at batch 512 in bfloat16: an epoch of 50,000 images against steps x the
+#      bare step's time), throughput_b512.json (every survey architecture, bf16, MFU), train_k.json (the vmapped
+#      model axis, K = 1, 8, 32), datafree.json (DFME's paper recipe for about a minute).
 # OUT gets at most 8 flat files: steps.json (each step's exit status and wall seconds, rewritten as it goes),
 # steps.log (every step's output), tables.json, tables.md and the benchmarks' JSONs. --dry_run: the same at tiny
 # sizes on any machine (a test runs both commands on CPU in under 2 minutes).
@@ -68,6 +69,7 @@ echo "{}" > "$STEPS"
 
 step() {  # step NAME SECONDS CMD...: runs CMD under a timeout (at most what is left) and records how it ended
   local name="$1" limit="$2"; shift 2
+  if [ -e "$WORKDIR/done/$name" ]; then echo "   $name: measured by the first command" >&2; return; fi
   local left=$((DEADLINE - $(date +%s)))
   [ "$limit" -le "$left" ] || limit=$left
   if [ "$limit" -lt 20 ]; then echo "   $name skipped: ${left} s left" >&2; return; fi
@@ -86,6 +88,7 @@ with open(path + ".tmp", "w") as f:
 os.replace(path + ".tmp", path)
 EOF
   echo "   exit $rc after $(( $(date +%s) - t0 )) s" >&2
+  case "$name" in tables_*) ;; *) [ "$rc" = 0 ] && mkdir -p "$WORKDIR/done" && : > "$WORKDIR/done/$name" ;; esac
 }
 
 if [ "$DRY" = 1 ]; then

@@ -39,7 +39,8 @@ def test_gpu_check_refuses_a_damaged_data_file_before_training(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_dry_run_runs_both_commands_and_the_second_resumes_the_first(tmp_path, data_dir):
   """The lent machine's two commands at tiny sizes: the first writes table1 (victim and five rows) into the
-  workdir, the second finds it, reuses it unchanged and adds table2; every benchmark step runs in each."""
+  workdir and runs every benchmark step; the second finds table1, reuses it unchanged, adds table2, and runs no
+  benchmark the first finished."""
   work = tmp_path / "work"
   first = _run(f"--out={tmp_path / 'o1'}", f"--data_dir={data_dir}", f"--workdir={work}", "--dry_run")
   assert first.returncode == 0, first.stderr
@@ -58,7 +59,8 @@ def test_gpu_check_dry_run_runs_both_commands_and_the_second_resumes_the_first(t
   assert second.returncode == 0, second.stderr
   assert "second command: table1 is in" in second.stderr
   steps = json.loads((tmp_path / "o2" / "steps.json").read_text())
-  assert steps["tables_table1_table2"]["exit_status"] == 0, steps
+  assert set(steps) == {"tables_table1_table2"} and steps["tables_table1_table2"]["exit_status"] == 0, steps
+  assert "loop_overhead: measured by the first command" in second.stderr   # the window is not spent twice
   t2 = json.loads((tmp_path / "o2" / "tables.json").read_text())
   assert t2["tables"]["table1"] == t1["tables"]["table1"]           # reused, not trained again
   assert len(t2["tables"]["table2"]["rows"]) == 5 and t2["tables"]["table2"]["victim"]["epochs_run"] == 1
