@@ -14,6 +14,9 @@ measured wall and headline.
 
 --defences takes names, with strengths after a colon: `label,round2,revsig:0.5/1,mad_argmax:0.5,memguard:1`.
 
+Several processes or hosts (`--coordinator_address --num_processes --process_id`, or SLURM / Open MPI; docs/hosts.md)
+share every victim's game (its K + 1 models); process 0 then computes the cells and writes the report.
+
 A deployed victim: after a first run has trained it, serve it and add its row (every attack through HTTP):
   python experiments/serve.py --victim=runs/arena/victim/target --keys_file=keys.json --defence=... &
   MLPRIV_API_KEY=... python experiments/arena.py --preset=smoke --workdir=runs/arena --victim_url=http://127.0.0.1:8000
@@ -47,6 +50,7 @@ flags.DEFINE_integer("num_examples", None, "The membership universe (the victim 
 flags.DEFINE_integer("num_shadows", None, "The attacker's shadow models.")
 flags.DEFINE_boolean("monitor", None, "Measure PRADA's queries-to-flag on each extraction stream.")
 flags.DEFINE_boolean("collate_only", False, "Rebuild the report from the cells; compute nothing.")
+common.define_host_flags()
 common.define_endpoint_flags("Add the setting `served`: the arena's victim as served at this URL "
                              "(experiments/serve.py --victim=<workdir>/victim/target, behind the server's own "
                              "defence, or any Open Inference Protocol v2 server of the same model).")

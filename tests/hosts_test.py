@@ -142,6 +142,37 @@ def test_train_program_splits_its_k_models_over_two_processes(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
+def test_arena_program_splits_its_games_models_over_two_processes(tmp_path):
+  """arena.py as 2 processes: every game's K + 1 models are split (chunks of 2), process 0 alone then computes the
+  cells and the report, which equal one process's (the membership scores bit for bit); process 1 writes no cell.
+  The served row and --collate_only are refused under a launch."""
+  from mlpriv_jax.arena import cells as C
+  arena = ("--preset=smoke", "--num_examples=128", "--num_shadows=3", "--membership_attacks=loss,lira_offline",
+           "--extraction_attacks=", "--defences=", "--dp_epsilons=", "--ownership=", "--monitor=false")
+  port, env = free_port(), dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  launch = lambda i, *extra: subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "experiments", "arena.py"), *arena, *extra, f"--workdir={tmp_path / 'two'}",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+  codes, out = _finish([launch(0), launch(1)])
+  assert codes == [0, 0], out
+  assert "process 1 of 2: trained models 2-3" in out[1] and "report in" in out[0] and "report in" not in out[1]
+  assert sorted(os.listdir(tmp_path / "two" / "victim" / "models")) == ["models_00000-00002.msgpack",
+                                                                       "models_00002-00004.msgpack"]
+  r = program("arena", *arena, f"--workdir={tmp_path / 'one'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  two, one = ({(c["family"], c["attack"], c["setting"]): c for c in C.load_cells(str(tmp_path / w))}
+              for w in ("two", "one"))
+  assert set(two) == set(one) and len(one) == 3   # utility, loss, lira_offline behind `none`
+  timed = lambda rows: [r for r in rows if not r["metric"].startswith("seconds")]   # the defence's latency aside
+  for k in one:
+    assert (timed(two[k]["rows"]), two[k]["curves"], two[k]["info"]) == (
+        timed(one[k]["rows"]), one[k]["curves"], one[k]["info"]), k
+  codes, out = _finish([launch(0, "--collate_only"), launch(1, "--collate_only")], timeout=120)
+  assert codes == [2, 2] and all("run them without --num_processes" in text for text in out), out
+
+
 SLURM_STEP = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="node[1-2]", SLURM_PROCID="1", SLURM_LOCALID="0",
                   SLURM_NTASKS="2")
 

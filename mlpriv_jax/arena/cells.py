@@ -153,11 +153,17 @@ def load_cells(workdir: str, log: Optional[Callable] = None) -> List[dict]:
   return cells
 
 
-def missing(workdir: str, keys: Iterable[CellKey], log: Optional[Callable] = None) -> List[CellKey]:
-  """The keys whose cell is not there yet: no file, or a damaged one (set aside, with a warning through `log`)."""
+def missing(workdir: str, keys: Iterable[CellKey], log: Optional[Callable] = None, *,
+            set_aside_damaged: bool = True) -> List[CellKey]:
+  """The keys whose cell is not there yet: no file, or a damaged one (set aside, with a warning through `log`;
+  only counted as missing with set_aside_damaged=False, what a process that writes nothing asks)."""
   out = []
   for k in keys:
     path = cell_path(workdir, k)
+    if not set_aside_damaged:
+      if not os.path.exists(path) or _parse(path) is None:
+        out.append(k)
+      continue
     if os.path.exists(path) and _parse(path) is None:
       where = set_aside(path)
       if log is not None:

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from mlpriv_jax import config as configs
-from mlpriv_jax import data, defences, results, streams, train
+from mlpriv_jax import data, defences, hosts, results, streams, train
 from mlpriv_jax import workdir as wd
 from mlpriv_jax.arena import cells as C
 from mlpriv_jax.arena import lockstep
@@ -165,6 +165,9 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   t_start = time.time()
   wd.require(workdir)
   cfg.validate()   # everything that needs no data, before anything is loaded
+  if hosts.count() > 1 and (endpoint is not None or collate_only):
+    raise UserError("a launch of several processes shares the arena's model training; the served row and "
+                    "--collate_only are one process's work: run them without --num_processes")
   clients = []
   remote = _remote(endpoint, clients, log) if endpoint is not None and not collate_only else None
   pool = None
@@ -174,7 +177,8 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
   for e in cfg.dp_epsilons:
     membership.dp_recipe(dp_game(cfg, e))
   config = dict(run_config or {}, arena=configs.as_dict(cfg))
-  wd.claim(workdir, "arena", config, identity=("arena",))
+  hosts.agree("arena", config)   # a multi-process launch: one config on every process, before anything is written
+  hosts.on_writer("the workdir's claim", lambda: wd.claim(workdir, "arena", config, identity=("arena",)))
   if not collate_only:
     timing = os.path.join(workdir, "timing", f"{int(t_start * 1000)}-{os.getpid()}.json")
     try:
@@ -182,6 +186,8 @@ def run(cfg: ArenaConfig, *, workdir: str, data_dir: Optional[str] = None, colla
     finally:
       for c in clients:
         c.close()
+  if not hosts.writer():   # another process of a launch: its share of the models is trained and checkpointed
+    return {}
   cells = C.load_cells(workdir, log)
   provenance = _provenance(t_start)
   runs = _timings(workdir)
@@ -224,7 +230,8 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, progress: _
   key = jax.random.key(cfg.game.seed)
   games = [(None, cfg.game)] + [(e, dp_game(cfg, e)) for e in cfg.dp_epsilons]
   planned = _plan(cfg, settings)
-  todo = C.missing(workdir, planned, log)
+  writer = hosts.writer()   # the other processes of a launch only train their share of the models
+  todo = C.missing(workdir, planned, log, set_aside_damaged=writer)
   # a surrogate whose ownership cell is missing is trained again (the proof is made before its extraction cell)
   todo += [k._replace(family="extraction") for k in todo if k.family == "ownership" and k.attack != proof.NEGATIVE
            and k._replace(family="extraction") not in todo]
@@ -232,9 +239,13 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, progress: _
       f"{len(cfg.dp_epsilons)} DP-SGD victims")
   if not todo:
     return
-  progress.total = len(todo)
-  progress.record()
+  if writer:
+    progress.total = len(todo)
+    progress.record()
   todo = set(todo)
+  # Every victim's game first (its K + 1 models split over the processes of a launch), then, on process 0 alone,
+  # the cells of each: the others are not left waiting at a barrier while process 0 attacks.
+  games_todo = []
   for i, (e, game) in enumerate(games):
     mine = settings if e is None else [(C.DPSGD, float(e))]
     names = {C.setting(d, s) for d, s in mine}
@@ -243,6 +254,9 @@ def _compute(cfg: ArenaConfig, workdir: str, pool, data_dir, remote, progress: _
     ds = membership.load_data(game, data_dir)
     name = "victim" if e is None else f"dpsgd_eps{e:g}"
     trained = membership.setup(game, ds, os.path.join(workdir, name), log=log)
+    if trained is not None:
+      games_todo.append((i, mine, trained))
+  for i, mine, trained in games_todo:
     _victim_cells(cfg, workdir, trained, mine, pool, (key, i), todo, progress, remote, log)
 
 
