@@ -105,13 +105,11 @@ else
 fi
 
 TABLES_DIR="$WORKDIR/tables"
-TABLE1_DONE='import json, sys; t = json.load(open(sys.argv[1]))["tables"]; sys.exit(len(t["table1"]["rows"]) < 5)'
-if "$PY" -c "$TABLE1_DONE" "$TABLES_DIR/tables.json" 2>/dev/null; then
-  echo "second command: table1 is in $TABLES_DIR; adding table2" >&2
+ROWS='import json, sys; print(len(json.load(open(sys.argv[1]))["tables"].get("table1", {}).get("rows", {})))'
+if [ -d "$TABLES_DIR" ]; then
+  DONE=$("$PY" -c "$ROWS" "$TABLES_DIR/tables.json" 2>/dev/null || echo 0)
+  echo "second command: $DONE of table1's 5 rows are in $TABLES_DIR; finishing table1 and adding table2" >&2
   WHICH=table1,table2
-elif [ -e "$TABLES_DIR" ]; then
-  echo "first command (table1), resuming the unfinished run in $TABLES_DIR" >&2
-  WHICH=table1
 else
   echo "first command (or a second one without the first's workdir $TABLES_DIR): starting from scratch with table1" >&2
   WHICH=table1
