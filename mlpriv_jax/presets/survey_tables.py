@@ -111,8 +111,9 @@ def gpu() -> TablesRun:
   probabilities as KnockoffNets does (no smoothing), with momentum 0.9 and weight decay in place of knockoffnets'
   0.5 and 0, which suit its 100 epochs, and with the victims' crop-and-flip augmentation of the queries. The images
   stay on the device (the engine's gather), the victims are evaluated once at the end and checkpointed at most once
-  a minute (a WRN-16-8 checkpoint with its momentum is about 130 MB). The epoch counts are what fits the window at
-  the H200's measured throughput (BUILD_NOTES.md, The GPU). The CPU proxy of these ideas (the `cpu` preset's victim
+  a minute (a WRN-16-8 checkpoint with its momentum is 84 MB; what writing one costs against a GPU epoch:
+  BUILD_NOTES.md, The GPU). The epoch counts are what fits the window at the H200's measured throughput (the same
+  section). The CPU proxy of these ideas (the `cpu` preset's victim
   recipe against this one at 2-core scale) is benchmarks/results/victim_recipe_cpu.json. Differences from the
   survey's recipe: docs/differences.md.
 
