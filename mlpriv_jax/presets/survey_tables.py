@@ -42,10 +42,11 @@ def cpu() -> TablesRun:
 
   Evidence:
     command: python experiments/survey_tables.py --preset=cpu --data_dir=../shared/data --workdir=runs/tables_cpu
-    machine: 2-core VM, 24 GiB, no GPU, alone
-    wall: 2092 s
-    headline: victims 65.0% and 60.1%; surrogates 0.69-0.86x of their accuracy, fidelity 0.57-0.71
-    result: benchmarks/results/presets/survey_tables_cpu.json (6a21074 (the notes that recorded it), 2026-11-28)
+    machine: 2-core AMD EPYC, 24 GiB, no GPU
+    wall: 2279 s
+    headline: table1 victim 66.3%, fidelity 0.58/0.68/0.63/0.55/0.64; table2 victim 61.6%, fidelity
+      0.64/0.68/0.67/0.63/0.64
+    result: benchmarks/results/presets/survey_tables_cpu.json (05d90bf, 2026-12-08)
   """
   archs = tuple((n, "resnet20" if n == "res32" else a) for n, a in NARROW)
   return TablesRun(
